@@ -1,0 +1,59 @@
+"""Converting stored documents to protobuf messages."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from mailroom.v1 import mail_pb2
+from server.store.documents import Attempt, Email
+
+
+def _timestamp(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(value.replace(tzinfo=UTC) if value.tzinfo is None else value)
+    return ts
+
+
+def attempt_to_proto(attempt: Attempt) -> mail_pb2.Attempt:
+    """Convert one stored attempt."""
+    duration = Duration()
+    duration.FromMilliseconds(int(attempt.duration_ms or 0))
+    return mail_pb2.Attempt(
+        provider=attempt.provider or "",
+        start_time=_timestamp(attempt.started_at),
+        duration=duration,
+        outcome=mail_pb2.AttemptOutcome.Value(f"ATTEMPT_OUTCOME_{attempt.outcome}"),
+        error=attempt.error or "",
+        response=attempt.response or "",
+        worker=attempt.worker or "",
+    )
+
+
+def email_to_proto(email: Email) -> mail_pb2.Email:
+    """Convert a stored email, with its attempts."""
+    return mail_pb2.Email(
+        id=str(email.id),
+        status=mail_pb2.EmailStatus.Value(f"EMAIL_STATUS_{email.status}"),
+        to=list(email.to),
+        cc=list(email.cc),
+        bcc=list(email.bcc),
+        title=email.subject or "",
+        content=email.text or "",
+        html=email.html or "",
+        from_address=email.from_address or "",
+        reply_to=email.reply_to or "",
+        message_id=email.message_id or "",
+        create_time=_timestamp(email.created_at),
+        update_time=_timestamp(email.updated_at),
+        send_at=_timestamp(email.send_at),
+        sent_time=_timestamp(email.sent_at),
+        provider=email.provider or "",
+        provider_message_id=email.provider_message_id or "",
+        last_error=email.last_error or "",
+        attempts=[attempt_to_proto(a) for a in email.attempts],
+    )

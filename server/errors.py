@@ -1,0 +1,70 @@
+"""Errors the API answers with. Each class carries its gRPC status code.
+
+One interceptor (:mod:`server.interceptors`) turns them into a gRPC status with details; Envoy turns
+that into the HTTP status and a JSON body.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One invalid field of a request: its path (``to[0]``) and what is wrong with it."""
+
+    field: str
+    description: str
+
+
+class MailroomError(Exception):
+    """Base of the errors the API answers with."""
+
+    grpc_status_code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(MailroomError):
+    """The request is invalid; ``violations`` name the fields."""
+
+    grpc_status_code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, violations: list[FieldViolation]) -> None:
+        summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
+        super().__init__(f"invalid request: {summary}")
+        self.violations = violations
+
+
+class NotFound(MailroomError):
+    """No such email."""
+
+    grpc_status_code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(MailroomError):
+    """An idempotency key was reused with a different payload."""
+
+    grpc_status_code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class FailedPrecondition(MailroomError):
+    """The email is not in a state that allows the operation."""
+
+    grpc_status_code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class StorageUnavailable(MailroomError):
+    """MongoDB could not be reached or refused the write: nothing was accepted."""
+
+    grpc_status_code = grpc.StatusCode.INTERNAL
+
+
+class QueueUnavailable(MailroomError):
+    """Redis could not be reached. The API logs it and still answers success."""
+
+    grpc_status_code = grpc.StatusCode.UNAVAILABLE

@@ -1,0 +1,79 @@
+"""The one place where exceptions become gRPC statuses.
+
+:class:`server.errors.MailroomError` subclasses carry their status code; validation errors add a
+``google.rpc.BadRequest`` detail. Anything else is logged with its traceback and answered INTERNAL
+with no internals in the message.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from server.errors import InvalidArgument, MailroomError
+
+log = logging.getLogger(__name__)
+
+
+def error_to_status(error: MailroomError) -> status_pb2.Status:
+    """Build the google.rpc.Status for an API error, with field violations when there are any."""
+    status = status_pb2.Status(code=error.grpc_status_code.value[0], message=error.message)
+    if isinstance(error, InvalidArgument):
+        detail = any_pb2.Any()
+        detail.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=v.field, description=v.description
+                    )
+                    for v in error.violations
+                ]
+            )
+        )
+        status.details.append(detail)
+    return status
+
+
+def _internal_status() -> status_pb2.Status:
+    return status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
+
+
+class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Turns exceptions raised by unary-unary handlers into rich gRPC statuses."""
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        """Wrap the unary-unary handler of the call, if it is one."""
+        handler = continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
+        method = handler_call_details.method
+
+        def wrapper(request: Any, context: grpc.ServicerContext) -> Any:
+            try:
+                return inner(request, context)
+            except MailroomError as exc:
+                log.info("%s answered %s: %s", method, exc.grpc_status_code.name, exc.message)
+                context.abort_with_status(rpc_status.to_status(error_to_status(exc)))
+            except Exception:
+                # abort_with_status raises an Exception subclass too; let it through.
+                if context.code() is not None:
+                    raise
+                log.exception("%s failed", method)
+                context.abort_with_status(rpc_status.to_status(_internal_status()))
+
+        return grpc.unary_unary_rpc_method_handler(
+            wrapper,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

@@ -1,0 +1,90 @@
+"""``mailroom-api``: the gRPC server with health checking and reflection."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+from types import FrameType
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from mailroom.v1 import mail_pb2, mail_pb2_grpc
+from server.interceptors import ErrorInterceptor
+from server.logs import configure_logging
+from server.queue import DeliveryQueue
+from server.servicer import MailServicer
+from server.settings import Settings, get_settings
+from server.store.connection import connect, ensure_indexes_in_background
+
+log = logging.getLogger("server")
+
+SERVICE_NAME = mail_pb2.DESCRIPTOR.services_by_name["MailService"].full_name
+
+
+def build_server(settings: Settings, queue: DeliveryQueue) -> tuple[grpc.Server, int]:
+    """Build the gRPC server (not started) and bind its port.
+
+    Returns:
+        The server and the bound port (useful with port 0).
+    """
+    # Room for the largest accepted email plus protobuf framing; the servicer checks the exact
+    # limit so an oversized email gets a field violation, not a transport error.
+    max_message = settings.max_email_bytes * 2
+    server = grpc.server(
+        futures.ThreadPoolExecutor(
+            max_workers=settings.grpc_max_workers, thread_name_prefix="grpc"
+        ),
+        interceptors=[ErrorInterceptor()],
+        options=[
+            ("grpc.max_receive_message_length", max_message),
+            ("grpc.max_send_message_length", max_message),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    mail_pb2_grpc.add_MailServiceServicer_to_server(MailServicer(settings, queue), server)
+    health_servicer = health.HealthServicer()
+    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+    if port == 0:
+        raise SystemExit(f"cannot bind {settings.grpc_host}:{settings.grpc_port}")
+    return server, port
+
+
+def main() -> None:
+    """Run the API until SIGINT or SIGTERM."""
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    connect(settings.mongodb_uri, timeout_ms=settings.mongodb_timeout_ms)
+    ensure_indexes_in_background()
+    queue = DeliveryQueue(
+        settings.redis_url, settings.queue_name, timeout_seconds=settings.redis_timeout_seconds
+    )
+    server, port = build_server(settings, queue)
+    server.start()
+    log.info("mailroom-api listening on %s:%d", settings.grpc_host, port)
+
+    stopped = threading.Event()
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: draining requests", signum)
+        stopped.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    stopped.wait()
+    server.stop(grace=5).wait()
+    queue.close()
+    log.info("mailroom-api stopped")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""Mailroom's settings: one pydantic-settings object, read once in each entry point.
+
+Every field can be set by an environment variable with the ``MAILROOM_`` prefix; nested fields
+use ``__`` (``MAILROOM_SMTP__HOST``, ``MAILROOM_PROVIDERS__SENDGRID__API_KEY``). An optional TOML
+file named by ``MAILROOM_CONFIG`` supplies values below the environment. Secrets never have
+defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+MiB = 1024 * 1024
+
+
+class SmtpSettings(BaseModel):
+    """The SMTP relay (by default the local sink of ``make dev``)."""
+
+    host: str = "127.0.0.1"
+    port: int = 1025
+    security: Literal["none", "starttls", "ssl"] = "none"
+    username: str | None = None
+    password: SecretStr | None = None
+    timeout_seconds: float = 30.0
+    enabled: bool = True
+
+
+class HttpProviderSettings(BaseModel):
+    """An HTTP mail provider: enabled only when its credentials are set."""
+
+    api_key: SecretStr | None = None
+    base_url: str | None = None
+    timeout_seconds: float = 30.0
+    # Mailgun sends from a domain of its own.
+    domain: str | None = None
+
+
+class SesSettings(BaseModel):
+    """Amazon SES v2: enabled when a region and credentials are set."""
+
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    endpoint_url: str | None = None
+    timeout_seconds: float = 30.0
+
+
+class ProvidersSettings(BaseModel):
+    """Credentials and endpoints of the HTTP/API providers."""
+
+    sendgrid: HttpProviderSettings = HttpProviderSettings()
+    mailgun: HttpProviderSettings = HttpProviderSettings()
+    postmark: HttpProviderSettings = HttpProviderSettings()
+    ses: SesSettings = SesSettings()
+
+
+class RetrySettings(BaseModel):
+    """Dramatiq retries: exponential backoff with jitter between attempts."""
+
+    max_retries: int = 8
+    min_backoff_ms: int = 15_000
+    max_backoff_ms: int = 3_600_000
+
+
+class BreakerSettings(BaseModel):
+    """Circuit breakers, one per provider, shared through Redis."""
+
+    fail_max: int = 5
+    reset_timeout_seconds: float = 60.0
+
+
+class RescanSettings(BaseModel):
+    """The periodic rescan of emails that were never enqueued or got stuck."""
+
+    cron: str = "*/30 * * * *"
+    buffer_seconds: float = 1800.0
+    batch_size: int = 500
+    lock_seconds: float = 600.0
+
+
+class Settings(BaseSettings):
+    """All of Mailroom's settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MAILROOM_",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    mongodb_uri: str = "mongodb://127.0.0.1:27017/mailroom"
+    # Fail a request fast (well within 3 s) when MongoDB is unreachable, not after pymongo's 30 s.
+    mongodb_timeout_ms: int = 1500
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_timeout_seconds: float = 1.0
+
+    grpc_host: str = "0.0.0.0"
+    grpc_port: int = 50051
+    grpc_max_workers: int = 32
+
+    queue_name: str = "mail"
+    default_from: str = "Mailroom <mailroom@localhost>"
+    message_id_domain: str = "mailroom.local"
+    max_recipients: int = 50
+    max_email_bytes: int = 10 * MiB
+    max_schedule_days: int = 30
+    idempotency_ttl_hours: float = 24.0
+
+    smtp: SmtpSettings = SmtpSettings()
+    providers: ProvidersSettings = ProvidersSettings()
+    # Provider names in priority order; optional weights split traffic within one priority.
+    provider_order: list[str] = Field(default_factory=lambda: ["smtp"])
+    provider_weights: dict[str, float] = Field(default_factory=dict)
+    retry: RetrySettings = RetrySettings()
+    breaker: BreakerSettings = BreakerSettings()
+    rescan: RescanSettings = RescanSettings()
+
+    # A claimed email is locked for this long: longer than the longest provider timeout.
+    lease_seconds: float = 120.0
+    worker_processes: int = 1
+    worker_threads: int = 8
+    metrics_port: int = 9191
+    log_level: str = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Read init kwargs, then the environment, then the optional ``MAILROOM_CONFIG`` file."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("MAILROOM_CONFIG")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Return the process's settings, read from the environment on first use."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""MongoDB persistence: mongoengine documents and the repository functions around them."""

@@ -1,0 +1,139 @@
+"""The mongoengine documents of Mailroom.
+
+Written for both MongoDB 7 and FerretDB 1.24: no sparse, partial or TTL indexes, no transactions;
+every state change is one atomic update or find-and-modify on one document.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from mongoengine import (
+    DateTimeField,
+    DictField,
+    Document,
+    EmbeddedDocument,
+    EmbeddedDocumentListField,
+    FloatField,
+    IntField,
+    ListField,
+    StringField,
+)
+
+
+def utcnow() -> datetime:
+    """Return the current time, UTC, truncated to milliseconds as BSON stores it."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000, tzinfo=None)
+
+
+class Status(StrEnum):
+    """Where an email is on its way; mirrors ``mailroom.v1.EmailStatus``."""
+
+    SCHEDULED = "SCHEDULED"
+    QUEUED = "QUEUED"
+    SENDING = "SENDING"
+    RETRYING = "RETRYING"
+    SENT = "SENT"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+FINAL_STATUSES = frozenset({Status.SENT, Status.FAILED, Status.CANCELLED})
+
+
+class Outcome(StrEnum):
+    """How one attempt ended; mirrors ``mailroom.v1.AttemptOutcome``."""
+
+    DELIVERED = "DELIVERED"
+    TRANSIENT = "TRANSIENT"
+    PERMANENT = "PERMANENT"
+    THROTTLED = "THROTTLED"
+    MISCONFIGURED = "MISCONFIGURED"
+    NO_PROVIDER = "NO_PROVIDER"
+    INTERRUPTED = "INTERRUPTED"
+
+
+class Attempt(EmbeddedDocument):
+    """One try to hand the email to a provider."""
+
+    provider = StringField(default="")
+    started_at = DateTimeField(required=True)
+    duration_ms = FloatField(default=0.0)
+    outcome = StringField(required=True, choices=[o.value for o in Outcome])
+    error = StringField(default="")
+    response = StringField(default="")
+    worker = StringField(default="")
+
+
+class Email(Document):
+    """An accepted email and its delivery state."""
+
+    meta: dict[str, Any] = {
+        "collection": "emails",
+        # Indexes are created once at start-up (ensure_indexes), never lazily on a request.
+        "auto_create_index": False,
+        "indexes": [
+            # The rescan walks pending emails by status, then _id.
+            {"fields": ["status", "updated_at"]},
+        ],
+    }
+
+    status = StringField(required=True, choices=[s.value for s in Status])
+    to = ListField(StringField(), required=True)
+    cc = ListField(StringField())
+    bcc = ListField(StringField())
+    subject = StringField(default="")
+    text = StringField(default="")
+    html = StringField(default="")
+    from_address = StringField(required=True)
+    reply_to = StringField(default="")
+    message_id = StringField(required=True)
+    idempotency_key = StringField()
+
+    created_at = DateTimeField(required=True)
+    updated_at = DateTimeField(required=True)
+    send_at = DateTimeField()
+    sent_at = DateTimeField()
+
+    # The claim: who holds the email and until when (see workers' claim).
+    lease_token = StringField()
+    lease_owner = StringField()
+    lease_expires_at = DateTimeField()
+
+    attempt_count = IntField(default=0)
+    # Attempts per provider, so a retry stays with a provider until its own budget is spent.
+    provider_attempts = DictField()
+    next_attempt_at = DateTimeField()
+    provider = StringField(default="")
+    provider_message_id = StringField(default="")
+    last_error = StringField(default="")
+    attempts = EmbeddedDocumentListField(Attempt)
+
+
+class IdempotencyKey(Document):
+    """An idempotency key, keyed by ``_id`` (FerretDB has no TTL index: purged periodically)."""
+
+    meta: dict[str, Any] = {"collection": "idempotency_keys", "auto_create_index": False}
+
+    key = StringField(primary_key=True)
+    fingerprint = StringField(required=True)
+    email_id = StringField(required=True)
+    created_at = DateTimeField(required=True)
+    expires_at = DateTimeField(required=True)
+
+
+class DeadLetter(Document):
+    """An email whose retries ran out, kept for analysis and replay."""
+
+    meta: dict[str, Any] = {"collection": "dead_letters", "auto_create_index": False}
+
+    email_id = StringField(primary_key=True)
+    failed_at = DateTimeField(required=True)
+    last_error = StringField(default="")
+    retries = IntField(default=0)
+    attempts = EmbeddedDocumentListField(Attempt)
+    message = DictField()
+    replayed_at = DateTimeField()

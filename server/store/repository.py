@@ -1,0 +1,388 @@
+"""Repository functions: every read and state change of emails, one atomic operation each.
+
+pymongo and mongoengine exceptions are translated here, in :func:`map_mongo_errors`, and nowhere
+else: callers see :class:`server.errors.StorageUnavailable`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from bson import ObjectId
+from bson.errors import InvalidId
+from mongoengine import Q
+from mongoengine.errors import MongoEngineException
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from server.errors import AlreadyExists, FailedPrecondition, NotFound, StorageUnavailable
+from server.store.documents import (
+    FINAL_STATUSES,
+    Attempt,
+    DeadLetter,
+    Email,
+    IdempotencyKey,
+    Status,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def map_mongo_errors() -> Iterator[None]:
+    """Translate MongoDB driver and ODM errors into :class:`StorageUnavailable`."""
+    try:
+        yield
+    except (PyMongoError, MongoEngineException) as exc:
+        raise StorageUnavailable(f"storage unavailable: {type(exc).__name__}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class NewEmail:
+    """A validated email, ready to be stored."""
+
+    to: list[str]
+    subject: str
+    text: str
+    from_address: str
+    cc: list[str] = field(default_factory=list)
+    bcc: list[str] = field(default_factory=list)
+    html: str = ""
+    reply_to: str = ""
+    send_at: datetime | None = None
+    idempotency_key: str = ""
+
+
+def _object_id(email_id: str) -> ObjectId:
+    try:
+        return ObjectId(email_id)
+    except (InvalidId, TypeError) as exc:
+        raise NotFound(f"email {email_id!r} not found") from exc
+
+
+def make_message_id(email_id: str, domain: str) -> str:
+    """Return the RFC 5322 Message-ID of an email: derived from its id, stable across attempts."""
+    return f"<{email_id}@{domain}>"
+
+
+def create_email(new: NewEmail, *, message_id_domain: str, email_id: ObjectId | None = None) -> Email:
+    """Insert a new email, QUEUED (or SCHEDULED when ``send_at`` is in the future).
+
+    Args:
+        new: The validated email.
+        message_id_domain: The right-hand side of the generated Message-ID.
+        email_id: A pre-allocated id (used with idempotency keys).
+
+    Returns:
+        The stored document.
+
+    Raises:
+        StorageUnavailable: MongoDB is unreachable or refused the write.
+    """
+    now = utcnow()
+    oid = email_id or ObjectId()
+    scheduled = new.send_at is not None and new.send_at > now
+    email = Email(
+        id=oid,
+        status=Status.SCHEDULED if scheduled else Status.QUEUED,
+        to=new.to,
+        cc=new.cc,
+        bcc=new.bcc,
+        subject=new.subject,
+        text=new.text,
+        html=new.html,
+        from_address=new.from_address,
+        reply_to=new.reply_to,
+        message_id=make_message_id(str(oid), message_id_domain),
+        idempotency_key=new.idempotency_key or None,
+        created_at=now,
+        updated_at=now,
+        send_at=new.send_at,
+    )
+    with map_mongo_errors():
+        email.save(force_insert=True, validate=False)
+    return email
+
+
+def get_email(email_id: str) -> Email:
+    """Return the email with this id.
+
+    Raises:
+        NotFound: No such email (or a malformed id).
+        StorageUnavailable: MongoDB is unreachable.
+    """
+    oid = _object_id(email_id)
+    with map_mongo_errors():
+        email = Email.objects(id=oid).first()
+    if email is None:
+        raise NotFound(f"email {email_id!r} not found")
+    return email
+
+
+def cancel_email(email_id: str) -> Email:
+    """Cancel a SCHEDULED or QUEUED email that no worker has claimed.
+
+    Raises:
+        NotFound: No such email.
+        FailedPrecondition: The email is in another status (named in the message).
+    """
+    oid = _object_id(email_id)
+    now = utcnow()
+    with map_mongo_errors():
+        cancelled = Email.objects(id=oid, status__in=[Status.SCHEDULED, Status.QUEUED]).modify(
+            new=True,
+            set__status=Status.CANCELLED,
+            set__updated_at=now,
+            set__last_error="cancelled by request",
+        )
+    if cancelled is not None:
+        return cancelled
+    current = get_email(email_id)
+    raise FailedPrecondition(
+        f"email {email_id} is {current.status}; only SCHEDULED or QUEUED emails can be cancelled"
+    )
+
+
+# --- idempotency keys -------------------------------------------------------------------------
+
+
+def reserve_idempotency_key(
+    key: str, fingerprint: str, email_id: str, *, ttl: timedelta
+) -> str | None:
+    """Bind ``key`` to ``email_id`` unless it is already bound.
+
+    Args:
+        key: The client's idempotency key.
+        fingerprint: A hash of the request payload.
+        email_id: The id the new email will get.
+        ttl: How long the key is honoured.
+
+    Returns:
+        None when the key is new (the caller creates the email), else the first email's id.
+
+    Raises:
+        AlreadyExists: The key was used with a different payload.
+    """
+    now = utcnow()
+    for _ in range(3):
+        try:
+            with map_mongo_errors():
+                IdempotencyKey(
+                    key=key,
+                    fingerprint=fingerprint,
+                    email_id=email_id,
+                    created_at=now,
+                    expires_at=now + ttl,
+                ).save(force_insert=True, validate=False)
+            return None
+        except StorageUnavailable as exc:
+            if not isinstance(exc.__cause__, DuplicateKeyError) and "duplicate key" not in str(exc):
+                raise
+        with map_mongo_errors():
+            existing = IdempotencyKey.objects(key=key).first()
+            if existing is not None and existing.expires_at <= now:
+                # An expired key is free again; delete it only if it is still the expired one.
+                IdempotencyKey.objects(key=key, expires_at__lte=now).delete()
+                continue
+        if existing is None:
+            continue
+        if existing.fingerprint != fingerprint:
+            raise AlreadyExists(
+                f"idempotency key {key!r} was already used with a different request"
+            )
+        return str(existing.email_id)
+    raise StorageUnavailable(f"could not reserve idempotency key {key!r}")
+
+
+def release_idempotency_key(key: str, email_id: str) -> None:
+    """Forget a key whose email could not be stored, so a retry can use it."""
+    try:
+        with map_mongo_errors():
+            IdempotencyKey.objects(key=key, email_id=email_id).delete()
+    except StorageUnavailable:
+        log.warning("could not release idempotency key %r", key)
+
+
+def purge_idempotency_keys(now: datetime | None = None) -> int:
+    """Delete expired idempotency keys; return how many."""
+    with map_mongo_errors():
+        return int(IdempotencyKey.objects(expires_at__lte=now or utcnow()).delete())
+
+
+# --- claims and outcomes (used by workers) ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A worker's hold on an email.
+
+    Attributes:
+        email: The email as it is after the claim (SENDING).
+        token: The lease token; every later update is conditional on it.
+        interrupted: The previous holder's lease expired during a send: the provider may have
+            accepted the email already.
+        previous_owner: Who held the expired lease.
+    """
+
+    email: Email
+    token: str
+    interrupted: bool
+    previous_owner: str
+
+
+def claim_email(email_id: str, *, token: str, owner: str, lease_seconds: float) -> Claim | None:
+    """Atomically take an email for delivery.
+
+    Claimable: QUEUED, RETRYING, SCHEDULED whose ``send_at`` has passed, and SENDING whose lease
+    expired (its worker died). One find-and-modify, so two workers never both win.
+
+    Returns:
+        The claim, or None when the email is final, held by a live lease, or not due yet.
+    """
+    now = utcnow()
+    oid = _object_id(email_id)
+    claimable = (
+        Q(status__in=[Status.QUEUED, Status.RETRYING])
+        | Q(status=Status.SCHEDULED, send_at__lte=now)
+        | Q(status=Status.SENDING, lease_expires_at__lt=now)
+    )
+    with map_mongo_errors():
+        before = Email.objects(Q(id=oid) & claimable).modify(
+            new=False,
+            set__status=Status.SENDING,
+            set__lease_token=token,
+            set__lease_owner=owner,
+            set__lease_expires_at=now + timedelta(seconds=lease_seconds),
+            set__updated_at=now,
+        )
+        if before is None:
+            return None
+        interrupted = before.status == Status.SENDING
+        if interrupted:
+            # The one window where a duplicate is possible: record it for operators.
+            Email.objects(id=oid, lease_token=token).update_one(
+                push__attempts=Attempt(
+                    provider=before.provider or "",
+                    started_at=before.updated_at,
+                    duration_ms=(now - before.updated_at).total_seconds() * 1000,
+                    outcome="INTERRUPTED",
+                    error=(
+                        f"worker {before.lease_owner} lost its lease while sending; the provider "
+                        "may have accepted the email; the next attempt reuses the Message-ID"
+                    ),
+                    worker=before.lease_owner or "",
+                )
+            )
+        email = Email.objects(id=oid).first()
+    if email is None:
+        return None
+    return Claim(email, token, interrupted, before.lease_owner or "")
+
+
+def set_attempt_provider(email_id: str, token: str, provider: str) -> None:
+    """Note which provider the current attempt uses (shown if the worker dies mid-send)."""
+    with map_mongo_errors():
+        Email.objects(id=_object_id(email_id), lease_token=token).update_one(
+            set__provider=provider, set__updated_at=utcnow()
+        )
+
+
+def _attempt_updates(attempt: Attempt) -> dict[str, Any]:
+    updates: dict[str, Any] = {"push__attempts": attempt, "inc__attempt_count": 1}
+    if attempt.provider:
+        updates[f"inc__provider_attempts__{attempt.provider}"] = 1
+    return updates
+
+
+def record_sent(
+    email_id: str, token: str, attempt: Attempt, *, provider_message_id: str
+) -> bool:
+    """Mark the email SENT with its attempt. Returns False if the lease was lost."""
+    now = utcnow()
+    with map_mongo_errors():
+        updated = Email.objects(id=_object_id(email_id), lease_token=token).update_one(
+            set__status=Status.SENT,
+            set__sent_at=now,
+            set__updated_at=now,
+            set__provider=attempt.provider,
+            set__provider_message_id=provider_message_id,
+            set__last_error="",
+            unset__lease_token=True,
+            unset__lease_expires_at=True,
+            **_attempt_updates(attempt),
+        )
+    return bool(updated)
+
+
+def record_failed_attempt(
+    email_id: str,
+    token: str,
+    attempt: Attempt | None,
+    *,
+    status: Status,
+    error: str,
+    next_attempt_at: datetime | None = None,
+) -> bool:
+    """Record an unsuccessful attempt and move the email to ``status`` (RETRYING or FAILED).
+
+    Returns:
+        False if the lease was lost to another worker (nothing written).
+    """
+    now = utcnow()
+    updates: dict[str, Any] = {
+        "set__status": status,
+        "set__updated_at": now,
+        "set__last_error": error,
+        "unset__lease_token": True,
+        "unset__lease_expires_at": True,
+    }
+    if next_attempt_at is not None:
+        updates["set__next_attempt_at"] = next_attempt_at
+    if attempt is not None:
+        updates.update(_attempt_updates(attempt))
+    with map_mongo_errors():
+        updated = Email.objects(id=_object_id(email_id), lease_token=token).update_one(**updates)
+    return bool(updated)
+
+
+def fail_unclaimed(email_id: str, error: str) -> Email | None:
+    """Mark a not-final email FAILED whoever holds it (retries exhausted).
+
+    Returns:
+        The email after the update, or None when it was already final.
+    """
+    now = utcnow()
+    with map_mongo_errors():
+        return Email.objects(
+            id=_object_id(email_id), status__nin=[s.value for s in FINAL_STATUSES]
+        ).modify(
+            new=True,
+            set__status=Status.FAILED,
+            set__updated_at=now,
+            set__last_error=error,
+            unset__lease_token=True,
+            unset__lease_expires_at=True,
+        )
+
+
+def save_dead_letter(
+    email_id: str, *, reason: str, retries: int, message: dict[str, Any]
+) -> DeadLetter:
+    """Keep (or refresh) the dead-letter record of an email, with its attempts, for analysis."""
+    email = get_email(email_id)
+    record = DeadLetter(
+        email_id=email_id,
+        failed_at=utcnow(),
+        last_error=reason,
+        retries=retries,
+        attempts=list(email.attempts),
+        message=message,
+    )
+    with map_mongo_errors():
+        record.save(validate=False)
+    return record
