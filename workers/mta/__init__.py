@@ -1,0 +1,1 @@
+"""Mail providers ("MTAs"): one module each, all behind :class:`workers.mta.base.Provider`."""
