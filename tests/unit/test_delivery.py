@@ -1,0 +1,145 @@
+"""The delivery logic against an in-memory store and scripted providers."""
+
+from datetime import timedelta
+
+import pytest
+
+from server.store import repository
+from server.store.documents import Email, Status, utcnow
+from workers.delivery import RetryDelivery, backoff_ms, deliver
+from workers.mta.base import (
+    MisconfiguredError,
+    PermanentError,
+    SendResult,
+    ThrottledError,
+    TransientError,
+)
+from workers.routing import Router
+
+
+class ScriptedProvider:
+    """Answers each send with the next scripted outcome (an exception or a SendResult)."""
+
+    def __init__(self, name, *outcomes):
+        self.name = name
+        self.outcomes = list(outcomes)
+        self.sent = []
+
+    def send(self, email):
+        self.sent.append(email)
+        outcome = self.outcomes.pop(0) if self.outcomes else SendResult("ok-id", "250 ok")
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+
+def new_email(**kw) -> Email:
+    fields = dict(to=["a@example.com"], subject="Hi", text="body", from_address="f@example.com")
+    fields.update(kw)
+    return repository.create_email(repository.NewEmail(**fields), message_id_domain="test")
+
+
+def test_sent_records_one_attempt(store, settings):
+    email = new_email()
+    smtp = ScriptedProvider("smtp", SendResult("q-1", "250 2.0.0 queued as q-1"))
+    assert deliver(str(email.id), settings=settings, router=Router({"smtp": smtp}, ["smtp"])) == Status.SENT
+    stored = repository.get_email(str(email.id))
+    assert stored.status == Status.SENT
+    assert stored.provider_message_id == "q-1"
+    assert [a.outcome for a in stored.attempts] == ["DELIVERED"]
+    assert stored.attempts[0].response == "250 2.0.0 queued as q-1"
+    assert stored.lease_token is None
+
+
+def test_duplicate_message_sends_once(store, settings):
+    email = new_email()
+    smtp = ScriptedProvider("smtp")
+    router = Router({"smtp": smtp}, ["smtp"])
+    deliver(str(email.id), settings=settings, router=router)
+    assert deliver(str(email.id), settings=settings, router=router) is None
+    assert len(smtp.sent) == 1
+
+
+def test_live_lease_blocks_a_second_worker(store, settings):
+    email = new_email()
+    claim = repository.claim_email(str(email.id), token="t1", owner="w1", lease_seconds=60)
+    assert claim is not None
+    smtp = ScriptedProvider("smtp")
+    assert deliver(str(email.id), settings=settings, router=Router({"smtp": smtp}, ["smtp"])) is None
+    assert smtp.sent == []
+
+
+def test_expired_lease_is_taken_over_and_recorded(store, settings):
+    email = new_email()
+    repository.claim_email(str(email.id), token="t1", owner="dead-worker", lease_seconds=-1)
+    smtp = ScriptedProvider("smtp")
+    assert deliver(str(email.id), settings=settings, router=Router({"smtp": smtp}, ["smtp"])) == Status.SENT
+    stored = repository.get_email(str(email.id))
+    assert [a.outcome for a in stored.attempts] == ["INTERRUPTED", "DELIVERED"]
+    assert "dead-worker" in stored.attempts[0].error
+    assert smtp.sent[0].message_id == stored.message_id
+
+
+def test_transient_failure_retries_with_growing_backoff(store, settings):
+    email = new_email()
+    smtp = ScriptedProvider("smtp", *[TransientError("451 try later")] * 4)
+    router = Router({"smtp": smtp}, ["smtp"])
+    delays = []
+    for _ in range(settings.retry.max_retries + 1):
+        with pytest.raises(RetryDelivery) as info:
+            deliver(str(email.id), settings=settings, router=router)
+        delays.append(info.value.delay)
+        assert repository.get_email(str(email.id)).status == Status.RETRYING
+    assert info.value.exhausted
+    assert not any(d for d in delays[:-1] if d <= 0)
+    assert backoff_ms(3, settings) >= settings.retry.min_backoff_ms * 2
+    stored = repository.get_email(str(email.id))
+    assert stored.attempt_count == settings.retry.max_retries + 1
+    assert stored.last_error == "smtp: 451 try later"
+
+
+def test_permanent_failure_fails_at_once(store, settings):
+    email = new_email()
+    smtp = ScriptedProvider("smtp", PermanentError("550 no such user"))
+    status = deliver(str(email.id), settings=settings, router=Router({"smtp": smtp}, ["smtp"]))
+    assert status == Status.FAILED
+    stored = repository.get_email(str(email.id))
+    assert stored.status == Status.FAILED
+    assert "550 no such user" in stored.last_error
+    assert [a.outcome for a in stored.attempts] == ["PERMANENT"]
+
+
+def test_throttled_waits_at_least_retry_after(store, settings):
+    email = new_email()
+    smtp = ScriptedProvider("smtp", ThrottledError("429", retry_after=7))
+    with pytest.raises(RetryDelivery) as info:
+        deliver(str(email.id), settings=settings, router=Router({"smtp": smtp}, ["smtp"]))
+    assert info.value.delay >= 7000
+
+
+def test_misconfigured_provider_moves_on(store, settings):
+    email = new_email()
+    a = ScriptedProvider("a", MisconfiguredError("401 bad key"))
+    b = ScriptedProvider("b")
+    router = Router({"a": a, "b": b}, ["a", "b"])
+    with pytest.raises(RetryDelivery) as info:
+        deliver(str(email.id), settings=settings, router=router)
+    assert not info.value.exhausted
+    assert deliver(str(email.id), settings=settings, router=router) == Status.SENT
+    assert repository.get_email(str(email.id)).provider == "b"
+
+
+def test_scheduled_email_is_not_claimed_early(store, settings):
+    email = new_email(send_at=utcnow() + timedelta(hours=1))
+    assert email.status == Status.SCHEDULED
+    smtp = ScriptedProvider("smtp")
+    assert deliver(str(email.id), settings=settings, router=Router({"smtp": smtp}, ["smtp"])) is None
+    assert smtp.sent == []
+
+
+def test_cancelled_email_is_never_sent(store, settings):
+    email = new_email()
+    repository.cancel_email(str(email.id))
+    smtp = ScriptedProvider("smtp")
+    assert deliver(str(email.id), settings=settings, router=Router({"smtp": smtp}, ["smtp"])) is None
+    assert repository.get_email(str(email.id)).status == Status.CANCELLED

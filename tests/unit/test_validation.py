@@ -1,0 +1,107 @@
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from mailroom.v1 import mail_pb2
+from server.errors import InvalidArgument
+from server.validation import validate_send_request
+
+
+def request(**overrides) -> mail_pb2.SendEmailRequest:
+    fields = {"to": ["a@example.com"], "title": "Subject", "content": "body"}
+    fields.update(overrides)
+    return mail_pb2.SendEmailRequest(**fields)
+
+
+def violated_fields(req, settings, **kwargs) -> list[str]:
+    with pytest.raises(InvalidArgument) as info:
+        validate_send_request(req, settings, **kwargs)
+    return [v.field for v in info.value.violations]
+
+
+def test_valid_request_is_normalised(settings):
+    new = validate_send_request(
+        request(cc=["B <b@Example.com>"], bcc=["c@example.com"], reply_to="r@example.com"), settings
+    )
+    assert new.to == ["a@example.com"]
+    assert new.cc == ["B <b@example.com>"]
+    assert new.bcc == ["c@example.com"]
+    assert new.from_address == settings.default_from
+    assert new.reply_to == "r@example.com"
+    assert new.send_at is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"to": []}, "to"),
+        ({"to": ["not-an-address"]}, "to[0]"),
+        ({"to": ["a@example.com", "b@@example.com"]}, "to[1]"),
+        ({"cc": ["nope"]}, "cc[0]"),
+        ({"bcc": ["x@"]}, "bcc[0]"),
+        ({"to": ["a@example.com\r\nBcc: evil@example.com"]}, "to[0]"),
+        ({"title": ""}, "title"),
+        ({"title": "Hi\r\nBcc: evil@example.com"}, "title"),
+        ({"title": "line\nbreak"}, "title"),
+        ({"content": "", "html": ""}, "content"),
+        ({"from_address": "bad address"}, "from"),
+        ({"from_address": "a@example.com\nX: y"}, "from"),
+        ({"reply_to": "r@example.com\r\n"}, "reply_to"),
+        ({"reply_to": "nope"}, "reply_to"),
+        ({"to": [f"u{i}@example.com" for i in range(51)]}, "to"),
+        ({"idempotency_key": "k" * 256}, "idempotency_key"),
+    ],
+)
+def test_each_rule_names_its_field(settings, overrides, field):
+    assert field in violated_fields(request(**overrides), settings)
+
+
+def test_recipient_limit_counts_to_cc_and_bcc(settings):
+    req = request(
+        to=[f"t{i}@example.com" for i in range(20)],
+        cc=[f"c{i}@example.com" for i in range(20)],
+        bcc=[f"b{i}@example.com" for i in range(11)],
+    )
+    assert violated_fields(req, settings) == ["to"]
+    req.bcc.pop()
+    validate_send_request(req, settings)
+
+
+def test_html_alone_is_a_body(settings):
+    assert validate_send_request(request(content="", html="<p>hi</p>"), settings).html
+
+
+def test_size_limit(settings):
+    small = settings.model_copy(update={"max_email_bytes": 1000})
+    assert violated_fields(request(content="x" * 2000), small) == ["content"]
+
+
+def test_all_violations_are_reported_together(settings):
+    fields = violated_fields(request(to=["bad"], title="", content=""), settings)
+    assert fields == ["to[0]", "title", "content"]
+
+
+def ts(dt: datetime) -> Timestamp:
+    out = Timestamp()
+    out.FromDatetime(dt)
+    return out
+
+
+def test_send_at(settings):
+    now = datetime(2026, 1, 1, 12, 0)
+    future = validate_send_request(
+        request(send_at=ts(datetime(2026, 1, 2, tzinfo=UTC))), settings, now=now
+    )
+    assert future.send_at == datetime(2026, 1, 2)
+    past = validate_send_request(
+        request(send_at=ts(datetime(2025, 1, 1, tzinfo=UTC))), settings, now=now
+    )
+    assert past.send_at is None
+    too_far = request(send_at=ts(datetime(2026, 1, 1, 12, tzinfo=UTC) + timedelta(days=31)))
+    assert violated_fields(too_far, settings, now=now) == ["send_at"]
+
+
+def test_idempotency_key_from_metadata_wins(settings):
+    new = validate_send_request(request(idempotency_key="body"), settings, idempotency_key="hdr")
+    assert new.idempotency_key == "hdr"
