@@ -1,0 +1,217 @@
+"""Fixtures that run Mailroom's own processes against the real backing services.
+
+``api`` and ``envoy`` are session-wide (a test that stops the API gets it back afterwards);
+workers are per test, so each test chooses its providers and no worker of another test steals its
+messages. After a test with workers, Redis is emptied.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import mongoengine
+import pytest
+import redis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from helpers import SmtpSink, free_port
+
+from mailroom.v1 import mail_pb2_grpc
+from server.devtools.envoy_config import write_envoy_config
+from server.devtools.services import ManagedProcess, start_envoy
+from server.store.connection import connect
+
+BIN = Path(sys.executable).parent
+
+
+def _grpc_serving(target: str) -> bool:
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.fixture(scope="session")
+def service_env(redis_server: ManagedProcess, mongo_uri: str, smtp_sink: SmtpSink) -> dict[str, str]:
+    """The MAILROOM_* settings every Mailroom process of the tests shares: fast retries."""
+    return {
+        "MAILROOM_MONGODB_URI": mongo_uri,
+        "MAILROOM_REDIS_URL": redis_server.url,
+        "MAILROOM_SMTP__HOST": smtp_sink.host,
+        "MAILROOM_SMTP__PORT": str(smtp_sink.port),
+        "MAILROOM_RETRY__MAX_RETRIES": "3",
+        "MAILROOM_RETRY__MIN_BACKOFF_MS": "300",
+        "MAILROOM_RETRY__MAX_BACKOFF_MS": "3000",
+        "MAILROOM_LEASE_SECONDS": "20",
+        "MAILROOM_METRICS_PORT": "0",
+        "MAILROOM_LOG_LEVEL": "INFO",
+        "MAILROOM_MESSAGE_ID_DOMAIN": "mailroom.test",
+    }
+
+
+class ApiProcess(ManagedProcess):
+    """The ``mailroom-api`` process; ``.target`` is its gRPC address."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.target = f"127.0.0.1:{self.port}"
+        super().__init__(
+            "api",
+            [str(BIN / "mailroom-api")],
+            log_path=log_path,
+            ready=lambda: _grpc_serving(self.target),
+            ready_timeout=30,
+            url=self.target,
+            env={**env, "MAILROOM_GRPC_HOST": "127.0.0.1", "MAILROOM_GRPC_PORT": str(self.port)},
+        )
+
+
+@pytest.fixture(scope="session")
+def api_process(
+    service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ApiProcess]:
+    """The session's API server."""
+    handle = ApiProcess(service_env, tmp_path_factory.mktemp("api") / "api.log").start()
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.fixture
+def api(api_process: ApiProcess) -> Iterator[ApiProcess]:
+    """The running API; if the test stops it, it is started again afterwards."""
+    api_process.start()
+    yield api_process
+    if not api_process.running:
+        api_process.start()
+
+
+@pytest.fixture
+def mail_client(api: ApiProcess) -> Iterator[mail_pb2_grpc.MailServiceStub]:
+    """A MailService stub connected to the API."""
+    with grpc.insecure_channel(api.target) as channel:
+        yield mail_pb2_grpc.MailServiceStub(channel)
+
+
+class Envoy:
+    """Envoy in front of the API; ``.url`` is the REST base URL."""
+
+    def __init__(self, process: ManagedProcess, port: int) -> None:
+        self.process = process
+        self.url = f"http://127.0.0.1:{port}"
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: object = None,
+        *,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+        timeout: float = 10.0,
+    ) -> tuple[int, dict[str, str], object]:
+        """Send one HTTP request; return status, headers and the JSON (or text) body."""
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        req = urllib.request.Request(f"{self.url}{path}", data=data, method=method)
+        req.add_header("content-type", "application/json")
+        for key, value in (headers or {}).items():
+            req.add_header(key, value)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                status, hdrs, payload = resp.status, dict(resp.headers), resp.read()
+        except urllib.error.HTTPError as err:
+            status, hdrs, payload = err.code, dict(err.headers), err.read()
+        try:
+            parsed: object = json.loads(payload) if payload else None
+        except ValueError:
+            parsed = payload.decode(errors="replace")
+        return status, {k.lower(): v for k, v in hdrs.items()}, parsed
+
+
+@pytest.fixture(scope="session")
+def envoy(api_process: ApiProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Envoy]:
+    """Envoy's gRPC-JSON transcoder in front of the session's API."""
+    directory = tmp_path_factory.mktemp("envoy")
+    port, admin_port = free_port(), free_port()
+    config = write_envoy_config(
+        directory / "envoy.yaml", listen_port=port, admin_port=admin_port, api_port=api_process.port
+    )
+    process = start_envoy(config, admin_port)
+    try:
+        yield Envoy(process, port)
+    finally:
+        process.stop()
+
+
+class WorkerProcess(ManagedProcess):
+    """One ``mailroom-worker`` (a Dramatiq main process and its worker processes)."""
+
+
+@pytest.fixture
+def start_worker(
+    service_env: dict[str, str], redis_server: ManagedProcess, tmp_path: Path
+) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start ``mailroom-worker`` processes with extra MAILROOM_* settings; all stop after the test.
+
+    Ready when its Dramatiq worker process has registered a heartbeat in Redis.
+    """
+    started: list[WorkerProcess] = []
+    client = redis.Redis.from_url(redis_server.url)
+
+    def start(**env: str) -> WorkerProcess:
+        before = set(client.zrange("dramatiq:__heartbeats__", 0, -1))
+        index = len(started)
+        merged = {"MAILROOM_WORKER_PROCESSES": "1", "MAILROOM_WORKER_THREADS": "4", **env}
+
+        def ready() -> bool:
+            return bool(set(client.zrange("dramatiq:__heartbeats__", 0, -1)) - before)
+
+        handle = WorkerProcess(
+            f"worker{index}",
+            [str(BIN / "mailroom-worker")],
+            log_path=tmp_path / f"worker{index}.log",
+            ready=ready,
+            ready_timeout=30,
+            env={**service_env, **merged},
+        )
+        started.append(handle)
+        return handle.start()
+
+    yield start
+    for handle in started:
+        handle.stop(timeout=15)
+    if redis_server.running:
+        # Leftover retries and messages must not reach the next test's workers.
+        client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def worker(start_worker: Callable[..., WorkerProcess]) -> WorkerProcess:
+    """One worker delivering through SMTP to the ``smtp_sink``."""
+    return start_worker()
+
+
+@pytest.fixture(scope="session")
+def store(mongo_uri: str) -> Iterator[None]:
+    """Connect this test process's mongoengine to the test database, to inspect emails."""
+    connect(mongo_uri, timeout_ms=5000)
+    yield
+    mongoengine.disconnect()
+
+
+@pytest.fixture
+def redis_client(redis_server: ManagedProcess) -> Iterator[redis.Redis]:
+    """A Redis client on the test Redis."""
+    client = redis.Redis.from_url(redis_server.url)
+    yield client
+    client.close()
+
+
+os.environ.setdefault("PYTHONUNBUFFERED", "1")
