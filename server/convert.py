@@ -27,7 +27,7 @@ def attempt_to_proto(attempt: Attempt) -> mail_pb2.Attempt:
         provider=attempt.provider or "",
         start_time=_timestamp(attempt.started_at),
         duration=duration,
-        outcome=mail_pb2.AttemptOutcome.Value(f"ATTEMPT_OUTCOME_{attempt.outcome}"),
+        outcome=mail_pb2.AttemptOutcome.Value(f"ATTEMPT_OUTCOME_{attempt.outcome}"),  # type: ignore[arg-type]
         error=attempt.error or "",
         response=attempt.response or "",
         worker=attempt.worker or "",
@@ -38,7 +38,7 @@ def email_to_proto(email: Email) -> mail_pb2.Email:
     """Convert a stored email, with its attempts."""
     return mail_pb2.Email(
         id=str(email.id),
-        status=mail_pb2.EmailStatus.Value(f"EMAIL_STATUS_{email.status}"),
+        status=mail_pb2.EmailStatus.Value(f"EMAIL_STATUS_{email.status}"),  # type: ignore[arg-type]
         to=list(email.to),
         cc=list(email.cc),
         bcc=list(email.bcc),

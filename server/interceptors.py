@@ -44,14 +44,14 @@ def _internal_status() -> status_pb2.Status:
     return status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
 
 
-class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     """Turns exceptions raised by unary-unary handlers into rich gRPC statuses."""
 
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         """Wrap the unary-unary handler of the call, if it is one."""
         handler = continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
@@ -67,7 +67,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 context.abort_with_status(rpc_status.to_status(error_to_status(exc)))
             except Exception:
                 # abort_with_status raises an Exception subclass too; let it through.
-                if context.code() is not None:
+                if context.code() is not None:  # type: ignore[attr-defined]
                     raise
                 log.exception("%s failed", method)
                 context.abort_with_status(rpc_status.to_status(_internal_status()))

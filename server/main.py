@@ -45,7 +45,9 @@ def build_server(settings: Settings, queue: DeliveryQueue) -> tuple[grpc.Server,
             ("grpc.so_reuseport", 0),
         ],
     )
-    mail_pb2_grpc.add_MailServiceServicer_to_server(MailServicer(settings, queue), server)
+    mail_pb2_grpc.add_MailServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        MailServicer(settings, queue), server
+    )
     health_servicer = health.HealthServicer()
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)

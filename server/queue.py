@@ -40,7 +40,7 @@ class DeliveryQueue:
 
     def __init__(self, redis_url: str, queue_name: str, *, timeout_seconds: float) -> None:
         self.queue_name = queue_name
-        self.broker = RedisBroker(
+        self.broker = RedisBroker(  # type: ignore[no-untyped-call]
             url=redis_url,
             middleware=[],
             socket_connect_timeout=timeout_seconds,

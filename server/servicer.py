@@ -26,9 +26,9 @@ IDEMPOTENCY_METADATA = "idempotency-key"
 
 
 def _metadata_value(context: grpc.ServicerContext, key: str) -> str:
-    for item in context.invocation_metadata() or ():
-        if item.key == key:
-            return str(item.value)
+    for item_key, value in context.invocation_metadata() or ():
+        if item_key == key:
+            return str(value)
     return ""
 
 
@@ -52,7 +52,7 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
         self._settings = settings
         self._queue = queue
 
-    def SendEmail(  # noqa: N802 (gRPC method name)
+    def SendEmail(
         self, request: mail_pb2.SendEmailRequest, context: grpc.ServicerContext
     ) -> mail_pb2.SendEmailResponse:
         """Validate, store and enqueue one email; answer with its id."""
@@ -96,13 +96,13 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
             # The email is stored and stays QUEUED; the periodic rescan will enqueue it.
             log.warning("email %s stored but not enqueued (rescan will retry): %s", email_id, exc)
 
-    def GetEmail(  # noqa: N802
+    def GetEmail(
         self, request: mail_pb2.GetEmailRequest, context: grpc.ServicerContext
     ) -> mail_pb2.GetEmailResponse:
         """Return one email with its status and attempts."""
         return mail_pb2.GetEmailResponse(email=email_to_proto(repository.get_email(request.id)))
 
-    def CancelEmail(  # noqa: N802
+    def CancelEmail(
         self, request: mail_pb2.CancelEmailRequest, context: grpc.ServicerContext
     ) -> mail_pb2.CancelEmailResponse:
         """Cancel a SCHEDULED or QUEUED email no worker has claimed."""

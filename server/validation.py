@@ -12,8 +12,8 @@ from email_validator import EmailNotValidError, validate_email
 
 from mailroom.v1 import mail_pb2
 from server.errors import FieldViolation, InvalidArgument
-from server.store.repository import NewEmail
 from server.settings import Settings
+from server.store.repository import NewEmail
 
 _CRLF = ("\r", "\n")
 MAX_IDEMPOTENCY_KEY_LENGTH = 255

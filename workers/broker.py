@@ -16,7 +16,7 @@ def setup_broker(settings: Settings, *, metrics: bool = True) -> RedisBroker:
         metrics: Add Dramatiq's Prometheus middleware (a worker's exposition server) when the
             metrics port is not 0.
     """
-    broker = RedisBroker(url=settings.redis_url)
+    broker = RedisBroker(url=settings.redis_url)  # type: ignore[no-untyped-call]
     if metrics and settings.metrics_port:
         # Imported here: the middleware reads its port from the environment at import time,
         # which ``mailroom-worker`` sets from the settings.

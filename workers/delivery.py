@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 MISCONFIGURED_RETRY_MS = 1_000
 
 
-class RetryDelivery(dramatiq.Retry):  # type: ignore[misc]
+class RetryDelivery(dramatiq.Retry):
     """Try the email again after ``delay`` ms; ``exhausted`` when the retry budget is spent."""
 
     def __init__(self, message: str, *, delay: int, exhausted: bool) -> None:
@@ -85,7 +85,9 @@ def deliver(email_id: str, *, settings: Settings, router: Router) -> Status | No
         email_id, token=token, owner=owner, lease_seconds=settings.lease_seconds
     )
     if claim is None:
-        log.info("email %s: not claimable (final, not due, or held by a live lease); dropped", email_id)
+        log.info(
+            "email %s: not claimable (final, not due, or held by a live lease); dropped", email_id
+        )
         return None
     email = claim.email
     if claim.interrupted:
@@ -123,7 +125,9 @@ def deliver(email_id: str, *, settings: Settings, router: Router) -> Status | No
     try:
         result = router.send(provider, outgoing)
     except DeliveryError as exc:
-        return _record_failure(email, token, owner, provider, exc, started_at, start, settings, router)
+        return _record_failure(
+            email, token, owner, provider, exc, started_at, start, settings, router
+        )
 
     attempt = Attempt(
         provider=provider,
@@ -169,7 +173,9 @@ def _record_failure(
         worker=owner,
     )
     if isinstance(exc, PermanentError):
-        repository.record_failed_attempt(email_id, token, attempt, status=Status.FAILED, error=error)
+        repository.record_failed_attempt(
+            email_id, token, attempt, status=Status.FAILED, error=error
+        )
         log.warning("email %s: permanently rejected: %s", email_id, error)
         return Status.FAILED
 
@@ -220,7 +226,9 @@ def dead_letter(message: dict[str, object], retries: int, max_retries: int) -> S
         log.error("dead letter without an email id: %r", message)
         return None
     email = repository.get_email(email_id)
-    reason = f"retries exhausted after {len(email.attempts)} attempts; last error: {email.last_error}"
+    reason = (
+        f"retries exhausted after {len(email.attempts)} attempts; last error: {email.last_error}"
+    )
     failed = repository.fail_unclaimed(email_id, reason)
     repository.save_dead_letter(email_id, reason=reason, retries=retries, message=message)
     if failed is None:

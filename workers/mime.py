@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from email.message import EmailMessage
 from email.policy import SMTP
-from datetime import UTC
 from email.utils import format_datetime
 
 from server.store.documents import Email
@@ -50,4 +50,3 @@ def build_outgoing(email: Email) -> OutgoingEmail:
         reply_to=email.reply_to or "",
         mime=build_mime(email),
     )
-

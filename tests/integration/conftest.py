@@ -19,8 +19,8 @@ import mongoengine
 import pytest
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from helpers import SmtpSink, free_port
 
+from helpers import SmtpSink, free_port
 from mailroom.v1 import mail_pb2_grpc
 from server.devtools.envoy_config import write_envoy_config
 from server.devtools.services import ManagedProcess, start_envoy
@@ -37,7 +37,9 @@ def _grpc_serving(target: str) -> bool:
 
 
 @pytest.fixture(scope="session")
-def service_env(redis_server: ManagedProcess, mongo_uri: str, smtp_sink: SmtpSink) -> dict[str, str]:
+def service_env(
+    redis_server: ManagedProcess, mongo_uri: str, smtp_sink: SmtpSink
+) -> dict[str, str]:
     """The MAILROOM_* settings every Mailroom process of the tests shares: fast retries."""
     return {
         "MAILROOM_MONGODB_URI": mongo_uri,

@@ -6,10 +6,10 @@ import time
 
 import grpc
 import pytest
-from grpc_status import rpc_status
 from google.rpc import error_details_pb2
-from helpers import wait_until
+from grpc_status import rpc_status
 
+from helpers import wait_until
 from mailroom.v1 import mail_pb2
 from server.store.documents import Email
 
@@ -224,9 +224,7 @@ def test_mongodb_unreachable_answers_500_fast_and_enqueues_nothing(
     assert redis_client.llen("dramatiq:mail") == before
 
 
-def test_redis_unreachable_answers_201_and_keeps_the_email_queued(
-    envoy, redis_server, store
-):
+def test_redis_unreachable_answers_201_and_keeps_the_email_queued(envoy, redis_server, store):
     redis_server.stop()
     try:
         start = time.monotonic()

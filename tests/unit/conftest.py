@@ -18,6 +18,8 @@ def settings() -> Settings:
 def store():
     """An in-memory MongoDB (mongomock) behind mongoengine's default connection."""
     mongoengine.disconnect()
-    mongoengine.connect("mailroom-unit", host="mongodb://localhost", mongo_client_class=mongomock.MongoClient)
+    mongoengine.connect(
+        "mailroom-unit", host="mongodb://localhost", mongo_client_class=mongomock.MongoClient
+    )
     yield
     mongoengine.disconnect()

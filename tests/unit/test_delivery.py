@@ -42,7 +42,10 @@ def new_email(**kw) -> Email:
 def test_sent_records_one_attempt(store, settings):
     email = new_email()
     smtp = ScriptedProvider("smtp", SendResult("q-1", "250 2.0.0 queued as q-1"))
-    assert deliver(str(email.id), settings=settings, router=Router({"smtp": smtp}, ["smtp"])) == Status.SENT
+    assert (
+        deliver(str(email.id), settings=settings, router=Router({"smtp": smtp}, ["smtp"]))
+        == Status.SENT
+    )
     stored = repository.get_email(str(email.id))
     assert stored.status == Status.SENT
     assert stored.provider_message_id == "q-1"
@@ -65,7 +68,9 @@ def test_live_lease_blocks_a_second_worker(store, settings):
     claim = repository.claim_email(str(email.id), token="t1", owner="w1", lease_seconds=60)
     assert claim is not None
     smtp = ScriptedProvider("smtp")
-    assert deliver(str(email.id), settings=settings, router=Router({"smtp": smtp}, ["smtp"])) is None
+    assert (
+        deliver(str(email.id), settings=settings, router=Router({"smtp": smtp}, ["smtp"])) is None
+    )
     assert smtp.sent == []
 
 
@@ -73,7 +78,10 @@ def test_expired_lease_is_taken_over_and_recorded(store, settings):
     email = new_email()
     repository.claim_email(str(email.id), token="t1", owner="dead-worker", lease_seconds=-1)
     smtp = ScriptedProvider("smtp")
-    assert deliver(str(email.id), settings=settings, router=Router({"smtp": smtp}, ["smtp"])) == Status.SENT
+    assert (
+        deliver(str(email.id), settings=settings, router=Router({"smtp": smtp}, ["smtp"]))
+        == Status.SENT
+    )
     stored = repository.get_email(str(email.id))
     assert [a.outcome for a in stored.attempts] == ["INTERRUPTED", "DELIVERED"]
     assert "dead-worker" in stored.attempts[0].error
@@ -133,7 +141,9 @@ def test_scheduled_email_is_not_claimed_early(store, settings):
     email = new_email(send_at=utcnow() + timedelta(hours=1))
     assert email.status == Status.SCHEDULED
     smtp = ScriptedProvider("smtp")
-    assert deliver(str(email.id), settings=settings, router=Router({"smtp": smtp}, ["smtp"])) is None
+    assert (
+        deliver(str(email.id), settings=settings, router=Router({"smtp": smtp}, ["smtp"])) is None
+    )
     assert smtp.sent == []
 
 
@@ -141,5 +151,7 @@ def test_cancelled_email_is_never_sent(store, settings):
     email = new_email()
     repository.cancel_email(str(email.id))
     smtp = ScriptedProvider("smtp")
-    assert deliver(str(email.id), settings=settings, router=Router({"smtp": smtp}, ["smtp"])) is None
+    assert (
+        deliver(str(email.id), settings=settings, router=Router({"smtp": smtp}, ["smtp"])) is None
+    )
     assert repository.get_email(str(email.id)).status == Status.CANCELLED

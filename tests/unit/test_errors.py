@@ -46,7 +46,12 @@ def test_mongo_errors_are_mapped(exc):
 
 @pytest.mark.parametrize(
     "exc",
-    [redis.ConnectionError("refused"), redis.TimeoutError("slow"), redis.ResponseError("x"), OSError("down")],
+    [
+        redis.ConnectionError("refused"),
+        redis.TimeoutError("slow"),
+        redis.ResponseError("x"),
+        OSError("down"),
+    ],
 )
 def test_redis_errors_are_mapped(exc):
     with pytest.raises(errors.QueueUnavailable), map_redis_errors():
@@ -89,7 +94,9 @@ def test_invalid_argument_carries_field_violations():
     detail = status_pb2.Status.FromString(rich).details[0]
     bad_request = error_details_pb2.BadRequest()
     detail.Unpack(bad_request)
-    assert [(v.field, v.description) for v in bad_request.field_violations] == [("to[0]", "not valid")]
+    assert [(v.field, v.description) for v in bad_request.field_violations] == [
+        ("to[0]", "not valid")
+    ]
 
 
 @pytest.mark.parametrize("cls", list(all_subclasses(MailroomError)))

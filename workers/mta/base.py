@@ -85,7 +85,9 @@ class ThrottledError(DeliveryError):
     Does not open the breaker by itself.
     """
 
-    def __init__(self, message: str, *, retry_after: float | None = None, response: str = "") -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, response: str = ""
+    ) -> None:
         super().__init__(message, response=response)
         self.retry_after = retry_after
 
