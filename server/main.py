@@ -25,15 +25,15 @@ log = logging.getLogger("server")
 SERVICE_NAME = mail_pb2.DESCRIPTOR.services_by_name["MailService"].full_name
 
 
-def build_server(settings: Settings, queue: DeliveryQueue) -> tuple[grpc.Server, int]:
+def build_server(
+    settings: Settings, queue: DeliveryQueue
+) -> tuple[grpc.Server, int, health.HealthServicer]:
     """Build the gRPC server (not started) and bind its port.
 
     Returns:
-        The server and the bound port (useful with port 0).
+        The server, the bound port (useful with port 0), and its health servicer.
     """
-    # Room for the largest accepted email plus protobuf framing; the servicer checks the exact
-    # limit so an oversized email gets a field violation, not a transport error.
-    max_message = settings.max_email_bytes * 2
+    max_message = max(settings.grpc_max_message_bytes, settings.max_email_bytes * 2)
     server = grpc.server(
         futures.ThreadPoolExecutor(
             max_workers=settings.grpc_max_workers, thread_name_prefix="grpc"
@@ -58,7 +58,7 @@ def build_server(settings: Settings, queue: DeliveryQueue) -> tuple[grpc.Server,
     port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
     if port == 0:
         raise SystemExit(f"cannot bind {settings.grpc_host}:{settings.grpc_port}")
-    return server, port
+    return server, port, health_servicer
 
 
 def main() -> None:
@@ -70,7 +70,7 @@ def main() -> None:
     queue = DeliveryQueue(
         settings.redis_url, settings.queue_name, timeout_seconds=settings.redis_timeout_seconds
     )
-    server, port = build_server(settings, queue)
+    server, port, health_servicer = build_server(settings, queue)
     server.start()
     log.info("mailroom-api listening on %s:%d", settings.grpc_host, port)
 
@@ -83,6 +83,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     stopped.wait()
+    # Envoy's health check takes us out of rotation while in-flight requests finish.
+    health_servicer.enter_graceful_shutdown()
     server.stop(grace=5).wait()
     queue.close()
     log.info("mailroom-api stopped")

@@ -86,6 +86,10 @@ class RescanSettings(BaseModel):
     buffer_seconds: float = 1800.0
     batch_size: int = 500
     lock_seconds: float = 600.0
+    # Due SCHEDULED emails whose delayed message was lost still go out within a minute.
+    due_cron: str = "* * * * *"
+    # Expired idempotency keys (FerretDB has no TTL index).
+    purge_cron: str = "7 * * * *"
 
 
 class Settings(BaseSettings):
@@ -106,6 +110,9 @@ class Settings(BaseSettings):
     grpc_host: str = "0.0.0.0"
     grpc_port: int = 50051
     grpc_max_workers: int = 32
+    # The transport limit: above the email limit, so an oversized email gets a field violation
+    # naming it rather than a transport error; matches Envoy's 32 MiB body limit.
+    grpc_max_message_bytes: int = 32 * MiB
 
     queue_name: str = "mail"
     default_from: str = "Mailroom <mailroom@localhost>"

@@ -1,0 +1,243 @@
+"""Benchmark of the accept path: SendEmail over gRPC and REST against a raw baseline.
+
+Starts FerretDB, Redis, the API and Envoy on free ports, then for each concurrency (1, 16, 64)
+runs, for a fixed time each:
+
+* raw:  the same work done straight — a pymongo ``insert_one`` of an email document plus a
+        Dramatiq-shaped enqueue with redis-py — against the same servers;
+* grpc: ``SendEmail`` through a gRPC channel to the API;
+* rest: ``POST /api/email`` through Envoy's transcoder.
+
+It prints throughput and p50/p99 latency, the ratios to the raw baseline measured in the same
+run, and the API process's resident memory. Numbers, not assertions: the machine is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+import httpx
+import pymongo
+import redis
+from bson import ObjectId
+
+from mailroom.v1 import mail_pb2, mail_pb2_grpc
+from server.devtools.envoy_config import write_envoy_config
+from server.devtools.services import ManagedProcess, start_envoy, start_ferretdb, start_redis
+
+BIN = Path(sys.executable).parent
+BODY = {
+    "to": ["alice@example.com", "bob@example.com"],
+    "cc": ["carol@example.com"],
+    "title": "Your receipt #1234",
+    "content": "Thanks for your order. " * 20,
+}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_load(call: Callable[[], None], concurrency: int, seconds: float) -> dict[str, float]:
+    """Call ``call`` from ``concurrency`` threads for ``seconds``; return rate and latencies."""
+    latencies: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def loop() -> None:
+        nonlocal errors
+        local: list[float] = []
+        failed = 0
+        while time.monotonic() < deadline:
+            start = time.perf_counter()
+            try:
+                call()
+            except Exception:
+                failed += 1
+                continue
+            local.append(time.perf_counter() - start)
+        with lock:
+            latencies.extend(local)
+            errors += failed
+
+    began = time.monotonic()
+    with ThreadPoolExecutor(concurrency) as pool:
+        for future in [pool.submit(loop) for _ in range(concurrency)]:
+            future.result()
+    elapsed = time.monotonic() - began
+    latencies.sort()
+    pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000  # noqa: E731
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50_ms": pick(0.50) if latencies else float("nan"),
+        "p99_ms": pick(0.99) if latencies else float("nan"),
+        "errors": errors,
+        "n": len(latencies),
+    }
+
+
+def raw_call(db: pymongo.database.Database, client: redis.Redis) -> Callable[[], None]:
+    """The baseline: one insert plus one Dramatiq-shaped enqueue, no API in between."""
+
+    def call() -> None:
+        oid = ObjectId()
+        now = datetime.now(UTC)
+        db.emails.insert_one(
+            {
+                "_id": oid,
+                "status": "QUEUED",
+                "to": BODY["to"],
+                "cc": BODY["cc"],
+                "bcc": [],
+                "subject": BODY["title"],
+                "text": BODY["content"],
+                "from_address": "Mailroom <mailroom@localhost>",
+                "message_id": f"<{oid}@bench>",
+                "created_at": now,
+                "updated_at": now,
+                "attempts": [],
+            }
+        )
+        message_id = str(uuid.uuid4())
+        payload = json.dumps(
+            {
+                "queue_name": "bench",
+                "actor_name": "deliver",
+                "args": [str(oid)],
+                "kwargs": {},
+                "options": {"redis_message_id": message_id},
+                "message_id": message_id,
+                "message_timestamp": int(time.time() * 1000),
+            }
+        )
+        pipe = client.pipeline(transaction=False)
+        pipe.hset("dramatiq:bench.msgs", message_id, payload)
+        pipe.rpush("dramatiq:bench", message_id)
+        pipe.execute()
+
+    return call
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """Resident and peak resident memory of ``pid`` in MB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=4.0, help="duration of each cell")
+    parser.add_argument("--concurrency", default="1,16,64")
+    args = parser.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+
+    tmp = Path(tempfile.mkdtemp(prefix="mailroom-bench-"))
+    procs: list[ManagedProcess] = []
+    try:
+        ferret = start_ferretdb(free_port(), tmp / "ferretdb")
+        procs.append(ferret)
+        rds = start_redis(free_port(), tmp / "redis")
+        procs.append(rds)
+        mongo_uri = ferret.uri.rstrip("/") + "/mailroom_bench"
+        api_port = free_port()
+        env = {
+            "MAILROOM_MONGODB_URI": mongo_uri,
+            "MAILROOM_REDIS_URL": rds.url,
+            "MAILROOM_GRPC_HOST": "127.0.0.1",
+            "MAILROOM_GRPC_PORT": str(api_port),
+            "MAILROOM_LOG_LEVEL": "WARNING",
+        }
+        target = f"127.0.0.1:{api_port}"
+
+        def api_ready() -> bool:
+            with grpc.insecure_channel(target) as ch:
+                grpc.channel_ready_future(ch).result(timeout=1)
+            return True
+
+        api = ManagedProcess(
+            "api", [str(BIN / "mailroom-api")], log_path=tmp / "api.log", ready=api_ready, env=env
+        ).start()
+        procs.append(api)
+        rest_port, admin_port = free_port(), free_port()
+        config = write_envoy_config(
+            tmp / "envoy.yaml", listen_port=rest_port, admin_port=admin_port, api_port=api_port
+        )
+        procs.append(start_envoy(config, admin_port))
+
+        mongo = pymongo.MongoClient(mongo_uri, maxPoolSize=128)
+        db = mongo.get_default_database()
+        rclient = redis.Redis.from_url(rds.url, max_connections=128)
+        channel = grpc.insecure_channel(target)
+        stub = mail_pb2_grpc.MailServiceStub(channel)
+        request = mail_pb2.SendEmailRequest(**BODY)
+        http = httpx.Client(
+            base_url=f"http://127.0.0.1:{rest_port}",
+            limits=httpx.Limits(max_connections=128, max_keepalive_connections=128),
+        )
+
+        def grpc_call() -> None:
+            stub.SendEmail(request, timeout=10)
+
+        def rest_call() -> None:
+            resp = http.post("/api/email", json=BODY, timeout=10)
+            if resp.status_code != 201:
+                raise RuntimeError(resp.status_code)
+
+        # Warm up every path (connections, FerretDB's tables, Envoy's clusters).
+        for call in (raw_call(db, rclient), grpc_call, rest_call):
+            run_load(call, 4, 0.5)
+
+        print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}; "
+              f"{args.seconds:g}s per cell; FerretDB (SQLite) + Redis on 127.0.0.1")
+        header = f"{'path':<5} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'ratio':>6}"
+        print(header)
+        print("-" * len(header))
+        results: dict[tuple[str, int], dict[str, float]] = {}
+        for level in levels:
+            for name, call in (("raw", raw_call(db, rclient)), ("grpc", grpc_call), ("rest", rest_call)):
+                r = run_load(call, level, args.seconds)
+                results[(name, level)] = r
+                ratio = r["rps"] / results[("raw", level)]["rps"]
+                print(
+                    f"{name:<5} {level:>4} {r['rps']:>8.1f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+                    f"{int(r['errors']):>6} {ratio:>6.2f}"
+                )
+        rss, peak = rss_mb(api.pid or 0)
+        print(f"API resident memory: {rss:.0f} MB now, {peak:.0f} MB peak (target < 150 MB)")
+        if 16 in levels:
+            g = results[("grpc", 16)]["rps"] / results[("raw", 16)]["rps"]
+            r = results[("rest", 16)]["rps"] / results[("raw", 16)]["rps"]
+            print(f"at concurrency 16: grpc/raw = {g:.2f} (target ≥ 0.6), rest/raw = {r:.2f} (target ≥ 0.5)")
+        http.close()
+        channel.close()
+        mongo.close()
+        rclient.close()
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

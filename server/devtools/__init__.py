@@ -1,0 +1,1 @@
+"""Development helpers: local Envoy config, SMTP sink and other tools for `make dev` and tests."""

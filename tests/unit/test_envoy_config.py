@@ -1,0 +1,127 @@
+"""The Envoy config: rendered for free ports, and accepted by the Envoy binary (no network).
+
+``envoy --mode validate`` loads the whole config, including the transcoder's descriptor set and
+the Lua source, without binding any socket.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from server.devtools import envoy_config
+from server.devtools.envoy_config import (
+    ENVOY_YAML,
+    REPO_ROOT,
+    envoy_binary,
+    envoy_command,
+    render_envoy_config,
+    write_envoy_config,
+)
+
+TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
+
+
+def _validate(config_path: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(config_path), "--log-level", "warn"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _hcm(config: dict[str, Any]) -> dict[str, Any]:
+    listener = config["static_resources"]["listeners"][0]
+    hcm: dict[str, Any] = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    return hcm
+
+
+def _transcoder(config: dict[str, Any]) -> dict[str, Any]:
+    (transcoder,) = [f for f in _hcm(config)["http_filters"] if f["name"] == TRANSCODER]
+    typed: dict[str, Any] = transcoder["typed_config"]
+    return typed
+
+
+def test_rendered_config_has_the_requested_ports_upstream_and_descriptor() -> None:
+    descriptor = Path(envoy_config.DESCRIPTOR)
+    text = render_envoy_config(
+        listen_port=18080,
+        admin_port=19901,
+        api_host="127.0.0.2",
+        api_port=50099,
+        descriptor_path=descriptor,
+        listen_address="127.0.0.1",
+    )
+    config = yaml.safe_load(text)
+
+    assert config["admin"]["address"]["socket_address"] == {
+        "address": "127.0.0.1",
+        "port_value": 19901,
+    }
+    listener = config["static_resources"]["listeners"][0]
+    assert listener["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 18080}
+    (cluster,) = config["static_resources"]["clusters"]
+    upstreams = [
+        e["endpoint"]["address"]["socket_address"]
+        for locality in cluster["load_assignment"]["endpoints"]
+        for e in locality["lb_endpoints"]
+    ]
+    assert upstreams == [{"address": "127.0.0.2", "port_value": 50099}]
+    transcoder = _transcoder(config)
+    assert transcoder["proto_descriptor"] == str(descriptor.resolve())
+    assert Path(transcoder["proto_descriptor"]).is_absolute()
+    # The rest is the committed config, untouched.
+    assert transcoder["services"] == ["mailroom.v1.MailService"]
+    assert transcoder["convert_grpc_status"] is True
+
+
+def test_rendering_keeps_the_listen_address_unless_asked_and_leaves_the_file_alone() -> None:
+    before = ENVOY_YAML.read_text(encoding="utf-8")
+    config = yaml.safe_load(
+        render_envoy_config(listen_port=1, admin_port=2, api_port=3, descriptor_path=Path("x.pb"))
+    )
+    listener = config["static_resources"]["listeners"][0]
+    assert listener["address"]["socket_address"]["address"] == "0.0.0.0"
+    assert ENVOY_YAML.read_text(encoding="utf-8") == before
+
+
+def test_envoy_accepts_the_rendered_config_from_any_directory(tmp_path: Path) -> None:
+    path = write_envoy_config(
+        tmp_path / "envoy.yaml",
+        listen_port=18080,
+        admin_port=19901,
+        api_port=50051,
+        descriptor_path=Path(envoy_config.DESCRIPTOR),
+        listen_address="127.0.0.1",
+    )
+    assert path == tmp_path / "envoy.yaml"
+
+    result = _validate(path, cwd=tmp_path)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK" in result.stdout + result.stderr
+
+
+def test_envoy_accepts_the_committed_config_from_the_repo_root() -> None:
+    # What docker-compose and `envoy -c envoy/envoy.yaml` run: the descriptor path is relative.
+    result = _validate(ENVOY_YAML, cwd=REPO_ROOT)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_envoy_command_runs_the_found_binary_without_hot_restart(tmp_path: Path) -> None:
+    config = tmp_path / "envoy.yaml"
+
+    argv = envoy_command(config)
+
+    assert argv[0] == envoy_binary()
+    assert Path(argv[0]).is_file()
+    assert argv[1:3] == ["-c", str(config)]
+    # Two Envoys on one host (make dev and a test run) share hot-restart base id 0 otherwise.
+    assert "--disable-hot-restart" in argv
