@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import threading
@@ -208,27 +207,34 @@ def main() -> int:
         for call in (raw_call(db, rclient), grpc_call, rest_call):
             run_load(call, 4, 0.5)
 
-        print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}; "
-              f"{args.seconds:g}s per cell; FerretDB (SQLite) + Redis on 127.0.0.1")
-        header = f"{'path':<5} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'ratio':>6}"
+        print(
+            f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}; "
+            f"{args.seconds:g}s per cell; FerretDB (SQLite) + Redis on 127.0.0.1"
+        )
+        columns = ("path", "conc", "req/s", "p50 ms", "p99 ms", "errors", "ratio")
+        header = f"{columns[0]:<5} " + " ".join(f"{c:>8}" for c in columns[1:])
         print(header)
         print("-" * len(header))
         results: dict[tuple[str, int], dict[str, float]] = {}
         for level in levels:
-            for name, call in (("raw", raw_call(db, rclient)), ("grpc", grpc_call), ("rest", rest_call)):
+            for name, call in (
+                ("raw", raw_call(db, rclient)),
+                ("grpc", grpc_call),
+                ("rest", rest_call),
+            ):
                 r = run_load(call, level, args.seconds)
                 results[(name, level)] = r
                 ratio = r["rps"] / results[("raw", level)]["rps"]
-                print(
-                    f"{name:<5} {level:>4} {r['rps']:>8.1f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
-                    f"{int(r['errors']):>6} {ratio:>6.2f}"
-                )
+                cells = (level, f"{r['rps']:.1f}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}")
+                cells += (int(r["errors"]), f"{ratio:.2f}")
+                print(f"{name:<5} " + " ".join(f"{c:>8}" for c in cells))
         rss, peak = rss_mb(api.pid or 0)
         print(f"API resident memory: {rss:.0f} MB now, {peak:.0f} MB peak (target < 150 MB)")
         if 16 in levels:
             g = results[("grpc", 16)]["rps"] / results[("raw", 16)]["rps"]
             r = results[("rest", 16)]["rps"] / results[("raw", 16)]["rps"]
-            print(f"at concurrency 16: grpc/raw = {g:.2f} (target ≥ 0.6), rest/raw = {r:.2f} (target ≥ 0.5)")
+            print(f"at concurrency 16: grpc/raw = {g:.2f} (target ≥ 0.6), ", end="")
+            print(f"rest/raw = {r:.2f} (target ≥ 0.5)")
         http.close()
         channel.close()
         mongo.close()
