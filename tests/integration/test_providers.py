@@ -1,0 +1,802 @@
+"""Each provider against a fake of its API on 127.0.0.1: the real request, the real answers.
+
+HTTP providers and SES talk to a pytest-httpserver; SMTP talks to an aiosmtpd server. The fakes
+check what the real API requires (path, auth, body fields) and answer the way the real API does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import email
+import itertools
+import json
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+from pydantic import SecretStr
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+from werkzeug.datastructures import Headers
+
+from server.settings import HttpProviderSettings, SesSettings, SmtpSettings
+from workers.mta.base import (
+    DeliveryError,
+    MisconfiguredError,
+    OutgoingEmail,
+    PermanentError,
+    SendResult,
+    ThrottledError,
+    TransientError,
+)
+from workers.mta.mailgun import MailgunProvider
+from workers.mta.postmark import PostmarkProvider
+from workers.mta.sendgrid import SendGridProvider
+from workers.mta.ses import SesProvider
+from workers.mta.smtp import SmtpProvider
+
+
+def make_email(message_id: str = "<e1.x7@mailroom.local>", **changes: Any) -> OutgoingEmail:
+    base = OutgoingEmail(
+        email_id="e1",
+        message_id=message_id,
+        from_address="Mailroom <noreply@example.com>",
+        to=("Ann Example <ann@example.com>", "bob@example.com"),
+        cc=("Carol <carol@example.com>",),
+        bcc=("dave@example.com",),
+        subject="Your receipt",
+        text="Thanks for your order.",
+        html="<p>Thanks for your <b>order</b>.</p>",
+        reply_to="Support <support@example.com>",
+        mime=b"",
+    )
+    base = replace(base, **changes)
+    msg = EmailMessage()
+    msg["From"] = base.from_address
+    msg["To"] = ", ".join(base.to)
+    if base.cc:
+        msg["Cc"] = ", ".join(base.cc)
+    if base.reply_to:
+        msg["Reply-To"] = base.reply_to
+    msg["Subject"] = base.subject
+    msg["Message-ID"] = base.message_id
+    msg.set_content(base.text)
+    if base.html:
+        msg.add_alternative(base.html, subtype="html")
+    return replace(base, mime=msg.as_bytes())
+
+
+EMAIL = make_email()
+
+
+# --- The HTTP fake -------------------------------------------------------------------------
+
+
+@dataclass
+class Seen:
+    """One request as the fake received it."""
+
+    method: str
+    path: str
+    headers: Headers
+    json: Any = None
+    form: dict[str, list[str]] = field(default_factory=dict)
+
+
+@pytest.fixture(scope="module")
+def http_server() -> Iterator[HTTPServer]:
+    # Threaded, so a handler made slow on purpose never holds up the next test.
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    server.start()
+    yield server
+    server.clear()
+    server.stop()
+
+
+@pytest.fixture
+def fake(http_server: HTTPServer) -> Iterator[HTTPServer]:
+    http_server.clear()
+    yield http_server
+    http_server.check_assertions()
+    http_server.clear()
+
+
+def answer(server: HTTPServer, path: str, reply: Response | Callable[[], Response]) -> list[Seen]:
+    """Answer POSTs to ``path`` with ``reply``; return the list the requests are recorded in."""
+    seen: list[Seen] = []
+
+    def handler(request: Request) -> Response:
+        content_type = request.headers.get("Content-Type", "")
+        record = Seen(request.method, request.path, Headers(request.headers.items()))
+        if content_type.startswith(("application/x-www-form-urlencoded", "multipart/")):
+            record.form = request.form.to_dict(flat=False)
+        else:
+            record.json = json.loads(request.get_data() or b"null")
+        seen.append(record)
+        return reply if isinstance(reply, Response) else reply()
+
+    server.expect_request(path, method="POST").respond_with_handler(handler)
+    return seen
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(body), status=status, headers=headers, mimetype="application/json")
+
+
+# --- SendGrid ------------------------------------------------------------------------------
+
+
+def sendgrid(server: HTTPServer, timeout: float = 2.0) -> SendGridProvider:
+    return SendGridProvider(
+        HttpProviderSettings(
+            api_key=SecretStr("SG.test-key"), base_url=server.url_for("/"), timeout_seconds=timeout
+        )
+    )
+
+
+def test_sendgrid_sends_the_v3_mail_send_request(fake: HTTPServer) -> None:
+    seen = answer(fake, "/v3/mail/send", Response(status=202, headers={"X-Message-Id": "sg-42"}))
+
+    result = sendgrid(fake).send(EMAIL)
+
+    assert result.provider_message_id == "sg-42"
+    assert result.response.startswith("202")
+    [request] = seen
+    assert request.method == "POST"
+    assert request.headers["Authorization"] == "Bearer SG.test-key"
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.json == {
+        "personalizations": [
+            {
+                "to": [
+                    {"email": "ann@example.com", "name": "Ann Example"},
+                    {"email": "bob@example.com"},
+                ],
+                "cc": [{"email": "carol@example.com", "name": "Carol"}],
+                "bcc": [{"email": "dave@example.com"}],
+            }
+        ],
+        "from": {"email": "noreply@example.com", "name": "Mailroom"},
+        "reply_to": {"email": "support@example.com", "name": "Support"},
+        "subject": "Your receipt",
+        "content": [
+            {"type": "text/plain", "value": "Thanks for your order."},
+            {"type": "text/html", "value": "<p>Thanks for your <b>order</b>.</p>"},
+        ],
+        "headers": {"Message-ID": "<e1.x7@mailroom.local>"},
+    }
+
+
+def test_sendgrid_drops_repeated_addresses_it_would_reject(fake: HTTPServer) -> None:
+    seen = answer(fake, "/v3/mail/send", Response(status=202, headers={"X-Message-Id": "sg-1"}))
+    duplicated = make_email(cc=("ANN@example.com",), bcc=("bob@example.com", "erin@example.com"))
+
+    sendgrid(fake).send(duplicated)
+
+    [personalization] = seen[0].json["personalizations"]
+    assert personalization == {
+        "to": [{"email": "ann@example.com", "name": "Ann Example"}, {"email": "bob@example.com"}],
+        "bcc": [{"email": "erin@example.com"}],
+    }
+
+
+# --- Mailgun -------------------------------------------------------------------------------
+
+
+def mailgun(server: HTTPServer, timeout: float = 2.0) -> MailgunProvider:
+    return MailgunProvider(
+        HttpProviderSettings(
+            api_key=SecretStr("key-test"),
+            domain="mg.example.com",
+            base_url=server.url_for("/"),
+            timeout_seconds=timeout,
+        )
+    )
+
+
+def test_mailgun_posts_the_messages_form(fake: HTTPServer) -> None:
+    mailgun_id = "<20240101120000.1.ABCDEF@mg.example.com>"
+    seen = answer(
+        fake,
+        "/v3/mg.example.com/messages",
+        json_response(200, {"id": mailgun_id, "message": "Queued. Thank you."}),
+    )
+
+    result = mailgun(fake).send(EMAIL)
+
+    assert result.provider_message_id == mailgun_id
+    assert "Queued. Thank you." in result.response
+    [request] = seen
+    assert request.method == "POST"
+    expected_auth = "Basic " + base64.b64encode(b"api:key-test").decode()
+    assert request.headers["Authorization"] == expected_auth
+    assert request.form == {
+        "from": ["Mailroom <noreply@example.com>"],
+        "to": ["Ann Example <ann@example.com>", "bob@example.com"],
+        "cc": ["Carol <carol@example.com>"],
+        "bcc": ["dave@example.com"],
+        "subject": ["Your receipt"],
+        "text": ["Thanks for your order."],
+        "html": ["<p>Thanks for your <b>order</b>.</p>"],
+        "h:Reply-To": ["Support <support@example.com>"],
+        "h:Message-Id": ["<e1.x7@mailroom.local>"],
+    }
+
+
+def test_mailgun_leaves_out_empty_optional_fields(fake: HTTPServer) -> None:
+    seen = answer(fake, "/v3/mg.example.com/messages", json_response(200, {"id": "<x@mg>"}))
+
+    mailgun(fake).send(make_email(cc=(), bcc=(), html="", reply_to=""))
+
+    assert set(seen[0].form) == {"from", "to", "subject", "text", "h:Message-Id"}
+
+
+# --- Postmark ------------------------------------------------------------------------------
+
+
+def postmark(server: HTTPServer, timeout: float = 2.0) -> PostmarkProvider:
+    return PostmarkProvider(
+        HttpProviderSettings(
+            api_key=SecretStr("pm-server-token"),
+            base_url=server.url_for("/"),
+            timeout_seconds=timeout,
+        )
+    )
+
+
+def test_postmark_posts_the_email_json(fake: HTTPServer) -> None:
+    postmark_id = "b7bc2f4a-e38e-4336-af7d-e6c392c2f817"
+    seen = answer(
+        fake,
+        "/email",
+        json_response(
+            200,
+            {
+                "To": "ann@example.com",
+                "SubmittedAt": "2024-01-01T12:00:00.0000000-05:00",
+                "MessageID": postmark_id,
+                "ErrorCode": 0,
+                "Message": "OK",
+            },
+        ),
+    )
+
+    result = postmark(fake).send(EMAIL)
+
+    assert result.provider_message_id == postmark_id
+    [request] = seen
+    assert request.method == "POST"
+    assert request.headers["X-Postmark-Server-Token"] == "pm-server-token"
+    assert request.headers["Accept"] == "application/json"
+    assert request.json == {
+        "From": "Mailroom <noreply@example.com>",
+        "To": "Ann Example <ann@example.com>, bob@example.com",
+        "Cc": "Carol <carol@example.com>",
+        "Bcc": "dave@example.com",
+        "Subject": "Your receipt",
+        "TextBody": "Thanks for your order.",
+        "HtmlBody": "<p>Thanks for your <b>order</b>.</p>",
+        "ReplyTo": "Support <support@example.com>",
+        "Headers": [{"Name": "Message-ID", "Value": "<e1.x7@mailroom.local>"}],
+        "MessageStream": "outbound",
+    }
+
+
+# --- Error answers, the same for every HTTP provider ----------------------------------------
+
+
+@dataclass(frozen=True)
+class HttpApi:
+    path: str
+    build: Callable[[HTTPServer, float], SendGridProvider | MailgunProvider | PostmarkProvider]
+    success: Response
+    bad_email: Response  # how the real API refuses a bad address
+    bad_key: Response
+    message_id_of: Callable[[Seen], str]
+
+
+HTTP_APIS = {
+    "sendgrid": HttpApi(
+        "/v3/mail/send",
+        sendgrid,
+        Response(status=202, headers={"X-Message-Id": "sg-1"}),
+        json_response(
+            400,
+            {
+                "errors": [
+                    {
+                        "message": "Does not contain a valid address.",
+                        "field": "personalizations.0.to.0.email",
+                    }
+                ]
+            },
+        ),
+        json_response(
+            401, {"errors": [{"message": "The provided authorization grant is invalid"}]}
+        ),
+        lambda seen: seen.json["headers"]["Message-ID"],
+    ),
+    "mailgun": HttpApi(
+        "/v3/mg.example.com/messages",
+        mailgun,
+        json_response(200, {"id": "<1@mg.example.com>", "message": "Queued. Thank you."}),
+        json_response(400, {"message": "to parameter is not a valid address"}),
+        Response("Forbidden", status=401),
+        lambda seen: seen.form["h:Message-Id"][0],
+    ),
+    "postmark": HttpApi(
+        "/email",
+        postmark,
+        json_response(200, {"ErrorCode": 0, "Message": "OK", "MessageID": "pm-1"}),
+        json_response(422, {"ErrorCode": 300, "Message": "Invalid 'To' address: 'bob@'."}),
+        json_response(
+            401, {"ErrorCode": 10, "Message": "The Server Token you provided was invalid."}
+        ),
+        lambda seen: seen.json["Headers"][0]["Value"],
+    ),
+}
+
+
+@pytest.mark.parametrize("api_name", sorted(HTTP_APIS))
+def test_http_bad_address_is_permanent_with_the_providers_reason(
+    fake: HTTPServer, api_name: str
+) -> None:
+    api = HTTP_APIS[api_name]
+    answer(fake, api.path, api.bad_email)
+    with pytest.raises(PermanentError) as caught:
+        api.build(fake, 2.0).send(EMAIL)
+    assert "address" in caught.value.response
+
+
+@pytest.mark.parametrize("api_name", sorted(HTTP_APIS))
+def test_http_rejected_key_is_misconfigured(fake: HTTPServer, api_name: str) -> None:
+    api = HTTP_APIS[api_name]
+    answer(fake, api.path, api.bad_key)
+    with pytest.raises(MisconfiguredError):
+        api.build(fake, 2.0).send(EMAIL)
+
+
+@pytest.mark.parametrize("api_name", sorted(HTTP_APIS))
+def test_http_server_error_is_transient(fake: HTTPServer, api_name: str) -> None:
+    api = HTTP_APIS[api_name]
+    answer(fake, api.path, Response("upstream broke", status=500))
+    with pytest.raises(TransientError) as caught:
+        api.build(fake, 2.0).send(EMAIL)
+    assert caught.value.response.startswith("500")
+
+
+@pytest.mark.parametrize("api_name", sorted(HTTP_APIS))
+@pytest.mark.parametrize(
+    ("headers", "retry_after"), [({"Retry-After": "7"}, 7.0), ({}, None)], ids=["header", "none"]
+)
+def test_http_rate_limit_is_throttled_with_retry_after(
+    fake: HTTPServer, api_name: str, headers: dict[str, str], retry_after: float | None
+) -> None:
+    api = HTTP_APIS[api_name]
+    answer(fake, api.path, json_response(429, {"message": "Too many requests"}, headers))
+    with pytest.raises(ThrottledError) as caught:
+        api.build(fake, 2.0).send(EMAIL)
+    assert caught.value.retry_after == retry_after
+
+
+@pytest.mark.parametrize("api_name", sorted(HTTP_APIS))
+def test_http_slow_answer_times_out_as_transient(fake: HTTPServer, api_name: str) -> None:
+    api = HTTP_APIS[api_name]
+    release = threading.Event()
+
+    def slow() -> Response:
+        release.wait(10)
+        return api.success
+
+    answer(fake, api.path, slow)
+    provider = api.build(fake, 0.3)
+    started = time.monotonic()
+    try:
+        with pytest.raises(TransientError, match="timed out"):
+            provider.send(EMAIL)
+    finally:
+        release.set()
+    assert time.monotonic() - started < 3
+
+
+@pytest.mark.parametrize("api_name", sorted(HTTP_APIS))
+def test_http_concurrent_sends_on_one_instance(fake: HTTPServer, api_name: str) -> None:
+    api = HTTP_APIS[api_name]
+    seen = answer(fake, api.path, api.success)
+    provider = api.build(fake, 2.0)
+    emails = [make_email(f"<m{i}@mailroom.local>") for i in range(8)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(provider.send, emails))
+    assert all(isinstance(r, SendResult) for r in results)
+    assert sorted(api.message_id_of(r) for r in seen) == sorted(e.message_id for e in emails)
+
+
+# --- SES -----------------------------------------------------------------------------------
+
+SES_PATH = "/v2/email/outbound-emails"
+
+
+def ses(server: HTTPServer, timeout: float = 2.0) -> SesProvider:
+    return SesProvider(
+        SesSettings(
+            region="us-east-1",
+            access_key_id="AKIDEXAMPLE",
+            secret_access_key=SecretStr("wJalrXUtnFEMI/K7MDENG"),
+            endpoint_url=server.url_for("/").rstrip("/"),
+            timeout_seconds=timeout,
+        )
+    )
+
+
+def ses_error(status: int, code: str, message: str) -> Response:
+    # SES v2 (rest-json) names the error in x-amzn-ErrorType, sometimes with a ":<uri>" suffix.
+    return json_response(
+        status,
+        {"message": message},
+        {"x-amzn-ErrorType": f"{code}:http://internal.amazon.com/coral/com.amazonaws.sesv2/"},
+    )
+
+
+def test_ses_sends_the_raw_mime_signed_with_sigv4(fake: HTTPServer) -> None:
+    seen = answer(fake, SES_PATH, json_response(200, {"MessageId": "0100018c-ses-id"}))
+
+    result = ses(fake).send(EMAIL)
+
+    assert result.provider_message_id == "0100018c-ses-id"
+    [request] = seen
+    assert request.method == "POST"
+    authorization = request.headers["Authorization"]
+    assert authorization.startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
+    assert "/us-east-1/ses/aws4_request" in authorization
+    assert "Signature=" in authorization
+    assert request.json["Destination"] == {
+        "ToAddresses": ["Ann Example <ann@example.com>", "bob@example.com"],
+        "CcAddresses": ["Carol <carol@example.com>"],
+        "BccAddresses": ["dave@example.com"],
+    }
+    raw = base64.b64decode(request.json["Content"]["Raw"]["Data"])
+    assert raw == EMAIL.mime
+    parsed = email.message_from_bytes(raw)
+    assert parsed["Message-ID"] == EMAIL.message_id
+    assert parsed["Subject"] == "Your receipt"
+    assert parsed["Bcc"] is None
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "expected"),
+    [
+        (400, "MessageRejected", PermanentError),
+        (400, "MailFromDomainNotVerifiedException", PermanentError),
+        (400, "BadRequestException", PermanentError),
+        (429, "TooManyRequestsException", ThrottledError),
+        (403, "UnrecognizedClientException", MisconfiguredError),
+        (403, "SignatureDoesNotMatch", MisconfiguredError),
+        (400, "AccountSuspendedException", MisconfiguredError),
+        (500, "InternalFailure", TransientError),
+        (503, "ServiceUnavailable", TransientError),
+    ],
+)
+def test_ses_errors(
+    fake: HTTPServer, status: int, code: str, expected: type[DeliveryError]
+) -> None:
+    seen = answer(fake, SES_PATH, ses_error(status, code, f"{code} says no"))
+    with pytest.raises(DeliveryError) as caught:
+        ses(fake).send(EMAIL)
+    assert type(caught.value) is expected
+    assert code in caught.value.response
+    # Mailroom retries with its own backoff: botocore must not have retried behind our back.
+    assert len(seen) == 1
+
+
+def test_ses_slow_answer_times_out_as_transient(fake: HTTPServer) -> None:
+    release = threading.Event()
+
+    def slow() -> Response:
+        release.wait(10)
+        return json_response(200, {"MessageId": "late"})
+
+    seen = answer(fake, SES_PATH, slow)
+    started = time.monotonic()
+    try:
+        with pytest.raises(TransientError):
+            ses(fake, timeout=0.3).send(EMAIL)
+    finally:
+        release.set()
+    assert time.monotonic() - started < 3
+    assert len(seen) == 1
+
+
+# --- SMTP ----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class Received:
+    queue_id: str
+    mail_from: str
+    rcpt_tos: list[str]
+    content: bytes
+    tls: bool
+    authenticated: bool
+
+
+class Sink:
+    """An aiosmtpd handler that accepts, defers or refuses, and keeps what it accepted."""
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.rcpt_replies: dict[str, str] = {}
+        self.data_reply: str | None = None
+        self.delay = 0.0
+        self._ids = itertools.count(1)
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+    ) -> str:
+        if address in self.rcpt_replies:
+            return self.rcpt_replies[address]
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 Ok"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.data_reply is not None:
+            return self.data_reply
+        queue_id = f"Q{next(self._ids):04d}"
+        self.received.append(
+            Received(
+                queue_id,
+                envelope.mail_from,
+                list(envelope.rcpt_tos),
+                envelope.content,
+                tls=server.transport.get_extra_info("ssl_object") is not None,
+                authenticated=bool(session.authenticated),
+            )
+        )
+        return f"250 2.0.0 Ok: queued as {queue_id}"
+
+
+@pytest.fixture
+def sink() -> Sink:
+    return Sink()
+
+
+@contextmanager
+def run_server(sink: Sink, **kwargs: Any) -> Iterator[int]:
+    port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port, **kwargs)
+    controller.start()
+    try:
+        yield port
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def smtp_port(sink: Sink) -> Iterator[int]:
+    with run_server(sink) as port:
+        yield port
+
+
+def smtp(port: int, **settings: Any) -> SmtpProvider:
+    ssl_context = settings.pop("ssl_context", None)
+    settings.setdefault("timeout_seconds", 2.0)
+    return SmtpProvider(
+        SmtpSettings(host="127.0.0.1", port=port, **settings),
+        ssl_context=ssl_context,
+        local_hostname="mailroom.test",
+    )
+
+
+def test_smtp_delivers_to_every_recipient_without_a_bcc_header(sink: Sink, smtp_port: int) -> None:
+    result = smtp(smtp_port).send(EMAIL)
+
+    [received] = sink.received
+    assert result.response == f"250 2.0.0 Ok: queued as {received.queue_id}"
+    assert result.provider_message_id == received.queue_id
+    assert received.mail_from == "noreply@example.com"
+    assert received.rcpt_tos == [
+        "ann@example.com",
+        "bob@example.com",
+        "carol@example.com",
+        "dave@example.com",
+    ]
+    message = email.message_from_bytes(received.content)
+    assert message["Bcc"] is None
+    assert b"dave@example.com" not in received.content
+    assert message["Message-ID"] == EMAIL.message_id
+    assert message["Cc"] == "Carol <carol@example.com>"
+
+
+def test_smtp_partly_refused_recipients_are_delivered_and_reported(
+    sink: Sink, smtp_port: int
+) -> None:
+    sink.rcpt_replies["bob@example.com"] = "550 5.1.1 <bob@example.com>: User unknown"
+
+    result = smtp(smtp_port).send(EMAIL)
+
+    [received] = sink.received
+    assert "bob@example.com" not in received.rcpt_tos
+    assert "dave@example.com" in received.rcpt_tos
+    assert "refused: bob@example.com: 550 5.1.1 <bob@example.com>: User unknown" in result.response
+
+
+def test_smtp_every_recipient_refused_is_permanent(sink: Sink, smtp_port: int) -> None:
+    for address in ("ann@example.com", "bob@example.com", "carol@example.com", "dave@example.com"):
+        sink.rcpt_replies[address] = "550 5.1.1 User unknown"
+    with pytest.raises(PermanentError) as caught:
+        smtp(smtp_port).send(EMAIL)
+    assert "550 5.1.1 User unknown" in caught.value.response
+    assert sink.received == []
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ("451 4.3.0 Try again later", TransientError),
+        ("421 4.3.2 Service shutting down", TransientError),
+        ("550 5.7.1 Message rejected as spam", PermanentError),
+    ],
+)
+def test_smtp_data_refusals(
+    sink: Sink, smtp_port: int, reply: str, expected: type[DeliveryError]
+) -> None:
+    sink.data_reply = reply
+    with pytest.raises(DeliveryError) as caught:
+        smtp(smtp_port).send(EMAIL)
+    assert type(caught.value) is expected
+    assert caught.value.response == reply
+
+
+def test_smtp_nothing_listening_is_transient() -> None:
+    with pytest.raises(TransientError):
+        smtp(free_port()).send(EMAIL)
+
+
+def test_smtp_silent_server_times_out_as_transient() -> None:
+    # Listening but never accepting: the TCP connect succeeds, the greeting never comes.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        started = time.monotonic()
+        with pytest.raises(TransientError):
+            smtp(listener.getsockname()[1], timeout_seconds=0.3).send(EMAIL)
+        assert time.monotonic() - started < 2
+
+
+def test_smtp_concurrent_sends_do_not_mix_up_replies(sink: Sink, smtp_port: int) -> None:
+    sink.delay = 0.5
+    provider = smtp(smtp_port)
+    emails = [make_email(f"<m{i}@mailroom.local>") for i in range(4)]
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(provider.send, emails))
+    elapsed = time.monotonic() - started
+
+    # Four sends one after another would take 2 s.
+    assert elapsed < 1.5
+    by_queue_id = {r.queue_id: email.message_from_bytes(r.content) for r in sink.received}
+    for sent, result in zip(emails, results, strict=True):
+        assert by_queue_id[result.provider_message_id]["Message-ID"] == sent.message_id
+
+
+# --- SMTP over TLS -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tls:
+    server: ssl.SSLContext
+    client: ssl.SSLContext
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
+    if shutil.which("openssl") is None:
+        pytest.fail("openssl is needed to make a test certificate", pytrace=False)
+    folder: Path = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2",
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert, key)
+    return Tls(server=server, client=ssl.create_default_context(cafile=str(cert)))
+
+
+def authenticator(
+    server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+) -> AuthResult:
+    ok = (
+        isinstance(auth_data, LoginPassword)
+        and auth_data.login == b"mailer"
+        and auth_data.password == b"s3cret"
+    )
+    return AuthResult(success=ok, handled=False)
+
+
+@pytest.fixture
+def starttls_port(sink: Sink, tls: Tls) -> Iterator[int]:
+    with run_server(
+        sink,
+        tls_context=tls.server,
+        require_starttls=True,
+        authenticator=authenticator,
+        auth_require_tls=True,
+    ) as port:
+        yield port
+
+
+def test_smtp_starttls_and_login(sink: Sink, starttls_port: int, tls: Tls) -> None:
+    provider = smtp(
+        starttls_port,
+        security="starttls",
+        username="mailer",
+        password=SecretStr("s3cret"),
+        ssl_context=tls.client,
+    )
+    result = provider.send(EMAIL)
+
+    [received] = sink.received
+    assert received.tls and received.authenticated
+    assert result.provider_message_id == received.queue_id
+
+
+def test_smtp_wrong_password_is_misconfigured(sink: Sink, starttls_port: int, tls: Tls) -> None:
+    provider = smtp(
+        starttls_port,
+        security="starttls",
+        username="mailer",
+        password=SecretStr("wrong"),
+        ssl_context=tls.client,
+    )
+    with pytest.raises(MisconfiguredError) as caught:
+        provider.send(EMAIL)
+    assert caught.value.response.startswith("535")
+    assert sink.received == []
+
+
+def test_smtp_untrusted_certificate_is_misconfigured(sink: Sink, starttls_port: int) -> None:
+    # The default context trusts the system CAs only, not our self-signed test certificate.
+    with pytest.raises(MisconfiguredError, match="certificate"):
+        smtp(starttls_port, security="starttls").send(EMAIL)
+    assert sink.received == []
+
+
+def test_smtp_starttls_not_offered_is_misconfigured(smtp_port: int, tls: Tls) -> None:
+    with pytest.raises(MisconfiguredError, match="STARTTLS"):
+        smtp(smtp_port, security="starttls", ssl_context=tls.client).send(EMAIL)
+
+
+def test_smtp_implicit_tls(sink: Sink, tls: Tls) -> None:
+    with run_server(sink, ssl_context=tls.server) as port:
+        result = smtp(port, security="ssl", ssl_context=tls.client).send(EMAIL)
+    [received] = sink.received
+    assert received.tls
+    assert result.provider_message_id == received.queue_id
