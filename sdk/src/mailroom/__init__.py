@@ -1,0 +1,75 @@
+"""Python client for the Mailroom transactional email service.
+
+Example:
+    >>> from mailroom import MailroomClient
+    >>> with MailroomClient.from_env() as client:
+    ...     email_id = client.send_email(["alice@example.com"], "Hello", "Hi Alice!")
+    ...     print(client.wait_for_delivery(email_id, timeout=60).status.name)
+    SENT
+
+:class:`MailroomClient` blocks; :class:`AsyncMailroomClient` is its asyncio twin. Failures raise
+:class:`MailroomError` subclasses (see :mod:`mailroom.errors`). The generated protobuf and gRPC
+stubs ship as :mod:`mailroom.v1`.
+"""
+
+from mailroom._channel import DEFAULT_TARGET, DEFAULT_TIMEOUT, MAX_MESSAGE_BYTES, RetryPolicy
+from mailroom.aio import AsyncMailroomClient
+from mailroom.client import MailroomClient
+from mailroom.errors import (
+    Aborted,
+    AlreadyExists,
+    Cancelled,
+    DataLoss,
+    DeadlineExceeded,
+    DeliveryTimeout,
+    FailedPrecondition,
+    FieldViolation,
+    Internal,
+    InvalidArgument,
+    MailroomError,
+    NotFound,
+    OutOfRange,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+    Unimplemented,
+    Unknown,
+    error_class_for,
+    error_from_rpc,
+)
+from mailroom.models import Attempt, AttemptOutcome, Email, EmailStatus
+
+__all__ = [
+    "DEFAULT_TARGET",
+    "DEFAULT_TIMEOUT",
+    "MAX_MESSAGE_BYTES",
+    "Aborted",
+    "AlreadyExists",
+    "AsyncMailroomClient",
+    "Attempt",
+    "AttemptOutcome",
+    "Cancelled",
+    "DataLoss",
+    "DeadlineExceeded",
+    "DeliveryTimeout",
+    "Email",
+    "EmailStatus",
+    "FailedPrecondition",
+    "FieldViolation",
+    "Internal",
+    "InvalidArgument",
+    "MailroomClient",
+    "MailroomError",
+    "NotFound",
+    "OutOfRange",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "RetryPolicy",
+    "Unauthenticated",
+    "Unavailable",
+    "Unimplemented",
+    "Unknown",
+    "error_class_for",
+    "error_from_rpc",
+]

@@ -1,0 +1,234 @@
+"""The asyncio Mailroom client, built on ``grpc.aio``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from datetime import datetime
+from types import TracebackType
+from typing import Protocol, Self, cast
+
+import grpc
+import grpc.aio
+
+from mailroom._channel import ClientBase
+from mailroom._convert import build_send_request, email_from_proto
+from mailroom._polling import poll_delays
+from mailroom.errors import DeadlineExceeded, DeliveryTimeout, error_from_rpc
+from mailroom.models import Email
+from mailroom.v1 import mail_pb2, mail_pb2_grpc
+
+__all__ = ["AsyncMailroomClient"]
+
+
+class _AsyncStub(Protocol):
+    """The typed view of the generated ``MailServiceStub`` over an aio channel."""
+
+    SendEmail: grpc.aio.UnaryUnaryMultiCallable[
+        mail_pb2.SendEmailRequest, mail_pb2.SendEmailResponse
+    ]
+    GetEmail: grpc.aio.UnaryUnaryMultiCallable[mail_pb2.GetEmailRequest, mail_pb2.GetEmailResponse]
+    CancelEmail: grpc.aio.UnaryUnaryMultiCallable[
+        mail_pb2.CancelEmailRequest, mail_pb2.CancelEmailResponse
+    ]
+
+
+class AsyncMailroomClient(ClientBase):
+    """An asyncio client of the Mailroom API, the twin of :class:`mailroom.MailroomClient`.
+
+    Create it inside the event loop that uses it (``grpc.aio`` channels belong to one loop),
+    from a target or from the environment (:meth:`from_env`), and use it as an async context
+    manager or await :meth:`close`.
+
+    Every call raises a :class:`mailroom.MailroomError` subclass when it fails, after gRPC has
+    retried ``UNAVAILABLE`` and ``DEADLINE_EXCEEDED`` (see :class:`mailroom.RetryPolicy`).
+
+    Example:
+        >>> async with AsyncMailroomClient("localhost:50051") as client:
+        ...     email_id = await client.send_email(["alice@example.com"], "Hello", "Hi!")
+        ...     email = await client.wait_for_delivery(email_id, timeout=60)
+    """
+
+    _channel: grpc.aio.Channel
+    _stub: _AsyncStub
+
+    def _open(self) -> None:
+        """Create the channel and the stub (connected lazily, on the first call)."""
+        if self._credentials is None:
+            self._channel = grpc.aio.insecure_channel(self._target, options=self._options)
+        else:
+            self._channel = grpc.aio.secure_channel(
+                self._target, self._credentials, options=self._options
+            )
+        self._stub = cast(_AsyncStub, mail_pb2_grpc.MailServiceStub(self._channel))  # type: ignore[no-untyped-call]
+
+    async def close(self) -> None:
+        """Close the channel; calls in flight are cancelled."""
+        await self._channel.close(None)
+
+    async def __aenter__(self) -> Self:
+        """Return the client itself."""
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close the client."""
+        await self.close()
+
+    async def send_email(
+        self,
+        to: str | Iterable[str],
+        title: str,
+        content: str,
+        *,
+        cc: str | Iterable[str] = (),
+        bcc: str | Iterable[str] = (),
+        html: str | None = None,
+        from_: str | None = None,
+        reply_to: str | None = None,
+        send_at: datetime | None = None,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+    ) -> str:
+        """Send an email; the server queues it and answers at once with its id.
+
+        The call is safe to retry: it carries an idempotency key (a fresh UUID unless one is
+        given), the same on every gRPC retry, and the server answers a repeated key with the
+        first email's id.
+
+        Args:
+            to: The recipients; a single address may be given as a string.
+            title: The subject line.
+            content: The plain-text body.
+            cc: Carbon-copy recipients.
+            bcc: Blind-copy recipients, never shown in the headers.
+            html: An HTML alternative of the body.
+            from_: The sender; the server's default when omitted.
+            reply_to: The Reply-To address.
+            send_at: When to send, at most 30 days ahead; it must be timezone-aware (a naive
+                datetime is rejected rather than guessed). Omitted or past means now.
+            idempotency_key: The key that makes the call idempotent; generated when omitted.
+            timeout: The call's deadline in seconds, instead of the client's.
+
+        Returns:
+            The id of the accepted email.
+
+        Raises:
+            ValueError: ``send_at`` is naive or ``idempotency_key`` is empty.
+            mailroom.InvalidArgument: The server rejected the email; ``violations`` name the
+                fields (e.g. ``to[0]``).
+            mailroom.AlreadyExists: ``idempotency_key`` was used for a different email.
+            mailroom.MailroomError: Any other failure, e.g. ``Unavailable``.
+        """
+        request = build_send_request(
+            to,
+            title,
+            content,
+            cc=cc,
+            bcc=bcc,
+            html=html,
+            from_=from_,
+            reply_to=reply_to,
+            send_at=send_at,
+            idempotency_key=idempotency_key,
+        )
+        try:
+            response = await self._stub.SendEmail(
+                request, timeout=self._deadline(timeout), metadata=self._metadata
+            )
+        except grpc.RpcError as err:
+            raise error_from_rpc(err) from err
+        return response.id
+
+    async def get_email(self, email_id: str, *, timeout: float | None = None) -> Email:
+        """Fetch an email with its status and delivery attempts.
+
+        Args:
+            email_id: The id ``send_email`` returned.
+            timeout: The call's deadline in seconds, instead of the client's.
+
+        Returns:
+            The email.
+
+        Raises:
+            mailroom.NotFound: No email has this id.
+            mailroom.MailroomError: Any other failure.
+        """
+        try:
+            response = await self._stub.GetEmail(
+                mail_pb2.GetEmailRequest(id=email_id),
+                timeout=self._deadline(timeout),
+                metadata=self._metadata,
+            )
+        except grpc.RpcError as err:
+            raise error_from_rpc(err) from err
+        return email_from_proto(response.email)
+
+    async def cancel_email(self, email_id: str, *, timeout: float | None = None) -> Email:
+        """Cancel a scheduled or queued email that no worker has claimed yet.
+
+        Args:
+            email_id: The id ``send_email`` returned.
+            timeout: The call's deadline in seconds, instead of the client's.
+
+        Returns:
+            The cancelled email.
+
+        Raises:
+            mailroom.NotFound: No email has this id.
+            mailroom.FailedPrecondition: The email is already being sent, sent, failed or
+                cancelled.
+            mailroom.MailroomError: Any other failure.
+        """
+        try:
+            response = await self._stub.CancelEmail(
+                mail_pb2.CancelEmailRequest(id=email_id),
+                timeout=self._deadline(timeout),
+                metadata=self._metadata,
+            )
+        except grpc.RpcError as err:
+            raise error_from_rpc(err) from err
+        return email_from_proto(response.email)
+
+    async def wait_for_delivery(self, email_id: str, timeout: float = 60.0) -> Email:
+        """Poll an email until its status is final: SENT, FAILED or CANCELLED.
+
+        Polls start 0.2 s apart and back off to one every 2 s. A failed poll (e.g.
+        ``Unavailable`` after gRPC's retries) is raised, not swallowed.
+
+        Args:
+            email_id: The id ``send_email`` returned.
+            timeout: How long to wait in all, in seconds.
+
+        Returns:
+            The email in its final status; check ``status``, since FAILED and CANCELLED are
+            final too.
+
+        Raises:
+            mailroom.DeliveryTimeout: The email was not final within ``timeout``; its
+                ``email`` attribute holds the email as last seen.
+            mailroom.MailroomError: A poll failed.
+        """
+        deadline = time.monotonic() + timeout
+        email: Email | None = None
+        for delay in poll_delays():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeliveryTimeout(email_id, timeout, email)
+            capped = remaining < self._timeout
+            try:
+                email = await self.get_email(email_id, timeout=min(self._timeout, remaining))
+            except DeadlineExceeded as err:
+                if not capped:
+                    raise
+                # The poll ran out of the time left to wait, not of its own deadline.
+                raise DeliveryTimeout(email_id, timeout, email) from err
+            if email.is_final:
+                return email
+            await asyncio.sleep(max(0.0, min(delay, deadline - time.monotonic())))
+        raise AssertionError("unreachable: poll_delays() never ends")  # pragma: no cover
