@@ -40,6 +40,12 @@ class InvalidArgument(MailroomError):
         self.violations = violations
 
 
+class Unauthenticated(MailroomError):
+    """The call carries no API key, or an unknown one."""
+
+    grpc_status_code = grpc.StatusCode.UNAUTHENTICATED
+
+
 class NotFound(MailroomError):
     """No such email."""
 

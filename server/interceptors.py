@@ -7,8 +7,9 @@ with no internals in the message.
 
 from __future__ import annotations
 
+import hmac
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
@@ -16,7 +17,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from server.errors import InvalidArgument, MailroomError
+from server.errors import InvalidArgument, MailroomError, Unauthenticated
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,55 @@ class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
                     raise
                 log.exception("%s failed", method)
                 context.abort_with_status(rpc_status.to_status(_internal_status()))
+
+        return grpc.unary_unary_rpc_method_handler(
+            wrapper,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+class ApiKeyInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
+    """Requires ``authorization: Bearer <key>`` on the calls of ``protected`` services.
+
+    Health checks and reflection stay open so that Envoy and grpcurl work without a key.
+
+    Args:
+        keys: The accepted API keys.
+        protected: Full service names (``mailroom.v1.MailService``) that need a key.
+    """
+
+    def __init__(self, keys: Iterable[str], protected: Iterable[str]) -> None:
+        self._keys = [k.encode() for k in keys]
+        self._prefixes = tuple(f"/{name}/" for name in protected)
+
+    def _authorized(self, metadata: Iterable[tuple[str, str | bytes]]) -> bool:
+        for key, value in metadata:
+            if key == "authorization":
+                text = value.decode() if isinstance(value, bytes) else value
+                scheme, _, token = text.partition(" ")
+                if scheme.lower() != "bearer":
+                    return False
+                # Compare in constant time against each key, so timing says nothing.
+                return any(hmac.compare_digest(token.encode(), k) for k in self._keys)
+        return False
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        """Wrap protected unary handlers with the key check."""
+        handler = continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or handler.unary_unary is None or not method.startswith(self._prefixes):
+            return handler
+        inner = handler.unary_unary
+
+        def wrapper(request: Any, context: grpc.ServicerContext) -> Any:
+            if not self._authorized(context.invocation_metadata() or ()):
+                raise Unauthenticated("a valid API key is required (authorization: Bearer <key>)")
+            return inner(request, context)
 
         return grpc.unary_unary_rpc_method_handler(
             wrapper,

@@ -13,7 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from mailroom.v1 import mail_pb2, mail_pb2_grpc
-from server.interceptors import ErrorInterceptor
+from server.interceptors import ApiKeyInterceptor, ErrorInterceptor
 from server.logs import configure_logging
 from server.queue import DeliveryQueue
 from server.servicer import MailServicer
@@ -33,12 +33,17 @@ def build_server(
     Returns:
         The server, the bound port (useful with port 0), and its health servicer.
     """
+    interceptors: list[grpc.ServerInterceptor] = [ErrorInterceptor()]  # type: ignore[type-arg]
+    if settings.api_keys:
+        keys = [k.get_secret_value() for k in settings.api_keys]
+        interceptors.append(ApiKeyInterceptor(keys, [SERVICE_NAME]))
     max_message = max(settings.grpc_max_message_bytes, settings.max_email_bytes * 2)
     server = grpc.server(
         futures.ThreadPoolExecutor(
             max_workers=settings.grpc_max_workers, thread_name_prefix="grpc"
         ),
-        interceptors=[ErrorInterceptor()],
+        # The error interceptor is outermost, so it also answers for the key check.
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", max_message),
             ("grpc.max_send_message_length", max_message),

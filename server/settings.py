@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     # naming it rather than a transport error; matches Envoy's 32 MiB body limit.
     grpc_max_message_bytes: int = 32 * MiB
 
+    # When set, every MailService call needs `authorization: Bearer <one of these>`.
+    api_keys: list[SecretStr] = Field(default_factory=list)
+
     queue_name: str = "mail"
     default_from: str = "Mailroom <mailroom@localhost>"
     message_id_domain: str = "mailroom.local"
