@@ -1,0 +1,63 @@
+# Mailroom's commands. `make test` is what CI runs (.ci/run); it installs what it needs first.
+#
+#   make dev            run everything locally in the foreground (scripts/dev.py)
+#   make test           install tools, lint, then all tests; extra pytest args: PYTEST_ARGS='-k smtp'
+#   make lint           ruff, mypy, generated-code check, buf lint
+#   make proto          regenerate the stubs and Envoy's descriptor set from proto/
+#   make bench          run the benchmarks (python -m bench)
+#   make compose-check  validate docker-compose.yml
+#   make clean          remove var/ and caches (keeps .venv)
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+VENV := $(ROOT)/.venv
+GO := $(or $(shell command -v go 2>/dev/null),$(wildcard /usr/local/go/bin/go))
+GOPATH_DIR := $(if $(GO),$(shell $(GO) env GOPATH 2>/dev/null),$(HOME)/go)
+GOBIN_DIR := $(firstword $(subst :, ,$(GOPATH_DIR)))/bin
+
+# Every recipe finds the virtualenv's tools, the Go-built ones and Go itself.
+export PATH := $(VENV)/bin:$(GOBIN_DIR):/usr/local/go/bin:$(PATH)
+
+PYTHON := $(VENV)/bin/python
+PYTEST_ARGS ?=
+COMPOSE := $(shell command -v docker-compose 2>/dev/null || echo docker compose)
+
+.PHONY: help tools dev test lint proto bench compose-check clean
+
+help:
+	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
+
+tools:
+	@$(ROOT)/scripts/install_tools.sh
+
+dev: tools
+	$(PYTHON) scripts/dev.py
+
+test: tools
+	$(MAKE) --no-print-directory lint
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+lint: tools
+	ruff check .
+	ruff format --check .
+	mypy server workers sdk/src/mailroom
+	$(PYTHON) scripts/gen_proto.py --check
+	@if command -v buf >/dev/null 2>&1; then echo "buf lint"; buf lint; \
+	else echo "buf not installed: skipping buf lint (scripts/install_tools.sh installs it)"; fi
+
+proto: tools
+	$(PYTHON) scripts/gen_proto.py
+
+bench: tools
+	$(PYTHON) -m bench
+
+compose-check:
+	$(COMPOSE) config -q
+
+clean:
+	rm -rf var build dist .pytest_cache .mypy_cache .ruff_cache
+	find . -path ./.venv -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -type d -print0 \
+		| xargs -0 rm -rf

@@ -1,0 +1,106 @@
+"""Helpers shared by unit and integration tests (import as ``from helpers import ...``)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from aiosmtpd.controller import Controller
+
+from server.devtools.smtp_sink import ReceivedMessage, SinkHandler, Stage, make_controller
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    *,
+    timeout: float,
+    interval: float = 0.05,
+    message: str,
+    ignore: tuple[type[BaseException], ...] = (),
+) -> T:
+    """Call ``predicate`` until it returns something truthy, and return that value.
+
+    Args:
+        predicate: The condition; its first truthy result is returned.
+        timeout: Seconds before giving up.
+        interval: Seconds between calls.
+        message: Says what was awaited; used in the AssertionError.
+        ignore: Exceptions that count as "not yet" instead of propagating.
+
+    Raises:
+        AssertionError: ``predicate`` stayed falsy for ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            last = predicate()
+        except ignore as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{message} (not within {timeout:g}s; last result: {last!r})")
+        time.sleep(interval)
+
+
+class SmtpSink:
+    """An in-process SMTP server that records messages, with fault injection for tests.
+
+    Attributes:
+        host: Address it listens on.
+        port: Port it listens on.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
+        self.host = host
+        self.port = port or free_port()
+        self.handler = SinkHandler()
+        self._controller: Controller = make_controller(self.handler, self.host, self.port)
+
+    def start(self) -> SmtpSink:
+        """Start listening."""
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop listening."""
+        self._controller.stop()
+
+    @property
+    def messages(self) -> list[ReceivedMessage]:
+        """Messages accepted since the last :meth:`clear`, oldest first."""
+        return self.handler.messages
+
+    @property
+    def data_commands(self) -> int:
+        """DATA transactions seen since the last :meth:`clear`, accepted or refused."""
+        return self.handler.data_commands
+
+    def wait_for_count(self, count: int, timeout: float = 10.0) -> list[ReceivedMessage]:
+        """Wait until ``count`` messages were accepted; AssertionError on timeout."""
+        return self.handler.wait_for_count(count, timeout)
+
+    def clear(self) -> None:
+        """Forget messages, faults and delay."""
+        self.handler.clear()
+
+    def respond_with(self, code: int, text: str, *, times: int = 1, stage: Stage = "DATA") -> None:
+        """Refuse the next ``times`` DATA (or ``stage``) commands with ``code text``."""
+        self.handler.respond_with(code, text, times=times, stage=stage)
+
+    def delay(self, seconds: float) -> None:
+        """Answer each DATA only after ``seconds`` (0 turns it off)."""
+        self.handler.delay(seconds)

@@ -1,0 +1,219 @@
+"""Smoke tests of the shared fixtures and of server.devtools (real processes on loopback)."""
+
+from __future__ import annotations
+
+import json
+import smtplib
+import sys
+import threading
+import time
+from email.message import EmailMessage
+from pathlib import Path
+
+import pymongo
+import pytest
+import redis
+
+from helpers import SmtpSink, free_port, wait_until
+from server.devtools.services import (
+    BinaryNotFoundError,
+    ManagedProcess,
+    ServiceError,
+    find_binary,
+    start_envoy,
+)
+
+
+def _email(subject: str = "Hello", to: str = "to@example.com") -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = "from@example.com"
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg.set_content("Body text\n")
+    return msg
+
+
+def _send(sink: SmtpSink, msg: EmailMessage, to_addrs: list[str] | None = None) -> None:
+    with smtplib.SMTP(sink.host, sink.port, timeout=10) as client:
+        client.send_message(msg, to_addrs=to_addrs)
+
+
+# -- Redis -------------------------------------------------------------------------------------
+
+
+def test_redis_answers_and_keeps_data_across_restart(redis_server: ManagedProcess) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    assert client.ping()
+    client.set("mailroom:test:persist", b"kept")
+    old_pid = redis_server.pid
+
+    redis_server.restart()
+
+    assert redis_server.pid != old_pid
+    assert redis.Redis.from_url(redis_server.url).get("mailroom:test:persist") == b"kept"
+
+
+def test_stopped_redis_refuses_and_is_back_for_the_next_test(redis_server: ManagedProcess) -> None:
+    redis_server.stop()
+    client = redis.Redis.from_url(redis_server.url, socket_connect_timeout=0.5)
+    with pytest.raises(redis.ConnectionError):
+        client.ping()
+
+
+def test_redis_restored_after_a_test_stopped_it(redis_server: ManagedProcess) -> None:
+    # Runs after the test above: the autouse fixture started the same server again.
+    assert redis_server.running
+    assert redis.Redis.from_url(redis_server.url).ping()
+
+
+# -- MongoDB -----------------------------------------------------------------------------------
+
+
+def test_mongo_uri_names_a_database_that_stores_documents(mongo_uri: str) -> None:
+    client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(
+        mongo_uri, serverSelectionTimeoutMS=5000
+    )
+    try:
+        db = client.get_default_database()
+        assert db.name.startswith("mailroom_test_")
+        db.smoke.insert_one({"_id": "a", "to": ["x@example.com"]})
+        assert db.smoke.find_one({"_id": "a"}) == {"_id": "a", "to": ["x@example.com"]}
+    finally:
+        client.close()
+
+
+# -- SMTP sink ---------------------------------------------------------------------------------
+
+
+def test_sink_records_message_and_envelope(smtp_sink: SmtpSink) -> None:
+    _send(smtp_sink, _email("Welcome"), to_addrs=["to@example.com", "hidden@example.com"])
+
+    [received] = smtp_sink.wait_for_count(1, timeout=5)
+    assert received.mail_from == "from@example.com"
+    assert received.rcpt_tos == ["to@example.com", "hidden@example.com"]
+    assert received.message["Subject"] == "Welcome"
+    assert received.message.get_content() == "Body text\n"
+    assert b"Subject: Welcome" in received.raw
+    assert "hidden@example.com" not in received.raw.decode()
+
+
+def test_sink_is_empty_at_the_start_of_each_test(smtp_sink: SmtpSink) -> None:
+    assert smtp_sink.messages == []
+
+
+def test_sink_refuses_data_as_told_then_accepts(smtp_sink: SmtpSink) -> None:
+    smtp_sink.respond_with(451, "try again later", times=1)
+
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        _send(smtp_sink, _email("first"))
+    assert refused.value.smtp_code == 451
+
+    _send(smtp_sink, _email("second"))
+    [received] = smtp_sink.wait_for_count(1, timeout=5)
+    assert received.message["Subject"] == "second"
+    assert smtp_sink.data_commands == 2
+
+
+def test_sink_refuses_recipient_permanently(smtp_sink: SmtpSink) -> None:
+    smtp_sink.respond_with(550, "no such user", stage="RCPT")
+
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+        _send(smtp_sink, _email())
+    assert refused.value.recipients["to@example.com"][0] == 550
+    assert smtp_sink.messages == []
+
+
+def test_sink_delay_slows_each_delivery_without_serializing_them(smtp_sink: SmtpSink) -> None:
+    smtp_sink.delay(0.6)
+    errors: list[BaseException] = []
+
+    def send(i: int) -> None:
+        try:
+            _send(smtp_sink, _email(f"m{i}"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    elapsed = time.monotonic() - started
+
+    assert errors == []
+    assert len(smtp_sink.messages) == 3
+    assert 0.6 <= elapsed < 1.5, elapsed
+
+
+def test_wait_for_count_fails_with_a_clear_message(smtp_sink: SmtpSink) -> None:
+    with pytest.raises(AssertionError, match="received 0 message"):
+        smtp_sink.wait_for_count(1, timeout=0.2)
+
+
+def test_smtp_sink_command_writes_eml_and_envelope(tmp_path: Path) -> None:
+    port = free_port()
+    out = tmp_path / "mail"
+    sink = ManagedProcess(
+        "smtp-sink",
+        [find_binary("mailroom-smtp-sink"), "--port", str(port), "--dir", str(out)],
+        log_path=tmp_path / "sink.log",
+        ready=lambda: smtplib.SMTP("127.0.0.1", port, timeout=1).quit() is not None,
+        ready_timeout=20,
+    )
+    with sink:
+        msg = _email("On disk")
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            client.send_message(msg, to_addrs=["to@example.com", "bcc@example.com"])
+        [eml] = wait_until(
+            lambda: list(out.glob("*.eml")), timeout=5, message="the sink wrote an .eml file"
+        )
+        assert b"Subject: On disk" in eml.read_bytes()
+        envelope = json.loads(eml.with_suffix(".json").read_text())
+        assert envelope["mail_from"] == "from@example.com"
+        assert envelope["rcpt_tos"] == ["to@example.com", "bcc@example.com"]
+    # SIGTERM ends it cleanly.
+    assert sink.returncode == 0
+
+
+# -- services ----------------------------------------------------------------------------------
+
+
+def test_envoy_is_ready_when_admin_answers_live(tmp_path: Path) -> None:
+    admin_port = free_port()
+    config = tmp_path / "envoy.yaml"
+    config.write_text(
+        "admin:\n"
+        "  address:\n"
+        f"    socket_address: {{address: 127.0.0.1, port_value: {admin_port}}}\n"
+    )
+    envoy = start_envoy(config, admin_port)
+    try:
+        assert envoy.url == f"http://127.0.0.1:{admin_port}"
+        assert envoy.running
+    finally:
+        envoy.stop()
+    assert not envoy.running
+
+
+def test_process_that_exits_early_reports_its_log(tmp_path: Path) -> None:
+    proc = ManagedProcess(
+        "broken",
+        [sys.executable, "-c", "print('bad config line 3'); raise SystemExit(2)"],
+        log_path=tmp_path / "broken.log",
+        ready=lambda: False,
+    )
+    with pytest.raises(ServiceError, match=r"(?s)exited with code 2.*bad config line 3"):
+        proc.start()
+
+
+def test_missing_binary_names_how_to_install() -> None:
+    with pytest.raises(BinaryNotFoundError, match="install"):
+        find_binary("mailroom-no-such-tool")
+
+
+def test_wait_until_returns_first_truthy_value_or_fails_with_message() -> None:
+    calls = iter([0, None, "found"])
+    assert wait_until(lambda: next(calls), timeout=2, interval=0.01, message="x") == "found"
+    with pytest.raises(AssertionError, match="never true"):
+        wait_until(lambda: False, timeout=0.1, message="never true")
