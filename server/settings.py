@@ -70,6 +70,8 @@ class RetrySettings(BaseModel):
     max_retries: int = 8
     min_backoff_ms: int = 15_000
     max_backoff_ms: int = 3_600_000
+    # Attempts of one email through one provider before a retry moves on to the next one.
+    per_provider_attempts: int = 3
 
 
 class BreakerSettings(BaseModel):
@@ -77,6 +79,8 @@ class BreakerSettings(BaseModel):
 
     fail_max: int = 5
     reset_timeout_seconds: float = 60.0
+    # A provider that refuses our credentials (401/403) is skipped this long by every worker.
+    out_of_rotation_seconds: float = 600.0
 
 
 class RescanSettings(BaseModel):
@@ -127,7 +131,8 @@ class Settings(BaseSettings):
 
     smtp: SmtpSettings = SmtpSettings()
     providers: ProvidersSettings = ProvidersSettings()
-    # Provider names in priority order; optional weights split traffic within one priority.
+    # Provider names in priority order; "a|b" puts a and b in one priority group, where optional
+    # weights split first attempts (a weight of 0 makes a provider a fallback only).
     provider_order: list[str] = Field(default_factory=lambda: ["smtp"])
     provider_weights: dict[str, float] = Field(default_factory=dict)
     retry: RetrySettings = RetrySettings()

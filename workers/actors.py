@@ -7,7 +7,7 @@ connects to MongoDB itself (pymongo clients are not fork-safe).
 from __future__ import annotations
 
 import logging
-from functools import cache
+import threading
 
 import dramatiq
 
@@ -17,7 +17,7 @@ from server.store.connection import connect
 from workers import delivery
 from workers.broker import setup_broker
 from workers.mta.registry import build_providers, describe
-from workers.routing import Router
+from workers.routing import Router, build_router
 
 log = logging.getLogger("workers")
 
@@ -27,12 +27,24 @@ broker = setup_broker(settings)
 connect(settings.mongodb_uri, timeout_ms=max(settings.mongodb_timeout_ms, 5_000))
 
 
-@cache
+_router: Router | None = None
+_router_lock = threading.Lock()
+
+
 def router() -> Router:
-    """Build this process's providers and router once, on first use."""
-    providers, infos = build_providers(settings)
-    log.info(describe(infos))
-    return Router(providers, settings.provider_order)
+    """Build this process's providers and router once, on first use, whichever thread asks."""
+    global _router
+    with _router_lock:
+        if _router is None:
+            providers, infos = build_providers(settings)
+            log.info(describe(infos))
+            unknown = [
+                n for g in settings.provider_order for n in g.split("|") if n not in providers
+            ]
+            if unknown:
+                log.warning("provider_order names providers that are not enabled: %s", unknown)
+            _router = build_router(providers, settings)
+        return _router
 
 
 def _retry_when(retries: int, exc: BaseException) -> bool:

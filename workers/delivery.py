@@ -59,9 +59,16 @@ def backoff_ms(attempt: int, settings: Settings) -> int:
 
 
 def _failed_attempts(email: Email) -> int:
-    """Attempts that count against the retry budget (not interruptions or waits)."""
+    """Attempts that count against the retry budget (not interruptions or waits).
+
+    Only the last ``attempt_count`` recorded attempts count: a dead-letter replay resets
+    ``attempt_count`` to give the email a fresh budget while its history stays. INTERRUPTED
+    entries are pushed by claims without counting, so they are skipped when walking back.
+    """
     counted = {Outcome.TRANSIENT, Outcome.THROTTLED}
-    return sum(1 for a in email.attempts if a.outcome in counted)
+    recorded = [a for a in email.attempts if a.outcome != Outcome.INTERRUPTED]
+    recent = recorded[max(len(recorded) - int(email.attempt_count or 0), 0) :]
+    return sum(1 for a in recent if a.outcome in counted)
 
 
 def deliver(email_id: str, *, settings: Settings, router: Router) -> Status | None:
@@ -230,9 +237,9 @@ def dead_letter(message: dict[str, object], retries: int, max_retries: int) -> S
         f"retries exhausted after {len(email.attempts)} attempts; last error: {email.last_error}"
     )
     failed = repository.fail_unclaimed(email_id, reason)
-    repository.save_dead_letter(email_id, reason=reason, retries=retries, message=message)
     if failed is None:
-        log.info("dead letter for email %s, already final", email_id)
+        log.info("dead letter for email %s ignored: final, or a live attempt holds it", email_id)
         return None
+    repository.save_dead_letter(email_id, reason=reason, retries=retries, message=message)
     log.error("email %s FAILED: %s", email_id, reason)
     return Status.FAILED

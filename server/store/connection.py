@@ -9,11 +9,11 @@ from collections.abc import Callable
 import mongoengine
 from pymongo.errors import PyMongoError
 
-from server.store.documents import DeadLetter, Email, IdempotencyKey
+from server.store.documents import DeadLetter, Email, EmailTurn, IdempotencyKey
 
 log = logging.getLogger(__name__)
 
-DOCUMENTS: tuple[type[mongoengine.Document], ...] = (Email, IdempotencyKey, DeadLetter)
+DOCUMENTS: tuple[type[mongoengine.Document], ...] = (Email, EmailTurn, IdempotencyKey, DeadLetter)
 
 
 def connect(uri: str, *, timeout_ms: int) -> None:

@@ -1,7 +1,11 @@
 """The mongoengine documents of Mailroom.
 
-Written for both MongoDB 7 and FerretDB 1.24: no sparse, partial or TTL indexes, no transactions;
-every state change is one atomic update or find-and-modify on one document.
+Written for both MongoDB 7 and FerretDB 1.24: no sparse, partial or TTL indexes, no transactions.
+FerretDB 1.24 (SQLite) does not make a conditional update or find-and-modify atomic: measured
+here, 8 threads running the same ``find_one_and_update({"status": "QUEUED"}, …)`` had several
+winners in 19 of 20 trials. Inserting a duplicate ``_id`` does fail atomically on both. So every
+contested state change of an email (claim, cancel, fail, replay) first inserts an
+:class:`EmailTurn` keyed ``<email id>:<generation>``: exactly one writer gets each generation.
 """
 
 from __future__ import annotations
@@ -103,6 +107,8 @@ class Email(Document):
     lease_owner = StringField()
     lease_expires_at = DateTimeField()
 
+    # The last EmailTurn taken on this email (see EmailTurn).
+    claim_generation = IntField(default=0)
     attempt_count = IntField(default=0)
     # Attempts per provider, so a retry stays with a provider until its own budget is spent.
     provider_attempts = DictField()
@@ -111,6 +117,24 @@ class Email(Document):
     provider_message_id = StringField(default="")
     last_error = StringField(default="")
     attempts = EmbeddedDocumentListField(Attempt)
+
+
+class EmailTurn(Document):
+    """One writer's exclusive right to change an email's state: generation N of email E.
+
+    Inserted with ``_id = "E:N"``; a second insert of the same ``_id`` fails on MongoDB and
+    FerretDB alike, which makes the turn the atomic step that find-and-modify is not on FerretDB.
+    Old turns are purged periodically; they only matter while a writer is between reading the
+    email and taking the next turn.
+    """
+
+    meta: dict[str, Any] = {"collection": "email_turns", "auto_create_index": False}
+
+    key = StringField(primary_key=True)
+    email_id = StringField(required=True)
+    purpose = StringField(required=True)
+    owner = StringField(default="")
+    created_at = DateTimeField(required=True)
 
 
 class IdempotencyKey(Document):

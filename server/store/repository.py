@@ -7,7 +7,7 @@ else: callers see :class:`server.errors.StorageUnavailable`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -15,7 +15,6 @@ from typing import Any
 
 from bson import ObjectId
 from bson.errors import InvalidId
-from mongoengine import Q
 from mongoengine.errors import MongoEngineException
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
@@ -25,6 +24,7 @@ from server.store.documents import (
     Attempt,
     DeadLetter,
     Email,
+    EmailTurn,
     IdempotencyKey,
     Status,
     utcnow,
@@ -126,6 +126,9 @@ def get_email(email_id: str) -> Email:
     return email  # type: ignore[no-any-return]
 
 
+CANCELLABLE = frozenset({Status.SCHEDULED, Status.QUEUED})
+
+
 def cancel_email(email_id: str) -> Email:
     """Cancel a SCHEDULED or QUEUED email that no worker has claimed.
 
@@ -133,20 +136,20 @@ def cancel_email(email_id: str) -> Email:
         NotFound: No such email.
         FailedPrecondition: The email is in another status (named in the message).
     """
-    oid = _object_id(email_id)
-    now = utcnow()
-    with map_mongo_errors():
-        cancelled = Email.objects(id=oid, status__in=[Status.SCHEDULED, Status.QUEUED]).modify(
-            new=True,
-            set__status=Status.CANCELLED,
-            set__updated_at=now,
-            set__last_error="cancelled by request",
-        )
-    if cancelled is not None:
-        return cancelled  # type: ignore[no-any-return]
+
+    def cancellable(email: Email, _now: datetime) -> bool:
+        return email.status in CANCELLABLE
+
+    def cancel(_email: Email, _now: datetime) -> dict[str, Any]:
+        return {"set__status": Status.CANCELLED, "set__last_error": "cancelled by request"}
+
+    turn = take_turn(email_id, purpose="cancel", allowed=cancellable, updates=cancel)
+    if turn is not None:
+        return turn.email
     current = get_email(email_id)
+    status = current.status if current.status not in CANCELLABLE else Status.SENDING
     raise FailedPrecondition(
-        f"email {email_id} is {current.status}; only SCHEDULED or QUEUED emails can be cancelled"
+        f"email {email_id} is {status}; only SCHEDULED or QUEUED emails can be cancelled"
     )
 
 
@@ -220,6 +223,92 @@ def purge_idempotency_keys(now: datetime | None = None) -> int:
 
 
 @dataclass(frozen=True)
+class Turn:
+    """An exclusive state change of an email.
+
+    Attributes:
+        before: The email as read before the change.
+        email: The email after the change.
+        generation: The turn's generation (``Email.claim_generation`` now).
+    """
+
+    before: Email
+    email: Email
+    generation: int
+
+
+def _insert_turn(email_id: str, generation: int, purpose: str, owner: str) -> bool:
+    """Insert turn ``generation`` of the email; False when another writer has it already."""
+    doc = EmailTurn(
+        key=f"{email_id}:{generation}",
+        email_id=email_id,
+        purpose=purpose,
+        owner=owner,
+        created_at=utcnow(),
+    )
+    try:
+        with map_mongo_errors():
+            EmailTurn._get_collection().insert_one(doc.to_mongo())
+    except StorageUnavailable as exc:
+        if isinstance(exc.__cause__, DuplicateKeyError):
+            return False
+        raise
+    return True
+
+
+def take_turn(
+    email_id: str,
+    *,
+    purpose: str,
+    allowed: Callable[[Email, datetime], bool],
+    updates: Callable[[Email, datetime], dict[str, Any]],
+    owner: str = "",
+) -> Turn | None:
+    """Change an email's state when ``allowed`` permits, with no other writer in between.
+
+    Reads the email, checks ``allowed(email, now)``, takes the next :class:`EmailTurn` (one
+    insert: exactly one concurrent writer succeeds, on MongoDB and FerretDB alike), then applies
+    ``updates(email, now)`` (mongoengine update keywords). A writer that read a stale email
+    loses at the insert, because the generation it wants is taken.
+
+    Args:
+        email_id: The email.
+        purpose: Why (``claim``, ``cancel``, ``fail``, ``replay``…), kept on the turn.
+        allowed: Whether the email's current state permits the change.
+        updates: The update to apply.
+        owner: Who takes the turn (a worker id), kept on the turn.
+
+    Returns:
+        The turn, or None when the state does not permit the change or another writer won.
+
+    Raises:
+        NotFound: No such email.
+        StorageUnavailable: MongoDB is unreachable.
+    """
+    before = get_email(email_id)
+    now = utcnow()
+    if not allowed(before, now):
+        return None
+    generation = int(before.claim_generation or 0) + 1
+    if not _insert_turn(email_id, generation, purpose, owner):
+        return None
+    changes = {"set__claim_generation": generation, "set__updated_at": now, **updates(before, now)}
+    with map_mongo_errors():
+        Email.objects(id=before.id).update_one(**changes)
+    return Turn(before, get_email(email_id), generation)
+
+
+def purge_turns(older_than: timedelta, now: datetime | None = None) -> int:
+    """Delete turns older than ``older_than``; return how many.
+
+    Turns only guard writers in flight, so anything older than a day is safe to drop.
+    """
+    cutoff = (now or utcnow()) - older_than
+    with map_mongo_errors():
+        return int(EmailTurn.objects(created_at__lt=cutoff).delete())
+
+
+@dataclass(frozen=True)
 class Claim:
     """A worker's hold on an email.
 
@@ -237,53 +326,61 @@ class Claim:
     previous_owner: str
 
 
-def claim_email(email_id: str, *, token: str, owner: str, lease_seconds: float) -> Claim | None:
-    """Atomically take an email for delivery.
+def is_claimable(email: Email, now: datetime) -> bool:
+    """Whether a worker may take the email now.
 
-    Claimable: QUEUED, RETRYING, SCHEDULED whose ``send_at`` has passed, and SENDING whose lease
-    expired (its worker died). One find-and-modify, so two workers never both win.
+    QUEUED, RETRYING, SCHEDULED whose ``send_at`` has passed, and SENDING whose lease expired
+    (its worker died).
+    """
+    if email.status in (Status.QUEUED, Status.RETRYING):
+        return True
+    if email.status == Status.SCHEDULED:
+        return email.send_at is None or email.send_at <= now
+    if email.status == Status.SENDING:
+        return email.lease_expires_at is None or email.lease_expires_at < now
+    return False
+
+
+def claim_email(email_id: str, *, token: str, owner: str, lease_seconds: float) -> Claim | None:
+    """Take an email for delivery, exclusively (see :func:`take_turn`).
 
     Returns:
-        The claim, or None when the email is final, held by a live lease, or not due yet.
+        The claim, or None when the email is final, held by a live lease, not due yet, or
+        another worker claimed it first.
     """
-    now = utcnow()
-    oid = _object_id(email_id)
-    claimable = (
-        Q(status__in=[Status.QUEUED, Status.RETRYING])
-        | Q(status=Status.SCHEDULED, send_at__lte=now)
-        | Q(status=Status.SENDING, lease_expires_at__lt=now)
-    )
-    with map_mongo_errors():
-        before = Email.objects(Q(id=oid) & claimable).modify(
-            new=False,
-            set__status=Status.SENDING,
-            set__lease_token=token,
-            set__lease_owner=owner,
-            set__lease_expires_at=now + timedelta(seconds=lease_seconds),
-            set__updated_at=now,
-        )
-        if before is None:
-            return None
-        interrupted = before.status == Status.SENDING
-        if interrupted:
+
+    def lease(before: Email, now: datetime) -> dict[str, Any]:
+        changes: dict[str, Any] = {
+            "set__status": Status.SENDING,
+            "set__lease_token": token,
+            "set__lease_owner": owner,
+            "set__lease_expires_at": now + timedelta(seconds=lease_seconds),
+        }
+        if before.status == Status.SENDING:
             # The one window where a duplicate is possible: record it for operators.
-            Email.objects(id=oid, lease_token=token).update_one(
-                push__attempts=Attempt(
-                    provider=before.provider or "",
-                    started_at=before.updated_at,
-                    duration_ms=(now - before.updated_at).total_seconds() * 1000,
-                    outcome="INTERRUPTED",
-                    error=(
-                        f"worker {before.lease_owner} lost its lease while sending; the provider "
-                        "may have accepted the email; the next attempt reuses the Message-ID"
-                    ),
-                    worker=before.lease_owner or "",
-                )
+            changes["push__attempts"] = Attempt(
+                provider=before.provider or "",
+                started_at=before.updated_at,
+                duration_ms=(now - before.updated_at).total_seconds() * 1000,
+                outcome="INTERRUPTED",
+                error=(
+                    f"worker {before.lease_owner} lost its lease while sending; the provider "
+                    "may have accepted the email; the next attempt reuses the Message-ID"
+                ),
+                worker=before.lease_owner or "",
             )
-        email = Email.objects(id=oid).first()
-    if email is None:
+        return changes
+
+    try:
+        turn = take_turn(
+            email_id, purpose="claim", allowed=is_claimable, updates=lease, owner=owner
+        )
+    except NotFound:
         return None
-    return Claim(email, token, interrupted, before.lease_owner or "")
+    if turn is None:
+        return None
+    interrupted = turn.before.status == Status.SENDING
+    return Claim(turn.email, token, interrupted, turn.before.lease_owner or "")
 
 
 def set_attempt_provider(email_id: str, token: str, provider: str) -> None:
@@ -351,23 +448,28 @@ def record_failed_attempt(
 
 
 def fail_unclaimed(email_id: str, error: str) -> Email | None:
-    """Mark a not-final email FAILED whoever holds it (retries exhausted).
+    """Mark an email FAILED (its retries ran out) unless it is final or a live lease holds it.
 
     Returns:
-        The email after the update, or None when it was already final.
+        The email after the update, or None when nothing was changed.
     """
-    now = utcnow()
-    with map_mongo_errors():
-        return Email.objects(  # type: ignore[no-any-return]
-            id=_object_id(email_id), status__nin=[s.value for s in FINAL_STATUSES]
-        ).modify(
-            new=True,
-            set__status=Status.FAILED,
-            set__updated_at=now,
-            set__last_error=error,
-            unset__lease_token=True,
-            unset__lease_expires_at=True,
-        )
+
+    def failable(email: Email, now: datetime) -> bool:
+        if email.status in FINAL_STATUSES:
+            return False
+        live = email.status == Status.SENDING and (email.lease_expires_at or now) > now
+        return not live
+
+    def fail(_email: Email, _now: datetime) -> dict[str, Any]:
+        return {
+            "set__status": Status.FAILED,
+            "set__last_error": error,
+            "unset__lease_token": True,
+            "unset__lease_expires_at": True,
+        }
+
+    turn = take_turn(email_id, purpose="fail", allowed=failable, updates=fail)
+    return turn.email if turn is not None else None
 
 
 def save_dead_letter(

@@ -165,6 +165,8 @@ def start_worker(
     """
     started: list[WorkerProcess] = []
     client = redis.Redis.from_url(redis_server.url)
+    # Messages left by tests without workers must not reach this test's workers.
+    client.flushdb()
 
     def start(**env: str) -> WorkerProcess:
         before = set(client.zrange("dramatiq:__heartbeats__", 0, -1))
