@@ -1,17 +1,40 @@
 """Choosing a provider for an attempt and sending through it.
 
 The seam between the delivery logic and the providers: :class:`Router` decides which provider
-takes an attempt (priority order, circuit breakers, per-provider retry budgets) and sends through
-it. The delivery actor only sees :meth:`Router.choose` and :meth:`Router.send`.
+takes an attempt (:mod:`workers.strategy` over the shared circuit breakers of
+:mod:`workers.breakers`) and sends through it. The delivery actor only sees :meth:`Router.choose`,
+:meth:`Router.send` and :meth:`Router.take_out_of_rotation`.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import os
+import random
+import threading
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
+import redis
+
+from server.settings import Settings
 from server.store.documents import Email
+from workers.breakers import (
+    OUT_OF_ROTATION_SECONDS,
+    BreakerBoard,
+    BreakerStatus,
+    MemoryState,
+    RedisState,
+    connect_redis,
+)
 from workers.mta.base import OutgoingEmail, Provider, SendResult
+from workers.strategy import (
+    DEFAULT_PER_PROVIDER_ATTEMPTS,
+    STATE_CLOSED,
+    ProviderHealth,
+    Strategy,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,31 +52,133 @@ class Choice:
     retry_in: float = 0.0
 
 
+def health_of(status: BreakerStatus) -> ProviderHealth:
+    """Reduce a breaker's shared status to what the strategy decides on."""
+    return ProviderHealth(
+        state=status.state,
+        seconds_to_half_open=status.seconds_to_half_open,
+        probing=status.probing,
+        seconds_out_of_rotation=status.seconds_out_of_rotation,
+    )
+
+
 class Router:
-    """Providers in priority order; the first one not taken out of rotation wins.
+    """Ranks providers with a :class:`Strategy` and sends through their circuit breakers.
+
+    Safe to share between a worker process's threads: the probe slot a thread takes in
+    :meth:`choose` is remembered per thread and used by that thread's next :meth:`send`.
 
     Args:
         providers: Enabled providers by name.
-        order: Provider names in priority order.
+        order: ``Settings.provider_order`` (entries may be ``"a|b"`` priority groups).
+        weights: ``Settings.provider_weights``.
+        breakers: The providers' breakers; by default in-memory ones (this process only).
+        per_provider_attempts: Attempts of one email through one provider before moving on.
+        out_of_rotation_seconds: How long a provider that refused our credentials is skipped.
+        rng: Source of the weighted draw (tests pass a seeded one).
     """
 
-    def __init__(self, providers: dict[str, Provider], order: list[str]) -> None:
+    def __init__(
+        self,
+        providers: dict[str, Provider],
+        order: list[str],
+        *,
+        weights: Mapping[str, float] | None = None,
+        breakers: BreakerBoard | None = None,
+        per_provider_attempts: int = DEFAULT_PER_PROVIDER_ATTEMPTS,
+        out_of_rotation_seconds: float = OUT_OF_ROTATION_SECONDS,
+        rng: random.Random | None = None,
+    ) -> None:
         self.providers = providers
-        self.order = [name for name in order if name in providers] or list(providers)
-        self._disabled: set[str] = set()
+        self.strategy = Strategy.build(
+            order, providers, weights=weights, per_provider_attempts=per_provider_attempts
+        )
+        unlisted = sorted(set(providers) - set(self.strategy.providers))
+        if unlisted:
+            log.warning("providers enabled but not in provider_order, never used: %s", unlisted)
+        self.breakers = breakers or BreakerBoard(providers, MemoryState())
+        self.out_of_rotation_seconds = out_of_rotation_seconds
+        self._rng = rng or random.Random()
+        self._local = threading.local()
+
+    def _probes(self) -> dict[str, str]:
+        probes: dict[str, str] | None = getattr(self._local, "probes", None)
+        if probes is None:
+            probes = self._local.probes = {}
+        return probes
+
+    def _release_unused_probes(self) -> None:
+        """Free probe slots this thread took but never sent through (an attempt cut short)."""
+        probes = self._probes()
+        for name, token in list(probes.items()):
+            self.breakers.shared.release_probe(name, token)
+            del probes[name]
 
     def choose(self, email: Email) -> Choice:
-        """Pick the provider for the next attempt of ``email``."""
-        for name in self.order:
-            if name not in self._disabled:
+        """Pick the provider for the next attempt of ``email``.
+
+        Args:
+            email: The claimed email (its ``provider`` and ``provider_attempts``).
+
+        Returns:
+            The provider (holding its probe slot when its breaker is not closed), or None with
+            the seconds until the earliest provider may be usable.
+        """
+        self._release_unused_probes()
+        health = {name: health_of(status) for name, status in self.breakers.statuses().items()}
+        attempts = {str(k): int(v) for k, v in dict(email.provider_attempts or {}).items()}
+        ranked = self.strategy.rank(
+            health, previous=email.provider or "", attempts=attempts, rng=self._rng
+        )
+        for name in ranked:
+            if health[name].state == STATE_CLOSED:
                 return Choice(name)
-        return Choice(None, retry_in=60.0)
+            token = f"{os.getpid()}:{threading.get_ident()}:{uuid.uuid4().hex}"
+            if self.breakers[name].try_probe(token):
+                self._probes()[name] = token
+                log.info("email %s probes provider %s", email.id, name)
+                return Choice(name)
+            # Another worker took the probe (or the breaker just changed): try the next one.
+            health[name] = replace(health[name], probing=True)
+        return Choice(None, retry_in=self.strategy.wait_seconds(health))
 
     def send(self, provider: str, email: OutgoingEmail) -> SendResult:
-        """Send ``email`` through ``provider``."""
-        return self.providers[provider].send(email)
+        """Send ``email`` through ``provider``, counting the outcome on its breaker.
+
+        Raises:
+            DeliveryError: The provider's classified failure, unchanged.
+        """
+        token = self._probes().pop(provider, None)
+        with self.breakers[provider].guard(probe_token=token):
+            return self.providers[provider].send(email)
 
     def take_out_of_rotation(self, provider: str, reason: str) -> None:
-        """Stop choosing ``provider`` (its credentials were refused)."""
-        log.error("provider %s taken out of rotation: %s", provider, reason)
-        self._disabled.add(provider)
+        """Stop choosing ``provider`` in every worker for a while (its credentials were refused)."""
+        log.error(
+            "provider %s taken out of rotation for %.0fs: %s",
+            provider,
+            self.out_of_rotation_seconds,
+            reason,
+        )
+        self.breakers.shared.take_out(provider, reason, self.out_of_rotation_seconds)
+
+
+def build_router(
+    providers: dict[str, Provider], settings: Settings, *, client: redis.Redis | None = None
+) -> Router:
+    """Build a worker process's router: breakers shared through Redis, strategy from settings.
+
+    Args:
+        providers: The enabled providers (``workers.mta.registry.build_providers``).
+        settings: Provider order and weights, breaker thresholds, retry budget.
+        client: A Redis client (not decoding responses); by default one on ``settings.redis_url``.
+    """
+    shared = RedisState(client if client is not None else connect_redis(settings))
+    return Router(
+        providers,
+        settings.provider_order,
+        weights=settings.provider_weights,
+        breakers=BreakerBoard.from_settings(providers, settings, shared),
+        per_provider_attempts=settings.retry.per_provider_attempts,
+        out_of_rotation_seconds=settings.breaker.out_of_rotation_seconds,
+    )
