@@ -2,7 +2,8 @@
 
 Starts, in order: FerretDB (SQLite files in ``var/ferretdb``), redis-server (``var/redis``), the
 SMTP sink (messages in ``var/mail``), ``mailroom-api``, Envoy (config rendered to
-``var/envoy.yaml``; REST on 8080, admin on 9901) and one ``mailroom-worker``. Each child's output
+``var/envoy.yaml``; REST on 8080, admin on 9901), one ``mailroom-worker`` and the
+``mailroom-scheduler``. Each child's output
 is printed with its name in front and also kept in ``var/log/<name>.log``.
 
 ``MAILROOM_MONGODB_URI`` / ``MAILROOM_REDIS_URL`` in the environment point Mailroom at existing
@@ -187,6 +188,7 @@ def main() -> int:
         )
         children.append(envoy)
         child("worker", [find_binary("mailroom-worker")])
+        child("scheduler", [find_binary("mailroom-scheduler")])
 
         starting = False
         if stopping.is_set():

@@ -80,8 +80,8 @@ class Email(Document):
         # Indexes are created once at start-up (ensure_indexes), never lazily on a request.
         "auto_create_index": False,
         "indexes": [
-            # The rescan walks pending emails by status, then _id.
-            {"fields": ["status", "updated_at"]},
+            # The rescan walks pending emails of one status by _id.
+            {"fields": ["status", "id"]},
         ],
     }
 

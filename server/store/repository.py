@@ -256,6 +256,23 @@ def _insert_turn(email_id: str, generation: int, purpose: str, owner: str) -> bo
     return True
 
 
+#: A turn whose writer died between taking it and writing its change blocks that generation for
+#: everyone; once it is this old (and the email still shows the generation before it), the next
+#: writer skips it. Far longer than the one write that follows a turn.
+TURN_TAKEOVER = timedelta(seconds=60)
+_MAX_SKIPPED_TURNS = 3
+
+
+def _orphaned(email_id: str, generation: int, read_generation: int, takeover: timedelta) -> bool:
+    """Whether turn ``generation`` was taken long ago and its change never written."""
+    with map_mongo_errors():
+        turn = EmailTurn.objects(key=f"{email_id}:{generation}").first()
+    if turn is None or utcnow() - turn.created_at < takeover:
+        return False
+    # Re-read: a slow but live writer has moved the email past the generation we read.
+    return int(get_email(email_id).claim_generation or 0) == read_generation
+
+
 def take_turn(
     email_id: str,
     *,
@@ -263,6 +280,7 @@ def take_turn(
     allowed: Callable[[Email, datetime], bool],
     updates: Callable[[Email, datetime], dict[str, Any]],
     owner: str = "",
+    takeover: timedelta = TURN_TAKEOVER,
 ) -> Turn | None:
     """Change an email's state when ``allowed`` permits, with no other writer in between.
 
@@ -277,6 +295,8 @@ def take_turn(
         allowed: Whether the email's current state permits the change.
         updates: The update to apply.
         owner: Who takes the turn (a worker id), kept on the turn.
+        takeover: A turn this old whose change was never written (its writer died in between:
+            a SIGKILLed worker) is skipped, so the email is not blocked forever.
 
     Returns:
         The turn, or None when the state does not permit the change or another writer won.
@@ -289,9 +309,20 @@ def take_turn(
     now = utcnow()
     if not allowed(before, now):
         return None
-    generation = int(before.claim_generation or 0) + 1
-    if not _insert_turn(email_id, generation, purpose, owner):
-        return None
+    read_generation = int(before.claim_generation or 0)
+    generation = read_generation + 1
+    while not _insert_turn(email_id, generation, purpose, owner):
+        if generation - read_generation >= _MAX_SKIPPED_TURNS or not _orphaned(
+            email_id, generation, read_generation, takeover
+        ):
+            return None
+        log.warning(
+            "email %s: turn %d was taken over %s ago and never used (its writer died); skipping it",
+            email_id,
+            generation,
+            takeover,
+        )
+        generation += 1
     changes = {"set__claim_generation": generation, "set__updated_at": now, **updates(before, now)}
     with map_mongo_errors():
         Email.objects(id=before.id).update_one(**changes)
@@ -373,7 +404,13 @@ def claim_email(email_id: str, *, token: str, owner: str, lease_seconds: float) 
 
     try:
         turn = take_turn(
-            email_id, purpose="claim", allowed=is_claimable, updates=lease, owner=owner
+            email_id,
+            purpose="claim",
+            allowed=is_claimable,
+            updates=lease,
+            owner=owner,
+            # A claimer that died right after its turn is a worker that died holding a lease.
+            takeover=timedelta(seconds=lease_seconds),
         )
     except NotFound:
         return None

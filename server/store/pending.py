@@ -1,0 +1,201 @@
+"""Queries of the periodic rescan: find pending emails that stopped moving.
+
+Each status is walked by ``_id`` in batches (``{status: S, _id: {$gt: last}}`` sorted by ``_id``),
+which an index on ``(status, _id)`` serves: the cost grows with the number of emails in that
+status, not with the size of the collection (most emails are final).
+
+What counts as stale, given ``now`` and ``cutoff = now - buffer``:
+
+* QUEUED, last changed before ``cutoff``: never enqueued (Redis was down) or its message was lost.
+* SCHEDULED whose ``send_at`` is before ``cutoff``: its delayed message was lost or dropped.
+* SENDING whose lease expired and that did not move since ``cutoff``: its worker died.
+* RETRYING whose next attempt was due before ``cutoff``: its retry message was lost.
+
+The rescan only reads emails (the worker's claim decides what happens to them); the one write
+here fails a RETRYING email whose retry budget is spent, as an exclusive change (a turn).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from bson import ObjectId
+from mongoengine import Q
+
+from server.errors import NotFound
+from server.store import repository
+from server.store.documents import Email, Outcome, Status
+from server.store.repository import map_mongo_errors
+
+#: The statuses the rescan looks at, in the order it walks them.
+PENDING_STATUSES: tuple[Status, ...] = (
+    Status.QUEUED,
+    Status.SCHEDULED,
+    Status.SENDING,
+    Status.RETRYING,
+)
+
+#: Attempt outcomes that spend the retry budget (as in :mod:`workers.delivery`).
+BUDGET_OUTCOMES = frozenset({Outcome.TRANSIENT.value, Outcome.THROTTLED.value})
+
+
+def spent_retries(outcomes: list[str], attempt_count: int) -> int:
+    """Count the attempts that spent the retry budget, as the delivery code does.
+
+    Only the last ``attempt_count`` recorded attempts count (a dead-letter replay resets it to
+    give a fresh budget); INTERRUPTED entries are pushed by claims without being counted.
+
+    Args:
+        outcomes: The outcomes of the email's attempts, oldest first.
+        attempt_count: The email's ``attempt_count``.
+    """
+    recorded = [o for o in outcomes if o != Outcome.INTERRUPTED.value]
+    recent = recorded[max(len(recorded) - attempt_count, 0) :]
+    return sum(1 for o in recent if o in BUDGET_OUTCOMES)
+
+
+_FIELDS = (
+    "status",
+    "updated_at",
+    "send_at",
+    "lease_owner",
+    "lease_expires_at",
+    "next_attempt_at",
+    "last_error",
+    "attempt_count",
+    "attempts.outcome",
+)
+
+
+@dataclass(frozen=True)
+class PendingEmail:
+    """What the rescan needs to know about one stale email.
+
+    Attributes:
+        id: The email's id.
+        status: Its status when it was read.
+        updated_at: When it last changed.
+        send_at: When it is scheduled for, if it is.
+        lease_owner: The worker that last claimed it.
+        lease_expires_at: When that claim expires (SENDING).
+        next_attempt_at: When the next attempt was due (RETRYING).
+        failed_attempts: Attempts that spent the retry budget.
+        last_error: The last attempt's error.
+    """
+
+    id: str
+    status: Status
+    updated_at: datetime | None
+    send_at: datetime | None
+    lease_owner: str
+    lease_expires_at: datetime | None
+    next_attempt_at: datetime | None
+    failed_attempts: int
+    last_error: str
+
+
+def stale_filter(status: Status, *, now: datetime, cutoff: datetime) -> Q:
+    """Return the condition under which an email in ``status`` is stale (see the module doc).
+
+    Args:
+        status: One of :data:`PENDING_STATUSES`.
+        now: The scan's time.
+        cutoff: ``now`` minus the buffer: emails that moved after it are left alone.
+
+    Raises:
+        ValueError: ``status`` is not a pending status.
+    """
+    if status == Status.QUEUED:
+        return Q(status=status, updated_at__lte=cutoff)
+    if status == Status.SCHEDULED:
+        return Q(status=status, send_at__lte=cutoff)
+    if status == Status.SENDING:
+        return Q(status=status, lease_expires_at__lt=now, updated_at__lte=cutoff)
+    if status == Status.RETRYING:
+        return Q(status=status, updated_at__lte=cutoff) & (
+            Q(next_attempt_at=None) | Q(next_attempt_at__lte=cutoff)
+        )
+    raise ValueError(f"{status} is not a pending status")
+
+
+def _pending(raw: dict[str, Any]) -> PendingEmail:
+    attempts = raw.get("attempts") or []
+    return PendingEmail(
+        id=str(raw["_id"]),
+        status=Status(raw["status"]),
+        updated_at=raw.get("updated_at"),
+        send_at=raw.get("send_at"),
+        lease_owner=str(raw.get("lease_owner") or ""),
+        lease_expires_at=raw.get("lease_expires_at"),
+        next_attempt_at=raw.get("next_attempt_at"),
+        failed_attempts=spent_retries(
+            [str(a.get("outcome", "")) for a in attempts], int(raw.get("attempt_count") or 0)
+        ),
+        last_error=str(raw.get("last_error") or ""),
+    )
+
+
+def stale_batches(
+    status: Status, *, now: datetime, cutoff: datetime, batch_size: int
+) -> Iterator[list[PendingEmail]]:
+    """Walk the stale emails of one status by ``_id``, ``batch_size`` at a time.
+
+    Each batch is one query that starts after the last ``_id`` of the previous one, so emails
+    taken (or changed) meanwhile do not shift the walk, and no cursor stays open between batches.
+
+    Raises:
+        StorageUnavailable: MongoDB is unreachable.
+    """
+    condition = stale_filter(status, now=now, cutoff=cutoff)
+    last: ObjectId | None = None
+    while True:
+        query = condition if last is None else condition & Q(id__gt=last)
+        with map_mongo_errors():
+            rows = list(
+                Email.objects(query).order_by("id").only(*_FIELDS).limit(batch_size).as_pymongo()
+            )
+        if not rows:
+            return
+        yield [_pending(row) for row in rows]
+        if len(rows) < batch_size:
+            return
+        last = rows[-1]["_id"]
+
+
+def fail_stale(email: PendingEmail, *, reason: str) -> bool:
+    """Mark a stale email FAILED with ``reason``, if nothing changed it since it was read.
+
+    An exclusive change (:func:`server.store.repository.take_turn`): a worker claiming the email
+    at the same moment either goes first (then the email moved and is left alone) or finds it
+    FAILED.
+
+    Returns:
+        True when it was failed; False when it moved meanwhile.
+
+    Raises:
+        StorageUnavailable: MongoDB is unreachable.
+    """
+
+    def unchanged(current: Email, _now: datetime) -> bool:
+        return bool(
+            current.status == email.status
+            and current.updated_at == email.updated_at
+            and current.next_attempt_at == email.next_attempt_at
+        )
+
+    def fail(_current: Email, _now: datetime) -> dict[str, Any]:
+        return {
+            "set__status": Status.FAILED,
+            "set__last_error": reason,
+            "unset__lease_token": True,
+            "unset__lease_expires_at": True,
+        }
+
+    try:
+        turn = repository.take_turn(email.id, purpose="fail", allowed=unchanged, updates=fail)
+    except NotFound:
+        return False
+    return turn is not None

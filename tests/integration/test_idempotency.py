@@ -1,0 +1,124 @@
+"""Idempotent sends: one key, one email, one id; a different payload under a used key is refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+
+from mailroom.v1 import mail_pb2
+from server.store.documents import Email, IdempotencyKey, utcnow
+
+BIN = Path(sys.executable).parent
+
+
+def request(key: str = "", subject: str = "Receipt", **fields) -> mail_pb2.SendEmailRequest:
+    return mail_pb2.SendEmailRequest(
+        to=["buyer@example.com"],
+        title=subject,
+        content="Thank you\n",
+        from_address="shop@example.com",
+        idempotency_key=key,
+        **fields,
+    )
+
+
+def new_key() -> str:
+    return f"order-{uuid.uuid4().hex}"
+
+
+def body(subject: str = "Receipt") -> dict[str, object]:
+    return {"to": ["buyer@example.com"], "title": subject, "content": "Thank you\n"}
+
+
+def test_same_key_twice_in_sequence_gives_one_email_and_one_id(mail_client, store) -> None:
+    key = new_key()
+
+    first = mail_client.SendEmail(request(key), timeout=10).id
+    second = mail_client.SendEmail(request(key), timeout=10).id
+
+    assert first == second
+    assert Email.objects(idempotency_key=key).count() == 1
+
+
+def test_same_key_sent_concurrently_gives_one_email_and_one_id(mail_client, store) -> None:
+    key = new_key()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        ids = list(pool.map(lambda _: mail_client.SendEmail(request(key), timeout=10).id, range(8)))
+
+    assert len(set(ids)) == 1
+    assert Email.objects(idempotency_key=key).count() == 1
+    assert str(Email.objects(idempotency_key=key).first().id) == ids[0]
+
+
+def test_different_payload_under_a_used_key_is_already_exists_naming_the_key(
+    mail_client, store
+) -> None:
+    key = new_key()
+    mail_client.SendEmail(request(key), timeout=10)
+
+    with pytest.raises(grpc.RpcError) as refused:
+        mail_client.SendEmail(request(key, subject="Another receipt"), timeout=10)
+
+    assert refused.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert key in refused.value.details()
+    assert Email.objects(idempotency_key=key).count() == 1
+
+
+def test_idempotency_key_header_through_envoy(envoy, store) -> None:
+    key = new_key()
+    headers = {"Idempotency-Key": key}
+
+    first = envoy.request("POST", "/api/email", body(), headers=headers)
+    again = envoy.request("POST", "/api/email", body(), headers=headers)
+    other = envoy.request("POST", "/api/email", body("Another receipt"), headers=headers)
+
+    assert (first[0], again[0]) == (201, 201), (first, again)
+    assert first[2]["id"] == again[2]["id"]
+    assert other[0] == 409, other
+    assert key in other[2]["message"]
+    assert Email.objects(idempotency_key=key).count() == 1
+
+
+def test_idempotency_key_field_through_envoy(envoy, store) -> None:
+    key = new_key()
+
+    first = envoy.request("POST", "/api/email", {**body(), "idempotencyKey": key})
+    again = envoy.request("POST", "/api/email", {**body(), "idempotencyKey": key})
+    other = envoy.request("POST", "/api/email", {**body("Changed"), "idempotencyKey": key})
+
+    assert (first[0], again[0], other[0]) == (201, 201, 409)
+    assert first[2]["id"] == again[2]["id"]
+    assert key in other[2]["message"]
+
+
+def test_expired_keys_are_purged_and_the_key_can_be_used_again(
+    mail_client, service_env, store
+) -> None:
+    key = new_key()
+    first = mail_client.SendEmail(request(key), timeout=10).id
+    # 24 hours later:
+    IdempotencyKey.objects(key=key).update(set__expires_at=utcnow() - timedelta(seconds=1))
+
+    proc = subprocess.run(
+        [str(BIN / "mailroom-scheduler"), "--once", "purge"],
+        env={**os.environ, **service_env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["purged"] >= 1
+    assert IdempotencyKey.objects(key=key).count() == 0
+    second = mail_client.SendEmail(request(key), timeout=10).id
+    assert second != first
