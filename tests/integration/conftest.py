@@ -18,22 +18,15 @@ import grpc
 import mongoengine
 import pytest
 import redis
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from helpers import SmtpSink, free_port
 from mailroom.v1 import mail_pb2_grpc
+from mailroom_processes import ApiProcess
 from server.devtools.envoy_config import write_envoy_config
 from server.devtools.services import ManagedProcess, start_envoy
 from server.store.connection import connect
 
 BIN = Path(sys.executable).parent
-
-
-def _grpc_serving(target: str) -> bool:
-    with grpc.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
-        return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
 @pytest.fixture(scope="session")
@@ -54,23 +47,6 @@ def service_env(
         "MAILROOM_LOG_LEVEL": "INFO",
         "MAILROOM_MESSAGE_ID_DOMAIN": "mailroom.test",
     }
-
-
-class ApiProcess(ManagedProcess):
-    """The ``mailroom-api`` process; ``.target`` is its gRPC address."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.port = free_port()
-        self.target = f"127.0.0.1:{self.port}"
-        super().__init__(
-            "api",
-            [str(BIN / "mailroom-api")],
-            log_path=log_path,
-            ready=lambda: _grpc_serving(self.target),
-            ready_timeout=30,
-            url=self.target,
-            env={**env, "MAILROOM_GRPC_HOST": "127.0.0.1", "MAILROOM_GRPC_PORT": str(self.port)},
-        )
 
 
 @pytest.fixture(scope="session")

@@ -2,10 +2,10 @@
 
 import grpc
 import pytest
-from conftest import ApiProcess, _grpc_serving
 
 import mailroom
 from mailroom import MailroomClient
+from mailroom_processes import ApiProcess, grpc_serving
 
 
 @pytest.fixture
@@ -29,6 +29,6 @@ def test_calls_need_a_known_key(keyed_api):
 
 
 def test_health_stays_open_without_a_key(keyed_api):
-    assert _grpc_serving(keyed_api.target)
+    assert grpc_serving(keyed_api.target)
     with grpc.insecure_channel(keyed_api.target) as channel:
         grpc.channel_ready_future(channel).result(timeout=5)

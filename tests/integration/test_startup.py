@@ -8,10 +8,10 @@ import pymongo
 import pytest
 import redis as redis_py
 from bson import ObjectId
-from conftest import ApiProcess
 
 from helpers import free_port, wait_until
 from mailroom.v1 import mail_pb2, mail_pb2_grpc
+from mailroom_processes import ApiProcess
 from server.devtools.services import start_ferretdb, start_redis
 
 REQUEST = mail_pb2.SendEmailRequest(to=["a@example.com"], title="hi", content="hello")
