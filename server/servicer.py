@@ -71,17 +71,15 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
             )
             if existing is not None:
                 log.info("idempotent replay of key %r → %s", new.idempotency_key, existing)
-                context.send_initial_metadata(((HTTP_STATUS_METADATA, "201"),))
-                return mail_pb2.SendEmailResponse(id=existing)
-        try:
-            email = repository.create_email(
-                new, message_id_domain=self._settings.message_id_domain, email_id=email_id
-            )
-        except Exception:
-            if new.idempotency_key:
-                repository.release_idempotency_key(new.idempotency_key, str(email_id))
-            raise
-        self._enqueue(str(email.id), email.status, email.send_at)
+                email_id = ObjectId(existing)
+        # The key stays bound even if this insert fails or times out: a retry with the same key
+        # and payload (same fingerprint) stores the email under the reserved id if it is not
+        # there yet, so an answered id always names a stored email, and never two.
+        email, created = repository.ensure_email(
+            new, message_id_domain=self._settings.message_id_domain, email_id=email_id
+        )
+        if created:
+            self._enqueue(str(email.id), email.status, email.send_at)
         context.send_initial_metadata(((HTTP_STATUS_METADATA, "201"),))
         return mail_pb2.SendEmailResponse(id=str(email.id))
 

@@ -75,9 +75,16 @@ def validate_send_request(
         violations.append(FieldViolation("to", "at least one recipient is required"))
     total = sum(len(v) for v in recipients.values())
     if total > settings.max_recipients:
+        # Name the list that crossed the limit, counting to, then cc, then bcc.
+        running, culprit = 0, "to"
+        for name in ("to", "cc", "bcc"):
+            running += len(recipients[name])
+            if running > settings.max_recipients:
+                culprit = name
+                break
         violations.append(
             FieldViolation(
-                "to", f"{total} recipients in to, cc and bcc; at most {settings.max_recipients}"
+                culprit, f"{total} recipients in to, cc and bcc; at most {settings.max_recipients}"
             )
         )
 
@@ -100,7 +107,7 @@ def validate_send_request(
     if size > settings.max_email_bytes:
         violations.append(
             FieldViolation(
-                "content",
+                "html" if len(request.html) > len(request.content) else "content",
                 f"the email is {size} bytes; at most {settings.max_email_bytes} bytes are accepted",
             )
         )
@@ -116,14 +123,18 @@ def validate_send_request(
     send_at: datetime | None = None
     if request.HasField("send_at"):
         current = now or _to_naive_utc(datetime.now(UTC))
-        send_at = _to_naive_utc(request.send_at.ToDatetime(tzinfo=UTC))
-        if send_at - current > timedelta(days=settings.max_schedule_days):
+        try:
+            send_at = _to_naive_utc(request.send_at.ToDatetime(tzinfo=UTC))
+        except (ValueError, OverflowError) as exc:
+            violations.append(FieldViolation("send_at", f"not a valid timestamp: {exc}"))
+            send_at = None
+        if send_at is not None and send_at - current > timedelta(days=settings.max_schedule_days):
             violations.append(
                 FieldViolation(
                     "send_at", f"must be at most {settings.max_schedule_days} days ahead"
                 )
             )
-        if send_at <= current:
+        if send_at is not None and send_at <= current:
             send_at = None  # in the past: send now
 
     if violations:

@@ -15,7 +15,7 @@ from typing import Any
 
 from bson import ObjectId
 from bson.errors import InvalidId
-from mongoengine.errors import MongoEngineException
+from mongoengine.errors import MongoEngineException, NotUniqueError
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from server.errors import AlreadyExists, FailedPrecondition, NotFound, StorageUnavailable
@@ -111,6 +111,30 @@ def create_email(
     return email
 
 
+def ensure_email(
+    new: NewEmail, *, message_id_domain: str, email_id: ObjectId
+) -> tuple[Email, bool]:
+    """Store the email under ``email_id`` unless a request with the same idempotency key did.
+
+    Args:
+        new: The validated email.
+        message_id_domain: The right-hand side of the generated Message-ID.
+        email_id: The id reserved with the idempotency key.
+
+    Returns:
+        The email, and whether this call created it.
+
+    Raises:
+        StorageUnavailable: MongoDB is unreachable or refused the write.
+    """
+    try:
+        return create_email(new, message_id_domain=message_id_domain, email_id=email_id), True
+    except StorageUnavailable as exc:
+        if not isinstance(exc.__cause__, NotUniqueError | DuplicateKeyError):
+            raise
+    return get_email(str(email_id)), False
+
+
 def get_email(email_id: str) -> Email:
     """Return the email with this id.
 
@@ -202,15 +226,6 @@ def reserve_idempotency_key(
             )
         return str(existing.email_id)
     raise StorageUnavailable(f"could not reserve idempotency key {key!r}")
-
-
-def release_idempotency_key(key: str, email_id: str) -> None:
-    """Forget a key whose email could not be stored, so a retry can use it."""
-    try:
-        with map_mongo_errors():
-            IdempotencyKey.objects(key=key, email_id=email_id).delete()
-    except StorageUnavailable:
-        log.warning("could not release idempotency key %r", key)
 
 
 def purge_idempotency_keys(now: datetime | None = None) -> int:

@@ -122,3 +122,33 @@ def test_expired_keys_are_purged_and_the_key_can_be_used_again(
     assert IdempotencyKey.objects(key=key).count() == 0
     second = mail_client.SendEmail(request(key), timeout=10).id
     assert second != first
+
+
+def test_a_key_whose_first_insert_was_lost_still_names_a_stored_email(
+    mail_client, worker, smtp_sink, store
+) -> None:
+    """The API died between binding the key and storing the email; the client retries."""
+    from bson import ObjectId
+
+    from server.servicer import _fingerprint
+
+    key = new_key()
+    reserved = str(ObjectId())
+    now = utcnow()
+    IdempotencyKey(
+        key=key,
+        fingerprint=_fingerprint(request(key)),
+        email_id=reserved,
+        created_at=now,
+        expires_at=now + timedelta(hours=1),
+    ).save(force_insert=True)
+    assert Email.objects(id=reserved).first() is None
+
+    reply = mail_client.SendEmail(request(key), timeout=10)
+    assert reply.id == reserved
+    email = mail_client.GetEmail(mail_pb2.GetEmailRequest(id=reserved), timeout=5).email
+    assert email.to == ["buyer@example.com"]
+    smtp_sink.wait_for_count(1, timeout=20)
+    # A second retry finds it stored and creates nothing new.
+    assert mail_client.SendEmail(request(key), timeout=10).id == reserved
+    assert Email.objects(idempotency_key=key).count() == 1

@@ -322,7 +322,7 @@ def client_error(code: str, status: int) -> ClientError:
 
 SES_CASES: list[tuple[BaseException, type[DeliveryError]]] = [
     (client_error("MessageRejected", 400), PermanentError),
-    (client_error("MailFromDomainNotVerifiedException", 400), PermanentError),
+    (client_error("MailFromDomainNotVerifiedException", 400), MisconfiguredError),
     (client_error("BadRequestException", 400), PermanentError),
     (client_error("TooManyRequestsException", 429), ThrottledError),
     (client_error("LimitExceededException", 400), ThrottledError),

@@ -63,9 +63,22 @@ def test_recipient_limit_counts_to_cc_and_bcc(settings):
         cc=[f"c{i}@example.com" for i in range(20)],
         bcc=[f"b{i}@example.com" for i in range(11)],
     )
-    assert violated_fields(req, settings) == ["to"]
+    assert violated_fields(req, settings) == ["bcc"]
     req.bcc.pop()
     validate_send_request(req, settings)
+
+
+def test_invalid_send_at_is_a_field_violation(settings):
+    req = request()
+    req.send_at.seconds = 400_000_000_000  # beyond year 9999
+    assert violated_fields(req, settings) == ["send_at"]
+    req.send_at.seconds, req.send_at.nanos = 0, -1
+    assert violated_fields(req, settings) == ["send_at"]
+
+
+def test_size_limit_names_the_larger_body(settings):
+    small = settings.model_copy(update={"max_email_bytes": 1000})
+    assert violated_fields(request(content="x", html="y" * 2000), small) == ["html"]
 
 
 def test_html_alone_is_a_body(settings):

@@ -41,9 +41,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-PERMANENT_CODES = frozenset(
-    {"MessageRejected", "MailFromDomainNotVerifiedException", "BadRequestException"}
-)
+PERMANENT_CODES = frozenset({"MessageRejected", "BadRequestException"})
 THROTTLED_CODES = frozenset(
     {
         "TooManyRequestsException",
@@ -55,6 +53,8 @@ THROTTLED_CODES = frozenset(
 )
 MISCONFIGURED_CODES = frozenset(
     {
+        # Our sending domain is not verified: the account's fault, not the email's.
+        "MailFromDomainNotVerifiedException",
         "AccessDenied",
         "AccessDeniedException",
         "UnrecognizedClientException",
