@@ -70,7 +70,11 @@ def main() -> None:
     """Run the API until SIGINT or SIGTERM."""
     settings = get_settings()
     configure_logging(settings.log_level)
-    connect(settings.mongodb_uri, timeout_ms=settings.mongodb_timeout_ms)
+    connect(
+        settings.mongodb_uri,
+        timeout_ms=settings.mongodb_timeout_ms,
+        operation_timeout_ms=settings.mongodb_timeout_ms + 1000,
+    )
     ensure_indexes_in_background()
     queue = DeliveryQueue(
         settings.redis_url, settings.queue_name, timeout_seconds=settings.redis_timeout_seconds

@@ -72,6 +72,9 @@ class RetrySettings(BaseModel):
     max_backoff_ms: int = 3_600_000
     # Attempts of one email through one provider before a retry moves on to the next one.
     per_provider_attempts: int = 3
+    # Waits for a provider (breakers open, credentials refused) spend no retries; after this
+    # long an email goes to the dead letters anyway.
+    max_pending_hours: float = 24.0
 
 
 class BreakerSettings(BaseModel):

@@ -15,9 +15,11 @@ import threading
 import time
 import uuid
 from datetime import timedelta
+from typing import NoReturn
 
 import dramatiq
 
+from server.errors import NotFound, StorageUnavailable
 from server.settings import Settings
 from server.store import repository
 from server.store.documents import Attempt, Email, Outcome, Status, utcnow
@@ -92,9 +94,8 @@ def deliver(email_id: str, *, settings: Settings, router: Router) -> Status | No
         email_id, token=token, owner=owner, lease_seconds=settings.lease_seconds
     )
     if claim is None:
-        log.info(
-            "email %s: not claimable (final, not due, or held by a live lease); dropped", email_id
-        )
+        _retry_if_leased(email_id)
+        log.info("email %s: not claimable (final, or not due yet); dropped", email_id)
         return None
     email = claim.email
     if claim.interrupted:
@@ -105,28 +106,21 @@ def deliver(email_id: str, *, settings: Settings, router: Router) -> Status | No
             email.message_id,
         )
 
-    choice = router.choose(email)
-    if choice.provider is None:
-        delay = max(int(choice.retry_in * 1000), 1_000)
-        repository.record_failed_attempt(
-            email_id,
-            token,
-            Attempt(
-                started_at=utcnow(),
-                outcome=Outcome.NO_PROVIDER,
-                error=f"no provider available; next try in {delay / 1000:.1f}s",
-                worker=owner,
-            ),
-            status=Status.RETRYING,
-            error="no provider available (every circuit breaker is open)",
-            next_attempt_at=utcnow() + timedelta(milliseconds=delay),
-        )
-        # Not the email's fault: this wait does not spend its retry budget.
-        raise RetryDelivery("no provider available", delay=delay, exhausted=False)
-
-    provider = choice.provider
-    repository.set_attempt_provider(email_id, token, provider)
-    outgoing = build_outgoing(email)
+    try:
+        _give_up_if_overdue(email, token, settings)
+        choice = router.choose(email)
+        if choice.provider is None:
+            _wait_for_a_provider(email, token, owner, choice.retry_in)
+        provider = choice.provider
+        repository.set_attempt_provider(email_id, token, provider)
+        outgoing = build_outgoing(email)
+    except RetryDelivery:
+        raise
+    except Exception as exc:
+        # Nothing was handed to a provider yet: free the email at once for the retry, rather
+        # than leave it SENDING until the lease runs out.
+        _release(email_id, token, f"internal error before sending: {type(exc).__name__}: {exc}")
+        raise
     started_at = utcnow()
     start = time.monotonic()
     try:
@@ -150,6 +144,86 @@ def deliver(email_id: str, *, settings: Settings, router: Router) -> Status | No
         log.error("email %s: sent, but the lease was lost before SENT was recorded", email_id)
     log.info("email %s: sent through %s (%s)", email_id, provider, result.provider_message_id)
     return Status.SENT
+
+
+def _retry_if_leased(email_id: str) -> None:
+    """Retry a message that met another worker's live lease once that lease has run out.
+
+    Dropping it would leave a crashed holder's email to the rescan (up to an hour); if the
+    holder is alive, the retry finds the email final and is dropped then.
+
+    Raises:
+        RetryDelivery: The email is SENDING under a live lease (not counted against retries).
+    """
+    try:
+        email = repository.get_email(email_id)
+    except NotFound:
+        return
+    now = utcnow()
+    if email.status == Status.SENDING and email.lease_expires_at and email.lease_expires_at > now:
+        delay = int((email.lease_expires_at - now).total_seconds() * 1000) + 1_000
+        log.info("email %s: held by %s; retry in %d ms", email_id, email.lease_owner, delay)
+        raise RetryDelivery("held by a live lease", delay=delay, exhausted=False)
+
+
+def _release(email_id: str, token: str, error: str) -> None:
+    """Put a claimed email back to RETRYING without an attempt (nothing was sent)."""
+    try:
+        repository.record_failed_attempt(
+            email_id, token, None, status=Status.RETRYING, error=error, next_attempt_at=utcnow()
+        )
+    except StorageUnavailable:
+        log.warning("email %s: could not release the claim; the lease will expire", email_id)
+
+
+def _give_up_if_overdue(email: Email, token: str, settings: Settings) -> None:
+    """Send an email that has waited longer than ``retry.max_pending_hours`` to the dead letters.
+
+    Waits for a provider (every breaker open, credentials refused) do not spend the retry
+    budget, so without this cap an email could wait forever.
+
+    Raises:
+        RetryDelivery: Exhausted, when the email is overdue.
+    """
+    since = max(email.created_at, email.send_at or email.created_at)
+    waited = utcnow() - since
+    if waited <= timedelta(hours=settings.retry.max_pending_hours):
+        return
+    error = (
+        f"gave up after {waited.total_seconds() / 3600:.1f} h: {email.last_error or 'no provider'}"
+    )
+    repository.record_failed_attempt(
+        str(email.id), token, None, status=Status.RETRYING, error=error
+    )
+    raise RetryDelivery(error, delay=0, exhausted=True)
+
+
+def _wait_for_a_provider(email: Email, token: str, owner: str, retry_in: float) -> NoReturn:
+    """Retry when a provider may be back, without spending the email's retry budget.
+
+    Raises:
+        RetryDelivery: Always.
+    """
+    delay = max(int(retry_in * 1000), 1_000)
+    attempts = email.attempts
+    # One NO_PROVIDER entry per stretch of waiting, so a long outage does not grow the history.
+    attempt = None
+    if not attempts or attempts[-1].outcome != Outcome.NO_PROVIDER:
+        attempt = Attempt(
+            started_at=utcnow(),
+            outcome=Outcome.NO_PROVIDER,
+            error="no provider available (circuit breakers open or credentials refused)",
+            worker=owner,
+        )
+    repository.record_failed_attempt(
+        str(email.id),
+        token,
+        attempt,
+        status=Status.RETRYING,
+        error="no provider available (every circuit breaker is open)",
+        next_attempt_at=utcnow() + timedelta(milliseconds=delay),
+    )
+    raise RetryDelivery("no provider available", delay=delay, exhausted=False)
 
 
 def _record_failure(
@@ -238,6 +312,13 @@ def dead_letter(message: dict[str, object], retries: int, max_retries: int) -> S
     )
     failed = repository.fail_unclaimed(email_id, reason)
     if failed is None:
+        current = repository.get_email(email_id)
+        if current.status == Status.FAILED and not repository.has_dead_letter(email_id):
+            # A retry of this actor after FAILED was written but the record was not.
+            repository.save_dead_letter(
+                email_id, reason=current.last_error, retries=retries, message=message
+            )
+            return None
         log.info("dead letter for email %s ignored: final, or a live attempt holds it", email_id)
         return None
     repository.save_dead_letter(email_id, reason=reason, retries=retries, message=message)

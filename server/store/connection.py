@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 DOCUMENTS: tuple[type[mongoengine.Document], ...] = (Email, EmailTurn, IdempotencyKey, DeadLetter)
 
 
-def connect(uri: str, *, timeout_ms: int) -> None:
+def connect(uri: str, *, timeout_ms: int, operation_timeout_ms: int | None = None) -> None:
     """Register the default mongoengine connection without touching the network.
 
     pymongo clients are not fork-safe, so each process (each Dramatiq worker process after the
@@ -26,7 +26,14 @@ def connect(uri: str, *, timeout_ms: int) -> None:
     Args:
         uri: The MongoDB URI, including the database name.
         timeout_ms: Server selection and connect timeout.
+        operation_timeout_ms: A bound on each whole operation, retries and reconnects
+            included (pymongo's ``timeoutMS``). The API passes one, so a MongoDB that accepts
+            connections but stalls still fails a request within its 3 s budget; workers keep
+            pymongo's patient defaults.
     """
+    extra: dict[str, int] = {}
+    if operation_timeout_ms:
+        extra["timeoutMS"] = operation_timeout_ms
     mongoengine.disconnect()
     mongoengine.connect(
         host=uri,
@@ -36,6 +43,7 @@ def connect(uri: str, *, timeout_ms: int) -> None:
         socketTimeoutMS=max(timeout_ms * 4, 10_000),
         tz_aware=False,
         uuidRepresentation="standard",
+        **extra,
     )
 
 

@@ -540,3 +540,9 @@ def save_dead_letter(
     with map_mongo_errors():
         record.save(validate=False)
     return record
+
+
+def has_dead_letter(email_id: str) -> bool:
+    """Whether the email has a dead-letter record."""
+    with map_mongo_errors():
+        return DeadLetter.objects(email_id=email_id).first() is not None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import grpc
@@ -209,7 +211,7 @@ def worker_queue_empty(worker) -> bool:
 def test_mongodb_unreachable_answers_500_fast_and_enqueues_nothing(
     envoy, mongo_server, redis_client, mongo_uri
 ):
-    if "MAILROOM_TEST_MONGODB_URI" in __import__("os").environ:
+    if "MAILROOM_TEST_MONGODB_URI" in os.environ:
         pytest.skip("the external MongoDB cannot be stopped by the tests")
     before = redis_client.llen("dramatiq:mail")
     mongo_server.stop()
@@ -222,6 +224,20 @@ def test_mongodb_unreachable_answers_500_fast_and_enqueues_nothing(
     assert status == 500, reply
     assert elapsed < 3.0
     assert redis_client.llen("dramatiq:mail") == before
+
+
+def test_mongodb_that_stalls_answers_500_within_3_seconds(envoy, mongo_server):
+    if "MAILROOM_TEST_MONGODB_URI" in os.environ:
+        pytest.skip("the external MongoDB cannot be paused by the tests")
+    os.kill(mongo_server.pid, signal.SIGSTOP)  # accepts connections, answers nothing
+    try:
+        start = time.monotonic()
+        status, _, reply = envoy.request("POST", "/api/email", BODY)
+        elapsed = time.monotonic() - start
+    finally:
+        os.kill(mongo_server.pid, signal.SIGCONT)
+    assert status == 500, reply
+    assert elapsed < 3.0
 
 
 def test_redis_unreachable_answers_201_and_keeps_the_email_queued(envoy, redis_server, store):

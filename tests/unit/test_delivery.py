@@ -6,7 +6,7 @@ import pytest
 
 from server.store import repository
 from server.store.documents import Email, Status, utcnow
-from workers.delivery import RetryDelivery, backoff_ms, deliver
+from workers.delivery import RetryDelivery, backoff_ms, dead_letter, deliver
 from workers.mta.base import (
     MisconfiguredError,
     PermanentError,
@@ -68,10 +68,61 @@ def test_live_lease_blocks_a_second_worker(store, settings):
     claim = repository.claim_email(str(email.id), token="t1", owner="w1", lease_seconds=60)
     assert claim is not None
     smtp = ScriptedProvider("smtp")
-    assert (
-        deliver(str(email.id), settings=settings, router=Router({"smtp": smtp}, ["smtp"])) is None
-    )
+    with pytest.raises(RetryDelivery) as info:
+        deliver(str(email.id), settings=settings, router=Router({"smtp": smtp}, ["smtp"]))
+    # Retried once the holder's lease runs out (in case it died), without spending retries.
+    assert 59_000 <= info.value.delay <= 61_500
+    assert not info.value.exhausted
     assert smtp.sent == []
+
+
+def test_error_before_sending_frees_the_email_at_once(store, settings):
+    email = new_email()
+
+    class Broken(Router):
+        def choose(self, email):
+            raise RuntimeError("strategy bug")
+
+    with pytest.raises(RuntimeError):
+        deliver(str(email.id), settings=settings, router=Broken({}, []))
+    stored = repository.get_email(str(email.id))
+    assert stored.status == Status.RETRYING
+    assert stored.lease_token is None
+    assert "strategy bug" in stored.last_error
+
+
+def test_waiting_for_a_provider_spends_no_retries_and_keeps_one_entry(store, settings):
+    email = new_email()
+    a = ScriptedProvider("a", MisconfiguredError("401"))
+    router = Router({"a": a}, ["a"])
+    for _ in range(settings.retry.max_retries + 3):
+        with pytest.raises(RetryDelivery) as info:
+            deliver(str(email.id), settings=settings, router=router)
+        assert not info.value.exhausted
+    outcomes = [x.outcome for x in repository.get_email(str(email.id)).attempts]
+    assert outcomes == ["MISCONFIGURED", "NO_PROVIDER"]
+
+
+def test_an_email_waiting_past_the_cap_goes_to_the_dead_letters(store, settings):
+    email = new_email()
+    Email.objects(id=email.id).update_one(set__created_at=utcnow() - timedelta(hours=25))
+    smtp = ScriptedProvider("smtp")
+    with pytest.raises(RetryDelivery) as info:
+        deliver(str(email.id), settings=settings, router=Router({"smtp": smtp}, ["smtp"]))
+    assert info.value.exhausted
+    assert smtp.sent == []
+    assert dead_letter({"args": [str(email.id)]}, retries=0, max_retries=3) == Status.FAILED
+    stored = repository.get_email(str(email.id))
+    assert stored.status == Status.FAILED
+    assert "gave up after 25" in stored.last_error
+
+
+def test_dead_letter_record_is_written_on_a_retry(store, settings):
+    email = new_email()
+    repository.fail_unclaimed(str(email.id), "retries exhausted after 4 attempts; last error: x")
+    assert not repository.has_dead_letter(str(email.id))
+    assert dead_letter({"args": [str(email.id)]}, retries=3, max_retries=3) is None
+    assert repository.has_dead_letter(str(email.id))
 
 
 def test_expired_lease_is_taken_over_and_recorded(store, settings):
