@@ -147,6 +147,7 @@ class Settings(BaseSettings):
     worker_processes: int = 1
     worker_threads: int = 8
     metrics_port: int = 9191
+    scheduler_metrics_port: int = 9192
     log_level: str = "INFO"
 
     @classmethod

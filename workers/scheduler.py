@@ -54,6 +54,7 @@ from server.store.connection import connect, ensure_indexes_in_background
 from server.store.documents import Status, utcnow
 from workers.broker import setup_broker
 from workers.locks import EnqueueMarks, hold
+from workers.metrics import record_scan, serve_metrics
 from workers.rescan import RescanResult, rescan
 
 log = logging.getLogger("workers.scheduler")
@@ -200,6 +201,7 @@ class Jobs:
                     **options,
                 )
         log.log(logging.WARNING if result.aborted else logging.INFO, result.summary(job))
+        record_scan(job, result)
         return result
 
     def close(self) -> None:
@@ -277,6 +279,7 @@ def serve(settings: Settings) -> int:
         log.error("every job is disabled: nothing to schedule")
         return 1
     periodiq.print_periodic_actors(actors)
+    serve_metrics(settings.scheduler_metrics_port)
 
     worker = dramatiq.Worker(broker, queues={MAINTENANCE_QUEUE}, worker_threads=len(actors))
     worker.start()
