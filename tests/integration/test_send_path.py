@@ -208,46 +208,48 @@ def worker_queue_empty(worker) -> bool:
         client.close()
 
 
-def test_mongodb_unreachable_answers_500_fast_and_enqueues_nothing(
-    envoy, mongo_server, redis_client, mongo_uri
-):
-    if "MAILROOM_TEST_MONGODB_URI" in os.environ:
-        pytest.skip("the external MongoDB cannot be stopped by the tests")
-    before = redis_client.llen("dramatiq:mail")
-    mongo_server.stop()
+def post_during_outage(envoy, take_down, bring_back):
+    """POST the standard body while a backend is down; return status, reply and seconds taken."""
+    take_down()
     try:
         start = time.monotonic()
         status, _, reply = envoy.request("POST", "/api/email", BODY)
-        elapsed = time.monotonic() - start
+        return status, reply, time.monotonic() - start
     finally:
-        mongo_server.start()
+        bring_back()
+
+
+external_mongodb = pytest.mark.skipif(
+    "MAILROOM_TEST_MONGODB_URI" in os.environ,
+    reason="the external MongoDB cannot be stopped or paused by the tests",
+)
+
+
+@external_mongodb
+def test_mongodb_unreachable_answers_500_fast_and_enqueues_nothing(
+    envoy, mongo_server, redis_client
+):
+    before = redis_client.llen("dramatiq:mail")
+    status, reply, elapsed = post_during_outage(envoy, mongo_server.stop, mongo_server.start)
     assert status == 500, reply
     assert elapsed < 3.0
     assert redis_client.llen("dramatiq:mail") == before
 
 
+@external_mongodb
 def test_mongodb_that_stalls_answers_500_within_3_seconds(envoy, mongo_server):
-    if "MAILROOM_TEST_MONGODB_URI" in os.environ:
-        pytest.skip("the external MongoDB cannot be paused by the tests")
-    os.kill(mongo_server.pid, signal.SIGSTOP)  # accepts connections, answers nothing
-    try:
-        start = time.monotonic()
-        status, _, reply = envoy.request("POST", "/api/email", BODY)
-        elapsed = time.monotonic() - start
-    finally:
-        os.kill(mongo_server.pid, signal.SIGCONT)
+    # SIGSTOP: the kernel still accepts connections, nothing answers.
+    status, reply, elapsed = post_during_outage(
+        envoy,
+        lambda: os.kill(mongo_server.pid, signal.SIGSTOP),
+        lambda: os.kill(mongo_server.pid, signal.SIGCONT),
+    )
     assert status == 500, reply
     assert elapsed < 3.0
 
 
 def test_redis_unreachable_answers_201_and_keeps_the_email_queued(envoy, redis_server, store):
-    redis_server.stop()
-    try:
-        start = time.monotonic()
-        status, _, reply = envoy.request("POST", "/api/email", BODY)
-        elapsed = time.monotonic() - start
-    finally:
-        redis_server.start()
+    status, reply, elapsed = post_during_outage(envoy, redis_server.stop, redis_server.start)
     assert status == 201, reply
     assert elapsed < 3.0
     assert Email.objects(id=reply["id"]).first().status == "QUEUED"
