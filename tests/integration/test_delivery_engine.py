@@ -358,7 +358,14 @@ def test_every_provider_down_retries_with_growing_delays_then_dead_letter_and_re
     provider_a.script(default=SERVER_ERROR)
     provider_b.script(default=SERVER_ERROR)
     # A high threshold keeps the breakers closed: this is about the email's own retries.
-    env = engine_env(provider_a, provider_b, MAILROOM_BREAKER__FAIL_MAX="100")
+    # Backoffs well above Dramatiq's ~1 s polling of delayed messages, so their growth shows.
+    env = engine_env(
+        provider_a,
+        provider_b,
+        MAILROOM_BREAKER__FAIL_MAX="100",
+        MAILROOM_RETRY__MIN_BACKOFF_MS="1500",
+        MAILROOM_RETRY__MAX_BACKOFF_MS="20000",
+    )
     start_worker(**env)
 
     email_id = send(mail_client, "doomed")
@@ -372,9 +379,10 @@ def test_every_provider_down_retries_with_growing_delays_then_dead_letter_and_re
         provider_a.for_email(email_id) + provider_b.for_email(email_id), key=lambda r: r.start
     )
     gaps = [later.start - earlier.end for earlier, later in itertools.pairwise(requests)]
-    # Backoff with jitter: the n-th wait is in [min·2ⁿ⁻¹/2, min·2ⁿ⁻¹] (min 300 ms).
+    # Backoff with jitter: the n-th wait is in [min·2ⁿ⁻¹/2, min·2ⁿ⁻¹] (min 1.5 s), plus up to
+    # ~1 s of Dramatiq's delay polling; so the third wait (≥ 3 s) beats the first (≤ 2.5 s).
     for n, gap in enumerate(gaps, start=1):
-        assert gap >= 0.3 * 2 ** (n - 1) / 2 - 0.05, gaps
+        assert gap >= 1.5 * 2 ** (n - 1) / 2 - 0.05, gaps
     assert gaps[2] > gaps[0], gaps
 
     listing = admin(admin_env(env), "dead-letters", "list", "--json")

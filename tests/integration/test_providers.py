@@ -480,7 +480,7 @@ def test_ses_sends_the_raw_mime_signed_with_sigv4(fake: HTTPServer) -> None:
     ("status", "code", "expected"),
     [
         (400, "MessageRejected", PermanentError),
-        (400, "MailFromDomainNotVerifiedException", PermanentError),
+        (400, "MailFromDomainNotVerifiedException", MisconfiguredError),
         (400, "BadRequestException", PermanentError),
         (429, "TooManyRequestsException", ThrottledError),
         (403, "UnrecognizedClientException", MisconfiguredError),
