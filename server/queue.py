@@ -69,14 +69,6 @@ class DeliveryQueue:
         with map_redis_errors():
             self.broker.enqueue(message, delay=delay_ms)
 
-    def ping(self) -> bool:
-        """Return whether Redis answers."""
-        try:
-            with map_redis_errors():
-                return bool(self.broker.client.ping())
-        except QueueUnavailable:
-            return False
-
     def close(self) -> None:
         """Release the broker's connections."""
         self.broker.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import grpc
 from bson import ObjectId
@@ -83,10 +83,10 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
         context.send_initial_metadata(((HTTP_STATUS_METADATA, "201"),))
         return mail_pb2.SendEmailResponse(id=str(email.id))
 
-    def _enqueue(self, email_id: str, status: str, send_at: object) -> None:
+    def _enqueue(self, email_id: str, status: str, send_at: datetime | None) -> None:
         delay_ms: int | None = None
         if status == Status.SCHEDULED and send_at is not None:
-            delay = send_at - utcnow()  # type: ignore[operator]
+            delay = send_at - utcnow()
             delay_ms = max(0, int(delay.total_seconds() * 1000))
         try:
             self._queue.enqueue_delivery(email_id, delay_ms=delay_ms)

@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import NoReturn
 
 import dramatiq
@@ -232,7 +232,7 @@ def _record_failure(
     owner: str,
     provider: str,
     exc: DeliveryError,
-    started_at: object,
+    started_at: datetime,
     start: float,
     settings: Settings,
     router: Router,

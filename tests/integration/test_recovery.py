@@ -62,6 +62,14 @@ def received_ids(sink) -> Counter[str]:
     return Counter(str(m.message["Message-ID"]) for m in sink.messages)
 
 
+def wait_sent(client, email_id: str) -> None:
+    wait_until(
+        lambda: status(client, email_id) == mail_pb2.EMAIL_STATUS_SENT,
+        timeout=10,
+        message=f"email {email_id} SENT",
+    )
+
+
 def status(client, email_id: str) -> int:
     return client.GetEmail(mail_pb2.GetEmailRequest(id=email_id), timeout=10).email.status
 
@@ -141,11 +149,7 @@ def test_email_accepted_while_redis_is_down_is_delivered_after_the_rescan(
         timeout=20,
         message="email accepted while Redis was down delivered after the rescan",
     )
-    wait_until(
-        lambda: status(mail_client, email_id) == mail_pb2.EMAIL_STATUS_SENT,
-        timeout=10,
-        message="email SENT",
-    )
+    wait_sent(mail_client, email_id)
 
 
 def test_worker_killed_mid_delivery_is_replaced_after_the_lease_and_sent_once(
@@ -172,11 +176,7 @@ def test_worker_killed_mid_delivery_is_replaced_after_the_lease_and_sent_once(
         timeout=20,
         message="another worker delivered the email",
     )
-    wait_until(
-        lambda: status(mail_client, email_id) == mail_pb2.EMAIL_STATUS_SENT,
-        timeout=10,
-        message="email SENT",
-    )
+    wait_sent(mail_client, email_id)
     assert len(messages) == 1
     assert messages[0].received_at.replace(tzinfo=None) >= killed.lease_expires_at
     email = mail_client.GetEmail(mail_pb2.GetEmailRequest(id=email_id)).email
@@ -206,11 +206,7 @@ def test_a_claim_cut_short_by_a_kill_does_not_block_the_email_forever(
         timeout=20,
         message="the email delivered past the dead worker's turn",
     )
-    wait_until(
-        lambda: status(mail_client, email_id) == mail_pb2.EMAIL_STATUS_SENT,
-        timeout=10,
-        message="email SENT",
-    )
+    wait_sent(mail_client, email_id)
 
 
 def test_two_schedulers_rescanning_at_once_enqueue_each_email_once(
