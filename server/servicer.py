@@ -75,13 +75,13 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
         # The key stays bound even if this insert fails or times out: a retry with the same key
         # and payload (same fingerprint) stores the email under the reserved id if it is not
         # there yet, so an answered id always names a stored email, and never two.
-        email, created = repository.ensure_email(
+        email = repository.ensure_email(
             new, message_id_domain=self._settings.message_id_domain, email_id=email_id
         )
-        if created:
-            self._enqueue(str(email.id), email.status, email.send_at)
+        if email.created:
+            self._enqueue(email.id, email.status, email.send_at)
         context.send_initial_metadata(((HTTP_STATUS_METADATA, "201"),))
-        return mail_pb2.SendEmailResponse(id=str(email.id))
+        return mail_pb2.SendEmailResponse(id=email.id)
 
     def _enqueue(self, email_id: str, status: str, send_at: datetime | None) -> None:
         delay_ms: int | None = None

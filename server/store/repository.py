@@ -15,7 +15,7 @@ from typing import Any
 
 from bson import ObjectId
 from bson.errors import InvalidId
-from mongoengine.errors import MongoEngineException, NotUniqueError
+from mongoengine.errors import MongoEngineException
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from server.errors import AlreadyExists, FailedPrecondition, NotFound, StorageUnavailable
@@ -70,6 +70,44 @@ def make_message_id(email_id: str, domain: str) -> str:
     return f"<{email_id}@{domain}>"
 
 
+def new_email_document(
+    new: NewEmail, *, message_id_domain: str, email_id: ObjectId, now: datetime
+) -> dict[str, Any]:
+    """Return the BSON document of a new :class:`Email`, as ``Email(...).to_mongo()`` would.
+
+    Built by hand because it is the API's hot path: the mongoengine document costs about a
+    tenth of a SendEmail's CPU. A unit test keeps the two equal.
+    """
+    scheduled = new.send_at is not None and new.send_at > now
+    document: dict[str, Any] = {
+        "_id": email_id,
+        "status": str(Status.SCHEDULED if scheduled else Status.QUEUED),
+        "to": list(new.to),
+        "cc": list(new.cc),
+        "bcc": list(new.bcc),
+        "subject": new.subject,
+        "text": new.text,
+        "html": new.html,
+        "from_address": new.from_address,
+        "reply_to": new.reply_to,
+        "message_id": make_message_id(str(email_id), message_id_domain),
+        "created_at": now,
+        "updated_at": now,
+        "claim_generation": 0,
+        "attempt_count": 0,
+        "provider_attempts": {},
+        "provider": "",
+        "provider_message_id": "",
+        "last_error": "",
+        "attempts": [],
+    }
+    if new.idempotency_key:
+        document["idempotency_key"] = new.idempotency_key
+    if new.send_at is not None:
+        document["send_at"] = new.send_at
+    return document
+
+
 def create_email(
     new: NewEmail, *, message_id_domain: str, email_id: ObjectId | None = None
 ) -> Email:
@@ -86,34 +124,25 @@ def create_email(
     Raises:
         StorageUnavailable: MongoDB is unreachable or refused the write.
     """
-    now = utcnow()
-    oid = email_id or ObjectId()
-    scheduled = new.send_at is not None and new.send_at > now
-    email = Email(
-        id=oid,
-        status=Status.SCHEDULED if scheduled else Status.QUEUED,
-        to=new.to,
-        cc=new.cc,
-        bcc=new.bcc,
-        subject=new.subject,
-        text=new.text,
-        html=new.html,
-        from_address=new.from_address,
-        reply_to=new.reply_to,
-        message_id=make_message_id(str(oid), message_id_domain),
-        idempotency_key=new.idempotency_key or None,
-        created_at=now,
-        updated_at=now,
-        send_at=new.send_at,
+    document = new_email_document(
+        new, message_id_domain=message_id_domain, email_id=email_id or ObjectId(), now=utcnow()
     )
     with map_mongo_errors():
-        email.save(force_insert=True, validate=False)
-    return email
+        Email._get_collection().insert_one(document)
+    return Email._from_son(document)  # type: ignore[no-any-return]
 
 
-def ensure_email(
-    new: NewEmail, *, message_id_domain: str, email_id: ObjectId
-) -> tuple[Email, bool]:
+@dataclass(frozen=True)
+class Accepted:
+    """What the API needs to answer and enqueue an accepted email."""
+
+    id: str
+    status: Status
+    send_at: datetime | None
+    created: bool
+
+
+def ensure_email(new: NewEmail, *, message_id_domain: str, email_id: ObjectId) -> Accepted:
     """Store the email under ``email_id`` unless a request with the same idempotency key did.
 
     Args:
@@ -122,17 +151,23 @@ def ensure_email(
         email_id: The id reserved with the idempotency key.
 
     Returns:
-        The email, and whether this call created it.
+        The email's id, status and ``send_at``, and whether this call created it.
 
     Raises:
         StorageUnavailable: MongoDB is unreachable or refused the write.
     """
+    document = new_email_document(
+        new, message_id_domain=message_id_domain, email_id=email_id, now=utcnow()
+    )
     try:
-        return create_email(new, message_id_domain=message_id_domain, email_id=email_id), True
+        with map_mongo_errors():
+            Email._get_collection().insert_one(document)
+        return Accepted(str(email_id), Status(document["status"]), new.send_at, created=True)
     except StorageUnavailable as exc:
-        if not isinstance(exc.__cause__, NotUniqueError | DuplicateKeyError):
+        if not isinstance(exc.__cause__, DuplicateKeyError):
             raise
-    return get_email(str(email_id)), False
+    email = get_email(str(email_id))
+    return Accepted(str(email.id), Status(email.status), email.send_at, created=False)
 
 
 def get_email(email_id: str) -> Email:
