@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -19,6 +20,7 @@ from server.queue import DeliveryQueue
 from server.servicer import MailServicer
 from server.settings import Settings, get_settings
 from server.store.connection import connect, ensure_indexes_in_background
+from server.supervisor import supervise
 
 log = logging.getLogger("server")
 
@@ -26,9 +28,15 @@ SERVICE_NAME = mail_pb2.DESCRIPTOR.services_by_name["MailService"].full_name
 
 
 def build_server(
-    settings: Settings, queue: DeliveryQueue
+    settings: Settings, queue: DeliveryQueue, *, reuse_port: bool = False
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     """Build the gRPC server (not started) and bind its port.
+
+    Args:
+        settings: The process settings.
+        queue: Where delivery messages go.
+        reuse_port: Share the port with sibling servers (``SO_REUSEPORT``). Off otherwise, so a
+            second API started by mistake on a busy port fails instead of splitting traffic.
 
     Returns:
         The server, the bound port (useful with port 0), and its health servicer.
@@ -47,7 +55,7 @@ def build_server(
         options=[
             ("grpc.max_receive_message_length", max_message),
             ("grpc.max_send_message_length", max_message),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", int(reuse_port)),
         ],
     )
     mail_pb2_grpc.add_MailServiceServicer_to_server(  # type: ignore[no-untyped-call]
@@ -66,10 +74,8 @@ def build_server(
     return server, port, health_servicer
 
 
-def main() -> None:
-    """Run the API until SIGINT or SIGTERM."""
-    settings = get_settings()
-    configure_logging(settings.log_level)
+def serve(settings: Settings, *, reuse_port: bool = False) -> None:
+    """Run one API server until SIGINT or SIGTERM, then drain in-flight requests."""
     connect(
         settings.mongodb_uri,
         timeout_ms=settings.mongodb_timeout_ms,
@@ -79,7 +85,7 @@ def main() -> None:
     queue = DeliveryQueue(
         settings.redis_url, settings.queue_name, timeout_seconds=settings.redis_timeout_seconds
     )
-    server, port, health_servicer = build_server(settings, queue)
+    server, port, health_servicer = build_server(settings, queue, reuse_port=reuse_port)
     server.start()
     log.info("mailroom-api listening on %s:%d", settings.grpc_host, port)
 
@@ -97,6 +103,20 @@ def main() -> None:
     server.stop(grace=5).wait()
     queue.close()
     log.info("mailroom-api stopped")
+
+
+def main() -> None:
+    """Run the API (one server, or ``MAILROOM_API_PROCESSES`` on one port) until stopped."""
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    if settings.api_processes <= 1:
+        serve(settings)
+        return
+    if settings.grpc_port == 0:
+        raise SystemExit("MAILROOM_API_PROCESSES > 1 needs a fixed MAILROOM_GRPC_PORT, not 0")
+    raise SystemExit(
+        supervise(settings.api_processes, functools.partial(serve, settings, reuse_port=True))
+    )
 
 
 if __name__ == "__main__":

@@ -117,6 +117,8 @@ class Settings(BaseSettings):
     grpc_host: str = "0.0.0.0"
     grpc_port: int = 50051
     grpc_max_workers: int = 32
+    # API server processes sharing grpc_port (SO_REUSEPORT): one Python process uses one core.
+    api_processes: int = Field(default=1, ge=1, le=64)
     # The transport limit: above the email limit, so an oversized email gets a field violation
     # naming it rather than a transport error; matches Envoy's 32 MiB body limit.
     grpc_max_message_bytes: int = 32 * MiB

@@ -1,0 +1,107 @@
+"""MAILROOM_API_PROCESSES: several API servers on one port, supervised by ``mailroom-api``."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from helpers import wait_until
+from mailroom.v1 import mail_pb2, mail_pb2_grpc
+from mailroom_processes import ApiProcess
+
+REQUEST = mail_pb2.SendEmailRequest(to=["a@example.com"], title="hi", content="hello")
+CLIENTS = 16  # the chance that the kernel puts all on one server: 2 in 65536
+
+
+def servers(supervisor: ApiProcess) -> list[int]:
+    pid = supervisor.pid
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def connections_held(pid: int, port: int) -> int:
+    """How many established TCP connections to ``port`` the process ``pid`` holds."""
+    established = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":
+                established.add(f"socket:[{fields[9]}]")
+    held = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            held += os.readlink(fd) in established
+        except OSError:  # closed meanwhile
+            continue
+    return held
+
+
+def send_from_new_clients(api: ApiProcess, count: int) -> tuple[list[str], dict[int, int]]:
+    """Send one email from each of ``count`` clients, each with a connection of its own.
+
+    Returns:
+        The email ids, and how many of the clients' connections each API server holds.
+    """
+    channels = [
+        grpc.insecure_channel(api.target, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(count)
+    ]
+    try:
+        ids = [
+            mail_pb2_grpc.MailServiceStub(channel).SendEmail(REQUEST, timeout=10).id
+            for channel in channels
+        ]
+        # Every client's connection is still open: count who holds them.
+        return ids, {pid: connections_held(pid, api.port) for pid in servers(api)}
+    finally:
+        for channel in channels:
+            channel.close()
+
+
+@pytest.fixture
+def api_pair(service_env, tmp_path) -> Iterator[ApiProcess]:
+    """``mailroom-api`` with MAILROOM_API_PROCESSES=2, both servers up."""
+    api = ApiProcess({**service_env, "MAILROOM_API_PROCESSES": "2"}, tmp_path / "api.log")
+    api.start()
+    try:
+        wait_until(lambda: len(servers(api)) == 2, timeout=15, message="two API servers")
+        yield api
+    finally:
+        api.stop()
+
+
+def test_two_api_processes_share_one_port_and_the_clients(api_pair, mail_client) -> None:
+    ids, held = send_from_new_clients(api_pair, CLIENTS)
+
+    assert len(set(ids)) == CLIENTS
+    for email_id in ids:  # stored in the shared database, whichever process took it
+        email = mail_client.GetEmail(mail_pb2.GetEmailRequest(id=email_id), timeout=5).email
+        assert email.id == email_id
+    assert sum(held.values()) == CLIENTS, held
+    assert all(count > 0 for count in held.values()), f"connections per server: {held}"
+
+
+def test_a_killed_api_process_is_replaced_and_sigterm_stops_them_all(api_pair) -> None:
+    first, second = servers(api_pair)
+    os.kill(first, signal.SIGKILL)
+
+    wait_until(
+        lambda: len(servers(api_pair)) == 2 and first not in servers(api_pair),
+        timeout=15,
+        message="the killed API server replaced",
+    )
+    replaced = servers(api_pair)
+    assert second in replaced
+    assert "exited with status -9; starting another" in api_pair.log_path.read_text()
+    # New clients are answered by both servers, the replacement included.
+    ids, held = send_from_new_clients(api_pair, CLIENTS)
+    assert len(set(ids)) == CLIENTS
+    assert sorted(held) == sorted(replaced)
+    assert all(count > 0 for count in held.values()), f"connections per server: {held}"
+
+    assert api_pair.stop() == 0
+    assert not any(Path(f"/proc/{pid}").exists() for pid in replaced)
