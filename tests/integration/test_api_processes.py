@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import signal
 from collections.abc import Iterator
@@ -10,9 +12,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from helpers import wait_until
+from helpers import free_port, wait_until
 from mailroom.v1 import mail_pb2, mail_pb2_grpc
 from mailroom_processes import ApiProcess
+from server.devtools.envoy_config import write_envoy_config
+from server.devtools.services import start_envoy
 
 REQUEST = mail_pb2.SendEmailRequest(to=["a@example.com"], title="hi", content="hello")
 CLIENTS = 16  # the chance that the kernel puts all on one server: 2 in 65536
@@ -105,3 +109,32 @@ def test_a_killed_api_process_is_replaced_and_sigterm_stops_them_all(api_pair) -
 
     assert api_pair.stop() == 0
     assert not any(Path(f"/proc/{pid}").exists() for pid in replaced)
+
+
+def test_envoy_spreads_rest_clients_over_both_api_processes(api_pair, tmp_path) -> None:
+    port, admin_port = free_port(), free_port()
+    config = write_envoy_config(
+        tmp_path / "envoy.yaml", listen_port=port, admin_port=admin_port, api_port=api_pair.port
+    )
+    envoy = start_envoy(config, admin_port)
+    clients = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(CLIENTS)]
+    try:
+        body = json.dumps({"to": ["a@example.com"], "title": "hi", "content": "hello"})
+        answers = []
+        for client in clients:
+            client.request("POST", "/api/email", body, {"content-type": "application/json"})
+            response = client.getresponse()
+            answers.append((response.status, json.loads(response.read())["id"]))
+        # Envoy keeps an upstream connection per client connection, so each server holds some.
+        held = {pid: connections_held(pid, api_pair.port) for pid in servers(api_pair)}
+    finally:
+        for client in clients:
+            client.close()
+        envoy.stop()
+
+    assert {status for status, _ in answers} == {201}
+    assert len({email_id for _, email_id in answers}) == CLIENTS
+    # At least one upstream connection per client (plus Envoy's health checks)...
+    assert sum(held.values()) >= CLIENTS, f"Envoy's connections per server: {held}"
+    # ...and clients on both servers: more than the one health-check connection each.
+    assert all(count >= 2 for count in held.values()), f"Envoy's connections per server: {held}"
