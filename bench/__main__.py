@@ -15,6 +15,7 @@ run, and the API process's resident memory. Numbers, not assertions: the machine
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import sys
@@ -24,11 +25,9 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
-import httpx
 import pymongo
 import redis
 from bson import ObjectId
@@ -36,6 +35,8 @@ from bson import ObjectId
 from mailroom.v1 import mail_pb2, mail_pb2_grpc
 from server.devtools.envoy_config import write_envoy_config
 from server.devtools.services import ManagedProcess, start_envoy, start_ferretdb, start_redis
+from server.store.documents import utcnow
+from server.store.repository import NewEmail, new_email_document
 
 BIN = Path(sys.executable).parent
 BODY = {
@@ -93,27 +94,23 @@ def run_load(call: Callable[[], None], concurrency: int, seconds: float) -> dict
     }
 
 
+RAW_EMAIL = NewEmail(
+    to=BODY["to"],
+    cc=BODY["cc"],
+    subject=BODY["title"],
+    text=BODY["content"],
+    from_address="Mailroom <mailroom@localhost>",
+)
+
+
 def raw_call(db: pymongo.database.Database, client: redis.Redis) -> Callable[[], None]:
     """The baseline: one insert plus one Dramatiq-shaped enqueue, no API in between."""
 
     def call() -> None:
         oid = ObjectId()
-        now = datetime.now(UTC)
+        # The very document the API stores for BODY (same fields, same size).
         db.emails.insert_one(
-            {
-                "_id": oid,
-                "status": "QUEUED",
-                "to": BODY["to"],
-                "cc": BODY["cc"],
-                "bcc": [],
-                "subject": BODY["title"],
-                "text": BODY["content"],
-                "from_address": "Mailroom <mailroom@localhost>",
-                "message_id": f"<{oid}@bench>",
-                "created_at": now,
-                "updated_at": now,
-                "attempts": [],
-            }
+            new_email_document(RAW_EMAIL, message_id_domain="bench", email_id=oid, now=utcnow())
         )
         message_id = str(uuid.uuid4())
         payload = json.dumps(
@@ -144,10 +141,22 @@ def rss_mb(pid: int) -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
+def api_server_pids(pid: int) -> list[int]:
+    """The API's server processes: the forked children of a supervisor, or ``pid`` itself."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(child) for child in children] or [pid]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=4.0, help="duration of each cell")
     parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument(
+        "--api-processes",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="MAILROOM_API_PROCESSES of the API under test (default: one per core)",
+    )
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
 
@@ -166,6 +175,7 @@ def main() -> int:
             "MAILROOM_GRPC_HOST": "127.0.0.1",
             "MAILROOM_GRPC_PORT": str(api_port),
             "MAILROOM_LOG_LEVEL": "WARNING",
+            "MAILROOM_API_PROCESSES": str(args.api_processes),
         }
         target = f"127.0.0.1:{api_port}"
 
@@ -187,21 +197,47 @@ def main() -> int:
         mongo = pymongo.MongoClient(mongo_uri, maxPoolSize=128)
         db = mongo.get_default_database()
         rclient = redis.Redis.from_url(rds.url, max_connections=128)
-        channel = grpc.insecure_channel(target)
-        stub = mail_pb2_grpc.MailServiceStub(channel)
+        # Each load thread is a client of its own (its own channel, so its own connection), as
+        # the internal services calling Mailroom are; with several API processes the kernel
+        # spreads those connections among them.
+        channels: list[grpc.Channel] = []
+        connections: list[http.client.HTTPConnection] = []
+        local = threading.local()
+
+        def stub() -> mail_pb2_grpc.MailServiceStub:
+            if not hasattr(local, "stub"):
+                channel = grpc.insecure_channel(
+                    target, options=[("grpc.use_local_subchannel_pool", 1)]
+                )
+                channels.append(channel)
+                local.stub = mail_pb2_grpc.MailServiceStub(channel)
+            return local.stub  # type: ignore[no-any-return]
+
         request = mail_pb2.SendEmailRequest(**BODY)
-        http = httpx.Client(
-            base_url=f"http://127.0.0.1:{rest_port}",
-            limits=httpx.Limits(max_connections=128, max_keepalive_connections=128),
-        )
 
         def grpc_call() -> None:
-            stub.SendEmail(request, timeout=10)
+            stub().SendEmail(request, timeout=10)
+
+        body = json.dumps(BODY).encode()
+        headers = {"content-type": "application/json"}
 
         def rest_call() -> None:
-            resp = http.post("/api/email", json=BODY, timeout=10)
-            if resp.status_code != 201:
-                raise RuntimeError(resp.status_code)
+            # http.client, one keep-alive connection per load thread: the load generator shares
+            # the two cores with what it measures, and httpx costs about twice its CPU per call.
+            conn = getattr(local, "http", None)
+            if conn is None:
+                conn = local.http = http.client.HTTPConnection("127.0.0.1", rest_port, timeout=10)
+                connections.append(conn)
+            try:
+                conn.request("POST", "/api/email", body=body, headers=headers)
+                resp = conn.getresponse()
+                resp.read()
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                del local.http
+                raise
+            if resp.status != 201:
+                raise RuntimeError(resp.status)
 
         # Warm up every path (connections, FerretDB's tables, Envoy's clusters).
         for call in (raw_call(db, rclient), grpc_call, rest_call):
@@ -228,15 +264,21 @@ def main() -> int:
                 cells = (level, f"{r['rps']:.1f}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}")
                 cells += (int(r["errors"]), f"{ratio:.2f}")
                 print(f"{name:<5} " + " ".join(f"{c:>8}" for c in cells))
-        rss, peak = rss_mb(api.pid or 0)
-        print(f"API resident memory: {rss:.0f} MB now, {peak:.0f} MB peak (target < 150 MB)")
+        for pid in api_server_pids(api.pid or 0):
+            rss, peak = rss_mb(pid)
+            print(
+                f"API process {pid} resident memory: {rss:.0f} MB now, {peak:.0f} MB peak "
+                "(target < 150 MB)"
+            )
         if 16 in levels:
             g = results[("grpc", 16)]["rps"] / results[("raw", 16)]["rps"]
             r = results[("rest", 16)]["rps"] / results[("raw", 16)]["rps"]
             print(f"at concurrency 16: grpc/raw = {g:.2f} (target ≥ 0.6), ", end="")
             print(f"rest/raw = {r:.2f} (target ≥ 0.5)")
-        http.close()
-        channel.close()
+        for conn in connections:
+            conn.close()
+        for channel in channels:
+            channel.close()
         mongo.close()
         rclient.close()
     finally:
