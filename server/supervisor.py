@@ -13,6 +13,7 @@ replaces a server that died on its own, so one crash does not shrink the pool fo
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -24,6 +25,21 @@ log = logging.getLogger("server.supervisor")
 
 # A server that keeps dying is not replaced faster than this.
 RESPAWN_DELAY_SECONDS = 1.0
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Have the kernel SIGTERM this process when the supervisor dies (Linux), even by SIGKILL.
+
+    Otherwise a killed supervisor would leave its servers holding the port.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the servers outlive a SIGKILLed supervisor
+        return
+    if os.getppid() != parent:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def supervise(processes: int, serve: Callable[[], None]) -> int:
@@ -38,6 +54,7 @@ def supervise(processes: int, serve: Callable[[], None]) -> int:
     """
     stopping = False
     children: dict[int, int] = {}  # pid → slot
+    supervisor = os.getpid()
 
     def spawn(slot: int) -> None:
         pid = os.fork()
@@ -46,6 +63,7 @@ def supervise(processes: int, serve: Callable[[], None]) -> int:
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
+                _exit_with_parent(supervisor)
                 serve()
                 status = 0
             except BaseException:

@@ -138,3 +138,14 @@ def test_envoy_spreads_rest_clients_over_both_api_processes(api_pair, tmp_path) 
     assert sum(held.values()) >= CLIENTS, f"Envoy's connections per server: {held}"
     # ...and clients on both servers: more than the one health-check connection each.
     assert all(count >= 2 for count in held.values()), f"Envoy's connections per server: {held}"
+
+
+def test_servers_stop_when_the_supervisor_is_killed(api_pair) -> None:
+    children = servers(api_pair)
+    os.kill(api_pair.pid, signal.SIGKILL)
+
+    wait_until(
+        lambda: not any(Path(f"/proc/{pid}").exists() for pid in children),
+        timeout=15,
+        message="no API server left holding the port after its supervisor was SIGKILLed",
+    )
