@@ -14,7 +14,7 @@ from server.convert import email_to_proto
 from server.errors import QueueUnavailable
 from server.queue import DeliveryQueue
 from server.settings import Settings
-from server.store import repository
+from server.store import idempotency, repository
 from server.store.documents import Status, utcnow
 from server.validation import validate_send_request
 
@@ -63,7 +63,7 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
         )
         email_id = ObjectId()
         if new.idempotency_key:
-            existing = repository.reserve_idempotency_key(
+            existing = idempotency.reserve_idempotency_key(
                 new.idempotency_key,
                 _fingerprint(request),
                 str(email_id),

@@ -21,7 +21,7 @@ import dramatiq
 
 from server.errors import NotFound, StorageUnavailable
 from server.settings import Settings
-from server.store import repository
+from server.store import claims, dead_letters, repository
 from server.store.documents import Attempt, Email, Outcome, Status, utcnow
 from workers.mime import build_outgoing
 from workers.mta.base import (
@@ -90,7 +90,7 @@ def deliver(email_id: str, *, settings: Settings, router: Router) -> Status | No
     """
     token = uuid.uuid4().hex
     owner = worker_id()
-    claim = repository.claim_email(
+    claim = claims.claim_email(
         email_id, token=token, owner=owner, lease_seconds=settings.lease_seconds
     )
     if claim is None:
@@ -112,7 +112,7 @@ def deliver(email_id: str, *, settings: Settings, router: Router) -> Status | No
         if choice.provider is None:
             _wait_for_a_provider(email, token, owner, choice.retry_in)
         provider = choice.provider
-        repository.set_attempt_provider(email_id, token, provider)
+        claims.set_attempt_provider(email_id, token, provider)
         outgoing = build_outgoing(email)
     except RetryDelivery:
         raise
@@ -138,7 +138,7 @@ def deliver(email_id: str, *, settings: Settings, router: Router) -> Status | No
         response=result.response,
         worker=owner,
     )
-    if not repository.record_sent(
+    if not claims.record_sent(
         email_id, token, attempt, provider_message_id=result.provider_message_id
     ):
         log.error("email %s: sent, but the lease was lost before SENT was recorded", email_id)
@@ -169,7 +169,7 @@ def _retry_if_leased(email_id: str) -> None:
 def _release(email_id: str, token: str, error: str) -> None:
     """Put a claimed email back to RETRYING without an attempt (nothing was sent)."""
     try:
-        repository.record_failed_attempt(
+        claims.record_failed_attempt(
             email_id, token, None, status=Status.RETRYING, error=error, next_attempt_at=utcnow()
         )
     except StorageUnavailable:
@@ -192,9 +192,7 @@ def _give_up_if_overdue(email: Email, token: str, settings: Settings) -> None:
     error = (
         f"gave up after {waited.total_seconds() / 3600:.1f} h: {email.last_error or 'no provider'}"
     )
-    repository.record_failed_attempt(
-        str(email.id), token, None, status=Status.RETRYING, error=error
-    )
+    claims.record_failed_attempt(str(email.id), token, None, status=Status.RETRYING, error=error)
     raise RetryDelivery(error, delay=0, exhausted=True)
 
 
@@ -215,7 +213,7 @@ def _wait_for_a_provider(email: Email, token: str, owner: str, retry_in: float) 
             error="no provider available (circuit breakers open or credentials refused)",
             worker=owner,
         )
-    repository.record_failed_attempt(
+    claims.record_failed_attempt(
         str(email.id),
         token,
         attempt,
@@ -254,9 +252,7 @@ def _record_failure(
         worker=owner,
     )
     if isinstance(exc, PermanentError):
-        repository.record_failed_attempt(
-            email_id, token, attempt, status=Status.FAILED, error=error
-        )
+        claims.record_failed_attempt(email_id, token, attempt, status=Status.FAILED, error=error)
         log.warning("email %s: permanently rejected: %s", email_id, error)
         return Status.FAILED
 
@@ -271,7 +267,7 @@ def _record_failure(
         if isinstance(exc, ThrottledError) and exc.retry_after is not None:
             delay = max(delay, int(exc.retry_after * 1000))
     next_at = utcnow() + timedelta(milliseconds=delay)
-    repository.record_failed_attempt(
+    claims.record_failed_attempt(
         email_id,
         token,
         attempt,
@@ -310,17 +306,17 @@ def dead_letter(message: dict[str, object], retries: int, max_retries: int) -> S
     reason = (
         f"retries exhausted after {len(email.attempts)} attempts; last error: {email.last_error}"
     )
-    failed = repository.fail_unclaimed(email_id, reason)
+    failed = claims.fail_unclaimed(email_id, reason)
     if failed is None:
         current = repository.get_email(email_id)
-        if current.status == Status.FAILED and not repository.has_dead_letter(email_id):
+        if current.status == Status.FAILED and not dead_letters.has_dead_letter(email_id):
             # A retry of this actor after FAILED was written but the record was not.
-            repository.save_dead_letter(
+            dead_letters.save_dead_letter(
                 email_id, reason=current.last_error, retries=retries, message=message
             )
             return None
         log.info("dead letter for email %s ignored: final, or a live attempt holds it", email_id)
         return None
-    repository.save_dead_letter(email_id, reason=reason, retries=retries, message=message)
+    dead_letters.save_dead_letter(email_id, reason=reason, retries=retries, message=message)
     log.error("email %s FAILED: %s", email_id, reason)
     return Status.FAILED

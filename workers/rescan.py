@@ -26,7 +26,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from server.errors import QueueUnavailable
-from server.store import pending, repository
+from server.store import dead_letters, pending
 from server.store.documents import Status
 from server.store.pending import PENDING_STATUSES, PendingEmail
 
@@ -210,7 +210,9 @@ def _fail(email: PendingEmail, result: RescanResult) -> None:
         result.skipped += 1
         return
     result.failed.append(email.id)
-    repository.save_dead_letter(email.id, reason=reason, retries=email.failed_attempts, message={})
+    dead_letters.save_dead_letter(
+        email.id, reason=reason, retries=email.failed_attempts, message={}
+    )
     log.error("email %s FAILED by the rescan: %s", email.id, reason)
 
 

@@ -49,7 +49,7 @@ from server.errors import MailroomError
 from server.logs import configure_logging
 from server.queue import DeliveryQueue
 from server.settings import Settings, get_settings
-from server.store import repository
+from server.store import idempotency, repository
 from server.store.connection import connect, ensure_indexes_in_background
 from server.store.documents import Status, utcnow
 from workers.broker import setup_broker
@@ -165,7 +165,7 @@ class Jobs:
 
     def purge(self) -> dict[str, int]:
         """Delete expired idempotency keys and old email turns; return how many of each."""
-        keys = repository.purge_idempotency_keys()
+        keys = idempotency.purge_idempotency_keys()
         turns = repository.purge_turns(TURNS_KEPT)
         log.info("purged %d expired idempotency keys and %d old email turns", keys, turns)
         return {"purged": keys, "purged_turns": turns}

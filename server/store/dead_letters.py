@@ -1,7 +1,7 @@
 """Dead letters: emails whose retries ran out, listed and replayed by ``mailroom-admin``.
 
-The ``dead_letter`` actor writes the records (:func:`server.store.repository.save_dead_letter`);
-this module reads them and puts their emails back on the way.
+The ``dead_letter`` actor writes the records (:func:`save_dead_letter`); ``mailroom-admin``
+reads them and puts their emails back on the way.
 """
 
 from __future__ import annotations
@@ -14,10 +14,34 @@ from bson import ObjectId
 from bson.errors import InvalidId
 
 from server.errors import NotFound
-from server.store.documents import DeadLetter, Email, Status
-from server.store.repository import map_mongo_errors, take_turn
+from server.store.documents import DeadLetter, Email, Status, utcnow
+from server.store.repository import get_email, map_mongo_errors, take_turn
 
 log = logging.getLogger(__name__)
+
+
+def save_dead_letter(
+    email_id: str, *, reason: str, retries: int, message: dict[str, Any]
+) -> DeadLetter:
+    """Keep (or refresh) the dead-letter record of an email, with its attempts, for analysis."""
+    email = get_email(email_id)
+    record = DeadLetter(
+        email_id=email_id,
+        failed_at=utcnow(),
+        last_error=reason,
+        retries=retries,
+        attempts=list(email.attempts),
+        message=message,
+    )
+    with map_mongo_errors():
+        record.save(validate=False)
+    return record
+
+
+def has_dead_letter(email_id: str) -> bool:
+    """Whether the email has a dead-letter record."""
+    with map_mongo_errors():
+        return DeadLetter.objects(email_id=email_id).first() is not None
 
 
 def list_dead_letters(*, include_replayed: bool = False, limit: int = 0) -> list[DeadLetter]:

@@ -1,7 +1,10 @@
-"""Repository functions: every read and state change of emails, one atomic operation each.
+"""Repository functions: storing, reading and cancelling emails, and turns (one writer each).
 
 pymongo and mongoengine exceptions are translated here, in :func:`map_mongo_errors`, and nowhere
-else: callers see :class:`server.errors.StorageUnavailable`.
+else: callers see :class:`server.errors.StorageUnavailable`. The other store modules build on
+this one: :mod:`~server.store.claims` (workers' claims and outcomes),
+:mod:`~server.store.idempotency`, :mod:`~server.store.dead_letters` and
+:mod:`~server.store.pending` (the rescan's queries).
 """
 
 from __future__ import annotations
@@ -18,14 +21,10 @@ from bson.errors import InvalidId
 from mongoengine.errors import MongoEngineException
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from server.errors import AlreadyExists, FailedPrecondition, NotFound, StorageUnavailable
+from server.errors import FailedPrecondition, NotFound, StorageUnavailable
 from server.store.documents import (
-    FINAL_STATUSES,
-    Attempt,
-    DeadLetter,
     Email,
     EmailTurn,
-    IdempotencyKey,
     Status,
     utcnow,
 )
@@ -58,7 +57,12 @@ class NewEmail:
     idempotency_key: str = ""
 
 
-def _object_id(email_id: str) -> ObjectId:
+def parse_email_id(email_id: str) -> ObjectId:
+    """Return the ObjectId of an email id.
+
+    Raises:
+        NotFound: The id is malformed (so no such email).
+    """
     try:
         return ObjectId(email_id)
     except (InvalidId, TypeError) as exc:
@@ -177,7 +181,7 @@ def get_email(email_id: str) -> Email:
         NotFound: No such email (or a malformed id).
         StorageUnavailable: MongoDB is unreachable.
     """
-    oid = _object_id(email_id)
+    oid = parse_email_id(email_id)
     with map_mongo_errors():
         email = Email.objects(id=oid).first()
     if email is None:
@@ -212,64 +216,7 @@ def cancel_email(email_id: str) -> Email:
     )
 
 
-# --- idempotency keys -------------------------------------------------------------------------
-
-
-def reserve_idempotency_key(
-    key: str, fingerprint: str, email_id: str, *, ttl: timedelta
-) -> str | None:
-    """Bind ``key`` to ``email_id`` unless it is already bound.
-
-    Args:
-        key: The client's idempotency key.
-        fingerprint: A hash of the request payload.
-        email_id: The id the new email will get.
-        ttl: How long the key is honoured.
-
-    Returns:
-        None when the key is new (the caller creates the email), else the first email's id.
-
-    Raises:
-        AlreadyExists: The key was used with a different payload.
-    """
-    now = utcnow()
-    for _ in range(3):
-        try:
-            with map_mongo_errors():
-                IdempotencyKey(
-                    key=key,
-                    fingerprint=fingerprint,
-                    email_id=email_id,
-                    created_at=now,
-                    expires_at=now + ttl,
-                ).save(force_insert=True, validate=False)
-            return None
-        except StorageUnavailable as exc:
-            if not isinstance(exc.__cause__, DuplicateKeyError) and "duplicate key" not in str(exc):
-                raise
-        with map_mongo_errors():
-            existing = IdempotencyKey.objects(key=key).first()
-            if existing is not None and existing.expires_at <= now:
-                # An expired key is free again; delete it only if it is still the expired one.
-                IdempotencyKey.objects(key=key, expires_at__lte=now).delete()
-                continue
-        if existing is None:
-            continue
-        if existing.fingerprint != fingerprint:
-            raise AlreadyExists(
-                f"idempotency key {key!r} was already used with a different request"
-            )
-        return str(existing.email_id)
-    raise StorageUnavailable(f"could not reserve idempotency key {key!r}")
-
-
-def purge_idempotency_keys(now: datetime | None = None) -> int:
-    """Delete expired idempotency keys; return how many."""
-    with map_mongo_errors():
-        return int(IdempotencyKey.objects(expires_at__lte=now or utcnow()).delete())
-
-
-# --- claims and outcomes (used by workers) ----------------------------------------------------
+# --- turns: one writer per state change ------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -387,197 +334,3 @@ def purge_turns(older_than: timedelta, now: datetime | None = None) -> int:
     cutoff = (now or utcnow()) - older_than
     with map_mongo_errors():
         return int(EmailTurn.objects(created_at__lt=cutoff).delete())
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A worker's hold on an email.
-
-    Attributes:
-        email: The email as it is after the claim (SENDING).
-        token: The lease token; every later update is conditional on it.
-        interrupted: The previous holder's lease expired during a send: the provider may have
-            accepted the email already.
-        previous_owner: Who held the expired lease.
-    """
-
-    email: Email
-    token: str
-    interrupted: bool
-    previous_owner: str
-
-
-def is_claimable(email: Email, now: datetime) -> bool:
-    """Whether a worker may take the email now.
-
-    QUEUED, RETRYING, SCHEDULED whose ``send_at`` has passed, and SENDING whose lease expired
-    (its worker died).
-    """
-    if email.status in (Status.QUEUED, Status.RETRYING):
-        return True
-    if email.status == Status.SCHEDULED:
-        return email.send_at is None or email.send_at <= now
-    if email.status == Status.SENDING:
-        return email.lease_expires_at is None or email.lease_expires_at < now
-    return False
-
-
-def claim_email(email_id: str, *, token: str, owner: str, lease_seconds: float) -> Claim | None:
-    """Take an email for delivery, exclusively (see :func:`take_turn`).
-
-    Returns:
-        The claim, or None when the email is final, held by a live lease, not due yet, or
-        another worker claimed it first.
-    """
-
-    def lease(before: Email, now: datetime) -> dict[str, Any]:
-        changes: dict[str, Any] = {
-            "set__status": Status.SENDING,
-            "set__lease_token": token,
-            "set__lease_owner": owner,
-            "set__lease_expires_at": now + timedelta(seconds=lease_seconds),
-        }
-        if before.status == Status.SENDING:
-            # The one window where a duplicate is possible: record it for operators.
-            changes["push__attempts"] = Attempt(
-                provider=before.provider or "",
-                started_at=before.updated_at,
-                duration_ms=(now - before.updated_at).total_seconds() * 1000,
-                outcome="INTERRUPTED",
-                error=(
-                    f"worker {before.lease_owner} lost its lease while sending; the provider "
-                    "may have accepted the email; the next attempt reuses the Message-ID"
-                ),
-                worker=before.lease_owner or "",
-            )
-        return changes
-
-    try:
-        turn = take_turn(
-            email_id,
-            purpose="claim",
-            allowed=is_claimable,
-            updates=lease,
-            owner=owner,
-            # A claimer that died right after its turn is a worker that died holding a lease.
-            takeover=timedelta(seconds=lease_seconds),
-        )
-    except NotFound:
-        return None
-    if turn is None:
-        return None
-    interrupted = turn.before.status == Status.SENDING
-    return Claim(turn.email, token, interrupted, turn.before.lease_owner or "")
-
-
-def set_attempt_provider(email_id: str, token: str, provider: str) -> None:
-    """Note which provider the current attempt uses (shown if the worker dies mid-send)."""
-    with map_mongo_errors():
-        Email.objects(id=_object_id(email_id), lease_token=token).update_one(
-            set__provider=provider, set__updated_at=utcnow()
-        )
-
-
-def _attempt_updates(attempt: Attempt) -> dict[str, Any]:
-    updates: dict[str, Any] = {"push__attempts": attempt, "inc__attempt_count": 1}
-    if attempt.provider:
-        updates[f"inc__provider_attempts__{attempt.provider}"] = 1
-    return updates
-
-
-def record_sent(email_id: str, token: str, attempt: Attempt, *, provider_message_id: str) -> bool:
-    """Mark the email SENT with its attempt. Returns False if the lease was lost."""
-    now = utcnow()
-    with map_mongo_errors():
-        updated = Email.objects(id=_object_id(email_id), lease_token=token).update_one(
-            set__status=Status.SENT,
-            set__sent_at=now,
-            set__updated_at=now,
-            set__provider=attempt.provider,
-            set__provider_message_id=provider_message_id,
-            set__last_error="",
-            unset__lease_token=True,
-            unset__lease_expires_at=True,
-            **_attempt_updates(attempt),
-        )
-    return bool(updated)
-
-
-def record_failed_attempt(
-    email_id: str,
-    token: str,
-    attempt: Attempt | None,
-    *,
-    status: Status,
-    error: str,
-    next_attempt_at: datetime | None = None,
-) -> bool:
-    """Record an unsuccessful attempt and move the email to ``status`` (RETRYING or FAILED).
-
-    Returns:
-        False if the lease was lost to another worker (nothing written).
-    """
-    now = utcnow()
-    updates: dict[str, Any] = {
-        "set__status": status,
-        "set__updated_at": now,
-        "set__last_error": error,
-        "unset__lease_token": True,
-        "unset__lease_expires_at": True,
-    }
-    if next_attempt_at is not None:
-        updates["set__next_attempt_at"] = next_attempt_at
-    if attempt is not None:
-        updates.update(_attempt_updates(attempt))
-    with map_mongo_errors():
-        updated = Email.objects(id=_object_id(email_id), lease_token=token).update_one(**updates)
-    return bool(updated)
-
-
-def fail_unclaimed(email_id: str, error: str) -> Email | None:
-    """Mark an email FAILED (its retries ran out) unless it is final or a live lease holds it.
-
-    Returns:
-        The email after the update, or None when nothing was changed.
-    """
-
-    def failable(email: Email, now: datetime) -> bool:
-        if email.status in FINAL_STATUSES:
-            return False
-        live = email.status == Status.SENDING and (email.lease_expires_at or now) > now
-        return not live
-
-    def fail(_email: Email, _now: datetime) -> dict[str, Any]:
-        return {
-            "set__status": Status.FAILED,
-            "set__last_error": error,
-            "unset__lease_token": True,
-            "unset__lease_expires_at": True,
-        }
-
-    turn = take_turn(email_id, purpose="fail", allowed=failable, updates=fail)
-    return turn.email if turn is not None else None
-
-
-def save_dead_letter(
-    email_id: str, *, reason: str, retries: int, message: dict[str, Any]
-) -> DeadLetter:
-    """Keep (or refresh) the dead-letter record of an email, with its attempts, for analysis."""
-    email = get_email(email_id)
-    record = DeadLetter(
-        email_id=email_id,
-        failed_at=utcnow(),
-        last_error=reason,
-        retries=retries,
-        attempts=list(email.attempts),
-        message=message,
-    )
-    with map_mongo_errors():
-        record.save(validate=False)
-    return record
-
-
-def has_dead_letter(email_id: str) -> bool:
-    """Whether the email has a dead-letter record."""
-    with map_mongo_errors():
-        return DeadLetter.objects(email_id=email_id).first() is not None

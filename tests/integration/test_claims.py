@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from server.errors import FailedPrecondition
-from server.store import repository
+from server.store import claims, repository
 from server.store.documents import Status
 
 
@@ -46,7 +46,7 @@ def test_one_of_many_concurrent_claims_wins(store, trial):
     email_id = new_email()
     results, errors = race(
         8,
-        lambda i: repository.claim_email(email_id, token=f"t{i}", owner=f"w{i}", lease_seconds=60),
+        lambda i: claims.claim_email(email_id, token=f"t{i}", owner=f"w{i}", lease_seconds=60),
     )
     assert errors == []
     winners = [r for r in results if r is not None]
@@ -62,7 +62,7 @@ def test_cancel_and_claim_race_has_one_winner(store, trial):
 
     def contend(i):
         if i % 2:
-            return repository.claim_email(email_id, token=f"t{i}", owner=f"w{i}", lease_seconds=60)
+            return claims.claim_email(email_id, token=f"t{i}", owner=f"w{i}", lease_seconds=60)
         try:
             return repository.cancel_email(email_id)
         except FailedPrecondition:
@@ -72,16 +72,16 @@ def test_cancel_and_claim_race_has_one_winner(store, trial):
     assert errors == []
     winners = [r for r in results if r is not None]
     assert len(winners) == 1
-    expected = Status.SENDING if isinstance(winners[0], repository.Claim) else Status.CANCELLED
+    expected = Status.SENDING if isinstance(winners[0], claims.Claim) else Status.CANCELLED
     assert repository.get_email(email_id).status == expected
 
 
 def test_an_expired_lease_is_taken_over_once(store):
     email_id = new_email()
-    assert repository.claim_email(email_id, token="dead", owner="dead", lease_seconds=-1)
+    assert claims.claim_email(email_id, token="dead", owner="dead", lease_seconds=-1)
     results, _ = race(
         6,
-        lambda i: repository.claim_email(email_id, token=f"t{i}", owner=f"w{i}", lease_seconds=60),
+        lambda i: claims.claim_email(email_id, token=f"t{i}", owner=f"w{i}", lease_seconds=60),
     )
     winners = [r for r in results if r is not None]
     assert len(winners) == 1

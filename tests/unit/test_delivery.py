@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import pytest
 
-from server.store import repository
+from server.store import claims, dead_letters, repository
 from server.store.documents import Email, Status, utcnow
 from workers.delivery import RetryDelivery, backoff_ms, dead_letter, deliver
 from workers.mta.base import (
@@ -65,7 +65,7 @@ def test_duplicate_message_sends_once(store, settings):
 
 def test_live_lease_blocks_a_second_worker(store, settings):
     email = new_email()
-    claim = repository.claim_email(str(email.id), token="t1", owner="w1", lease_seconds=60)
+    claim = claims.claim_email(str(email.id), token="t1", owner="w1", lease_seconds=60)
     assert claim is not None
     smtp = ScriptedProvider("smtp")
     with pytest.raises(RetryDelivery) as info:
@@ -119,15 +119,15 @@ def test_an_email_waiting_past_the_cap_goes_to_the_dead_letters(store, settings)
 
 def test_dead_letter_record_is_written_on_a_retry(store, settings):
     email = new_email()
-    repository.fail_unclaimed(str(email.id), "retries exhausted after 4 attempts; last error: x")
-    assert not repository.has_dead_letter(str(email.id))
+    claims.fail_unclaimed(str(email.id), "retries exhausted after 4 attempts; last error: x")
+    assert not dead_letters.has_dead_letter(str(email.id))
     assert dead_letter({"args": [str(email.id)]}, retries=3, max_retries=3) is None
-    assert repository.has_dead_letter(str(email.id))
+    assert dead_letters.has_dead_letter(str(email.id))
 
 
 def test_expired_lease_is_taken_over_and_recorded(store, settings):
     email = new_email()
-    repository.claim_email(str(email.id), token="t1", owner="dead-worker", lease_seconds=-1)
+    claims.claim_email(str(email.id), token="t1", owner="dead-worker", lease_seconds=-1)
     smtp = ScriptedProvider("smtp")
     assert (
         deliver(str(email.id), settings=settings, router=Router({"smtp": smtp}, ["smtp"]))
