@@ -28,7 +28,8 @@ from server.queue import DeliveryQueue
 from server.settings import Settings, get_settings
 from server.store import dead_letters
 from server.store.connection import connect
-from workers.breakers import BreakerBoard, RedisState, connect_redis
+from workers.breaker_state import RedisState, connect_redis
+from workers.breakers import BreakerBoard
 from workers.mta.registry import build_providers, close_providers
 from workers.strategy import Strategy
 

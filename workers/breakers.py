@@ -24,7 +24,8 @@ two:
     breaker (the email waits for its Retry-After), and it does not erase the 5xx failures counted
     before it.
   - ``MisconfiguredError`` (401/403): the router takes the provider out of rotation instead
-    (:meth:`SharedState.take_out`), shared through Redis for ``out_of_rotation_seconds``.
+    (:meth:`~workers.breaker_state.SharedState.take_out`), shared through Redis for
+    ``out_of_rotation_seconds``.
 
 Half-open probes are limited to one at a time across all processes (pybreaker's half-open state
 lets every concurrent call through): the first email to find a breaker due takes a probe slot
@@ -35,18 +36,15 @@ and sends; other emails go to other providers meanwhile.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
 
 import pybreaker
-import redis
 
 from server.settings import Settings
+from workers.breaker_state import SharedState
 from workers.mta.base import TransientError
 
 log = logging.getLogger(__name__)
@@ -54,215 +52,6 @@ log = logging.getLogger(__name__)
 STATE_CLOSED = pybreaker.STATE_CLOSED
 STATE_OPEN = pybreaker.STATE_OPEN
 STATE_HALF_OPEN = pybreaker.STATE_HALF_OPEN
-
-KEY_PREFIX = "mailroom:breaker"
-# A provider refusing our credentials stays out of rotation this long, then one email tries it
-# again (credentials may have been fixed meanwhile; `mailroom-admin providers reset` is faster).
-OUT_OF_ROTATION_SECONDS = 600.0
-
-
-def breaker_namespace(name: str) -> str:
-    """Return the Redis namespace of provider ``name``'s breaker (pybreaker adds its own keys)."""
-    return f"{KEY_PREFIX}:{name}"
-
-
-def connect_redis(settings: Settings) -> redis.Redis:
-    """Return a Redis client for breaker state.
-
-    pybreaker's Redis storage decodes bytes itself, so the client must not decode responses.
-    """
-    return redis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.redis_timeout_seconds,
-        socket_connect_timeout=settings.redis_timeout_seconds,
-        health_check_interval=30,
-    )
-
-
-class SharedState(Protocol):
-    """Where breakers, probe slots and out-of-rotation marks live: Redis, or this process."""
-
-    def storage(self, name: str) -> pybreaker.CircuitBreakerStorage:
-        """Return the pybreaker storage of provider ``name``'s breaker."""
-        ...
-
-    def acquire_probe(self, name: str, token: str, ttl_seconds: float) -> bool:
-        """Take provider ``name``'s probe slot for ``token``; False when another holds it."""
-        ...
-
-    def release_probe(self, name: str, token: str | None = None) -> None:
-        """Free the probe slot if ``token`` holds it (any holder when ``token`` is None)."""
-        ...
-
-    def probing(self, name: str) -> bool:
-        """Return whether a probe of provider ``name`` is in flight."""
-        ...
-
-    def take_out(self, name: str, reason: str, seconds: float) -> None:
-        """Keep provider ``name`` out of rotation for ``seconds``."""
-        ...
-
-    def out_of_rotation(self, name: str) -> tuple[str, float] | None:
-        """Return (reason, seconds left) while provider ``name`` is out of rotation, else None."""
-        ...
-
-    def restore(self, name: str) -> None:
-        """Put provider ``name`` back into rotation."""
-        ...
-
-
-class MemoryState:
-    """Breaker state in this process only (unit tests, or running without Redis)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._storages: dict[str, pybreaker.CircuitMemoryStorage] = {}
-        self._probes: dict[str, tuple[str, float]] = {}
-        self._out: dict[str, tuple[str, float]] = {}
-
-    def storage(self, name: str) -> pybreaker.CircuitBreakerStorage:
-        """Return (creating once) the in-memory storage of ``name``."""
-        with self._lock:
-            if name not in self._storages:
-                self._storages[name] = pybreaker.CircuitMemoryStorage(STATE_CLOSED)
-            return self._storages[name]
-
-    def acquire_probe(self, name: str, token: str, ttl_seconds: float) -> bool:
-        """Take the probe slot unless a live one is held."""
-        now = time.monotonic()
-        with self._lock:
-            held = self._probes.get(name)
-            if held is not None and held[1] > now:
-                return False
-            self._probes[name] = (token, now + ttl_seconds)
-            return True
-
-    def release_probe(self, name: str, token: str | None = None) -> None:
-        """Free the probe slot held by ``token`` (or by anyone)."""
-        with self._lock:
-            held = self._probes.get(name)
-            if held is not None and (token is None or held[0] == token):
-                del self._probes[name]
-
-    def probing(self, name: str) -> bool:
-        """Return whether a live probe slot is held."""
-        with self._lock:
-            held = self._probes.get(name)
-            return held is not None and held[1] > time.monotonic()
-
-    def take_out(self, name: str, reason: str, seconds: float) -> None:
-        """Mark ``name`` out of rotation until ``seconds`` from now."""
-        with self._lock:
-            self._out[name] = (reason, time.monotonic() + seconds)
-
-    def out_of_rotation(self, name: str) -> tuple[str, float] | None:
-        """Return the reason and seconds left, or None."""
-        with self._lock:
-            mark = self._out.get(name)
-        if mark is None:
-            return None
-        left = mark[1] - time.monotonic()
-        return (mark[0], left) if left > 0 else None
-
-    def restore(self, name: str) -> None:
-        """Forget the out-of-rotation mark."""
-        with self._lock:
-            self._out.pop(name, None)
-
-
-# Compare-and-delete: only the probe's holder frees the slot (a slow probe whose slot expired
-# and was taken by another worker must not free the new holder's).
-_RELEASE_IF_HOLDER = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
-return 0
-"""
-
-
-class RedisState:
-    """Breaker state shared by every process through Redis.
-
-    Keys, per provider ``name``: pybreaker's under ``mailroom:breaker:{name}:pybreaker:*``,
-    ``mailroom:breaker:{name}:probe`` (the probe slot) and
-    ``mailroom:breaker:{name}:out-of-rotation`` (the reason, expiring).
-
-    When Redis fails, breakers fall back to closed (pybreaker's behaviour) and probes are allowed:
-    without Redis the queue is down too, and refusing sends would only add a second outage.
-
-    Args:
-        client: A Redis client that does not decode responses.
-    """
-
-    def __init__(self, client: redis.Redis) -> None:
-        self.client = client
-        self._release = client.register_script(_RELEASE_IF_HOLDER)
-
-    @staticmethod
-    def _key(name: str, what: str) -> str:
-        return f"{breaker_namespace(name)}:{what}"
-
-    def storage(self, name: str) -> pybreaker.CircuitBreakerStorage:
-        """Return pybreaker's Redis storage in ``name``'s own namespace."""
-        return pybreaker.CircuitRedisStorage(
-            STATE_CLOSED, self.client, namespace=breaker_namespace(name)
-        )
-
-    def acquire_probe(self, name: str, token: str, ttl_seconds: float) -> bool:
-        """``SET NX PX``: one probe at a time across every process."""
-        try:
-            return bool(
-                self.client.set(
-                    self._key(name, "probe"), token, nx=True, px=max(int(ttl_seconds * 1000), 1)
-                )
-            )
-        except redis.RedisError:
-            log.warning("provider %s: Redis unavailable, probing without a slot", name)
-            return True
-
-    def release_probe(self, name: str, token: str | None = None) -> None:
-        """Free the slot if ``token`` holds it (any holder when None)."""
-        try:
-            if token is None:
-                self.client.delete(self._key(name, "probe"))
-            else:
-                self._release(keys=[self._key(name, "probe")], args=[token])
-        except redis.RedisError:
-            log.warning("provider %s: could not free the probe slot (it expires)", name)
-
-    def probing(self, name: str) -> bool:
-        """Return whether the slot is held."""
-        try:
-            return bool(self.client.exists(self._key(name, "probe")))
-        except redis.RedisError:
-            return False
-
-    def take_out(self, name: str, reason: str, seconds: float) -> None:
-        """Set the expiring out-of-rotation mark."""
-        try:
-            self.client.set(
-                self._key(name, "out-of-rotation"), reason, px=max(int(seconds * 1000), 1)
-            )
-        except redis.RedisError:
-            log.warning("provider %s: Redis unavailable, out-of-rotation mark not shared", name)
-
-    def out_of_rotation(self, name: str) -> tuple[str, float] | None:
-        """Return the mark's reason and its remaining TTL."""
-        key = self._key(name, "out-of-rotation")
-        try:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.get(key)
-            pipe.pttl(key)
-            reason, pttl = pipe.execute()
-        except redis.RedisError:
-            return None
-        if reason is None:
-            return None
-        left = pttl / 1000 if isinstance(pttl, int) and pttl > 0 else 0.0
-        text = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
-        return text, left
-
-    def restore(self, name: str) -> None:
-        """Delete the mark."""
-        self.client.delete(self._key(name, "out-of-rotation"))
 
 
 @dataclass(frozen=True)
@@ -453,7 +242,7 @@ class BreakerBoard:
 
     Args:
         names: The providers.
-        shared: Where the state lives (:class:`RedisState` in workers).
+        shared: Where the state lives (:class:`~workers.breaker_state.RedisState` in workers).
         fail_max: Consecutive transient failures that open a breaker.
         reset_timeout: Seconds before an open breaker allows a probe.
         probe_ttl: Longest a probe slot is held.

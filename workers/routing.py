@@ -20,14 +20,13 @@ import redis
 
 from server.settings import Settings
 from server.store.documents import Email
-from workers.breakers import (
+from workers.breaker_state import (
     OUT_OF_ROTATION_SECONDS,
-    BreakerBoard,
-    BreakerStatus,
     MemoryState,
     RedisState,
     connect_redis,
 )
+from workers.breakers import BreakerBoard, BreakerStatus
 from workers.mta.base import OutgoingEmail, Provider, SendResult
 from workers.strategy import (
     DEFAULT_PER_PROVIDER_ATTEMPTS,

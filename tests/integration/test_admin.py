@@ -13,7 +13,8 @@ import pytest
 from helpers import free_port, wait_until
 from mailroom.v1 import mail_pb2
 from server.store.documents import DeadLetter, Email
-from workers.breakers import BreakerBoard, RedisState
+from workers.breaker_state import RedisState
+from workers.breakers import BreakerBoard
 from workers.mta.base import TransientError
 
 BIN = Path(sys.executable).parent

@@ -23,7 +23,8 @@ import pytest
 
 from helpers import free_port, wait_until
 from mailroom.v1 import mail_pb2
-from workers.breakers import BreakerBoard, RedisState
+from workers.breaker_state import RedisState
+from workers.breakers import BreakerBoard
 
 BIN = Path(sys.executable).parent
 SENT = mail_pb2.EMAIL_STATUS_SENT

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from workers.breakers import MemoryState, ProviderBreaker
+from workers.breaker_state import MemoryState
+from workers.breakers import ProviderBreaker
 from workers.mta.base import MisconfiguredError, PermanentError, ThrottledError, TransientError
 
 

@@ -7,7 +7,8 @@ from collections import Counter
 import pytest
 
 from server.store.documents import Email
-from workers.breakers import BreakerBoard, MemoryState
+from workers.breaker_state import MemoryState
+from workers.breakers import BreakerBoard
 from workers.mta.base import SendResult, TransientError
 from workers.routing import Router
 from workers.strategy import ProviderHealth, Strategy, parse_groups
