@@ -68,9 +68,13 @@ def build_server(
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+    address = f"{settings.grpc_host}:{settings.grpc_port}"
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:  # grpcio raises where older versions returned 0
+        raise SystemExit(f"cannot bind {address}: the port is in use or not available") from exc
     if port == 0:
-        raise SystemExit(f"cannot bind {settings.grpc_host}:{settings.grpc_port}")
+        raise SystemExit(f"cannot bind {address}: the port is in use or not available")
     return server, port, health_servicer
 
 

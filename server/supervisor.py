@@ -7,7 +7,9 @@ gRPC's own multiprocessing example: nothing gRPC is created before the fork, so 
 builds its own server, MongoDB client and Redis connections.
 
 The supervisor forwards SIGTERM and SIGINT to the servers (each drains its requests) and
-replaces a server that died on its own, so one crash does not shrink the pool for good.
+replaces a server that died on its own, so one crash does not shrink the pool for good. Servers
+that keep dying right after they start (a port held by another program, a bad setting) are not
+restarted forever: the supervisor stops and exits 1, so the service manager sees the failure.
 """
 
 from __future__ import annotations
@@ -23,8 +25,12 @@ from types import FrameType
 
 log = logging.getLogger("server.supervisor")
 
-# A server that keeps dying is not replaced faster than this.
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+# A server that keeps dying is not replaced faster than this...
 RESPAWN_DELAY_SECONDS = 1.0
+# ...and not at all when servers die this soon after starting, this many times in a row.
+EARLY_EXIT_SECONDS = 10.0
+MAX_EARLY_EXITS = 3
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
@@ -50,60 +56,87 @@ def supervise(processes: int, serve: Callable[[], None]) -> int:
         serve: Runs one server until SIGTERM; called in each child after the fork.
 
     Returns:
-        The exit status for the supervisor: 0 after a requested stop.
+        The exit status for the supervisor: 0 after a requested stop, 1 when the servers kept
+        exiting right after they started (a port held by another program, a bad setting).
     """
     stopping = False
-    children: dict[int, int] = {}  # pid → slot
+    gave_up = False
+    children: dict[int, tuple[int, float]] = {}  # pid → (slot, started at)
+    early_exits = 0
     supervisor = os.getpid()
 
     def spawn(slot: int) -> None:
-        pid = os.fork()
-        if pid == 0:  # the child: a plain server from here on
-            status = 1
-            try:
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
-                _exit_with_parent(supervisor)
-                serve()
-                status = 0
-            except BaseException:
-                log.exception("API server %d crashed", slot)
-            finally:
-                logging.shutdown()
-                os._exit(status)
-        children[pid] = slot
+        # Stop signals stay blocked from before the fork until the child has its own handlers
+        # and the parent has registered the child: none is lost, none runs the wrong handler.
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            pid = os.fork()
+            if pid == 0:  # the child: a plain server from here on
+                status = 1
+                try:
+                    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                    signal.signal(signal.SIGINT, signal.SIG_DFL)
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+                    _exit_with_parent(supervisor)
+                    serve()
+                    status = 0
+                except SystemExit as exc:  # a refusal with its own message (cannot bind…)
+                    log.error("API server %d could not run: %s", slot, exc)
+                except BaseException:
+                    log.exception("API server %d crashed", slot)
+                finally:
+                    logging.shutdown()
+                    os._exit(status)
+            children[pid] = (slot, time.monotonic())
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         log.info("API server %d started (pid %d)", slot, pid)
 
-    def stop(signum: int, _frame: FrameType | None) -> None:
+    def stop_all() -> None:
         nonlocal stopping
         stopping = True
-        log.info("signal %d: stopping %d API servers", signum, len(children))
         for pid in list(children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: stopping %d API servers", signum, len(children))
+        stop_all()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     for slot in range(processes):
+        if stopping:
+            break
         spawn(slot)
     while children:
         try:
             pid, status = os.wait()
         except ChildProcessError:
             break
-        slot = children.pop(pid, -1)
-        if slot < 0:
+        if pid not in children:
             continue
+        slot, started = children.pop(pid)
         if stopping:
             continue
-        log.error(
-            "API server %d (pid %d) exited with status %d; starting another",
-            slot,
-            pid,
-            os.waitstatus_to_exitcode(status),
-        )
+        early_exits = early_exits + 1 if time.monotonic() - started < EARLY_EXIT_SECONDS else 0
+        code = os.waitstatus_to_exitcode(status)
+        if early_exits >= MAX_EARLY_EXITS:
+            log.error(
+                "API server %d (pid %d) exited with status %d: %d servers in a row died within "
+                "%gs of starting; giving up",
+                slot,
+                pid,
+                code,
+                early_exits,
+                EARLY_EXIT_SECONDS,
+            )
+            gave_up = True
+            stop_all()
+            continue
+        log.error("API server %d (pid %d) exited with status %d; starting another", slot, pid, code)
         time.sleep(RESPAWN_DELAY_SECONDS)
         if not stopping:
             spawn(slot)
     log.info("all API servers stopped")
-    return 0
+    return 1 if gave_up else 0

@@ -6,6 +6,8 @@ import http.client
 import json
 import os
 import signal
+import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,11 +16,12 @@ import pytest
 
 from helpers import free_port, wait_until
 from mailroom.v1 import mail_pb2, mail_pb2_grpc
-from mailroom_processes import ApiProcess
+from mailroom_processes import BIN, ApiProcess
 from server.devtools.envoy_config import write_envoy_config
 from server.devtools.services import start_envoy
 
 REQUEST = mail_pb2.SendEmailRequest(to=["a@example.com"], title="hi", content="hello")
+ESTABLISHED, LISTEN = "01", "0A"  # TCP states in /proc/net/tcp
 CLIENTS = 16  # the chance that the kernel puts all on one server: 2 in 65536
 
 
@@ -27,21 +30,45 @@ def servers(supervisor: ApiProcess) -> list[int]:
     return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
-def connections_held(pid: int, port: int) -> int:
-    """How many established TCP connections to ``port`` the process ``pid`` holds."""
-    established = set()
+def _sockets(port: int, state: str) -> set[str]:
+    """The inodes (as fd link targets) of TCP sockets on local ``port`` in ``state``."""
+    found = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
             fields = line.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":
-                established.add(f"socket:[{fields[9]}]")
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == state:
+                found.add(f"socket:[{fields[9]}]")
+    return found
+
+
+def _held(pid: int, sockets: set[str]) -> int:
     held = 0
     for fd in Path(f"/proc/{pid}/fd").iterdir():
         try:
-            held += os.readlink(fd) in established
+            held += os.readlink(fd) in sockets
         except OSError:  # closed meanwhile
             continue
     return held
+
+
+def connections_held(pid: int, port: int) -> int:
+    """How many established TCP connections to ``port`` the process ``pid`` holds."""
+    return _held(pid, _sockets(port, ESTABLISHED))
+
+
+def all_listening(api: ApiProcess, count: int) -> bool:
+    """Whether ``count`` API servers run and each has its listening socket on the port."""
+    pids = servers(api)
+    listening = _sockets(api.port, LISTEN)
+    return len(pids) == count and all(_held(pid, listening) for pid in pids)
+
+
+def gone(pid: int) -> bool:
+    """Whether the process has exited (a zombie waiting to be reaped counts as exited)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
 
 
 def send_from_new_clients(api: ApiProcess, count: int) -> tuple[list[str], dict[int, int]]:
@@ -72,7 +99,7 @@ def api_pair(service_env, tmp_path) -> Iterator[ApiProcess]:
     api = ApiProcess({**service_env, "MAILROOM_API_PROCESSES": "2"}, tmp_path / "api.log")
     api.start()
     try:
-        wait_until(lambda: len(servers(api)) == 2, timeout=15, message="two API servers")
+        wait_until(lambda: all_listening(api, 2), timeout=15, message="two API servers listening")
         yield api
     finally:
         api.stop()
@@ -94,9 +121,9 @@ def test_a_killed_api_process_is_replaced_and_sigterm_stops_them_all(api_pair) -
     os.kill(first, signal.SIGKILL)
 
     wait_until(
-        lambda: len(servers(api_pair)) == 2 and first not in servers(api_pair),
+        lambda: first not in servers(api_pair) and all_listening(api_pair, 2),
         timeout=15,
-        message="the killed API server replaced",
+        message="the killed API server replaced, and the replacement listening",
     )
     replaced = servers(api_pair)
     assert second in replaced
@@ -108,7 +135,7 @@ def test_a_killed_api_process_is_replaced_and_sigterm_stops_them_all(api_pair) -
     assert all(count > 0 for count in held.values()), f"connections per server: {held}"
 
     assert api_pair.stop() == 0
-    assert not any(Path(f"/proc/{pid}").exists() for pid in replaced)
+    assert all(gone(pid) for pid in replaced)
 
 
 def test_envoy_spreads_rest_clients_over_both_api_processes(api_pair, tmp_path) -> None:
@@ -136,7 +163,7 @@ def test_envoy_spreads_rest_clients_over_both_api_processes(api_pair, tmp_path) 
     assert len({email_id for _, email_id in answers}) == CLIENTS
     # At least one upstream connection per client (plus Envoy's health checks)...
     assert sum(held.values()) >= CLIENTS, f"Envoy's connections per server: {held}"
-    # ...and clients on both servers: more than the one health-check connection each.
+    # ...and clients on both servers: more than Envoy's one health-check connection.
     assert all(count >= 2 for count in held.values()), f"Envoy's connections per server: {held}"
 
 
@@ -145,7 +172,63 @@ def test_servers_stop_when_the_supervisor_is_killed(api_pair) -> None:
     os.kill(api_pair.pid, signal.SIGKILL)
 
     wait_until(
-        lambda: not any(Path(f"/proc/{pid}").exists() for pid in children),
+        lambda: all(gone(pid) for pid in children),
         timeout=15,
         message="no API server left holding the port after its supervisor was SIGKILLed",
+    )
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_an_api_that_cannot_bind_its_port_exits_1_saying_so(service_env, processes) -> None:
+    # Another program holds the port, without SO_REUSEPORT: no server can bind it.
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        env = {
+            **os.environ,
+            **service_env,
+            "MAILROOM_GRPC_HOST": "127.0.0.1",
+            "MAILROOM_GRPC_PORT": str(port),
+            "MAILROOM_API_PROCESSES": processes,
+        }
+        result = subprocess.run(
+            [str(BIN / "mailroom-api")], env=env, capture_output=True, text=True, timeout=60
+        )
+
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert f"cannot bind 127.0.0.1:{port}: the port is in use" in result.stderr
+    if processes != "1":  # the supervisor does not restart servers that can never start
+        assert "died within 10s of starting; giving up" in result.stderr
+
+
+def test_sigterm_while_servers_start_stops_them_all(service_env, tmp_path) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        **service_env,
+        "MAILROOM_GRPC_HOST": "127.0.0.1",
+        "MAILROOM_GRPC_PORT": str(port),
+        "MAILROOM_API_PROCESSES": "4",
+    }
+    log = tmp_path / "api.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(BIN / "mailroom-api")], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        # Stop it while it is still forking its servers.
+        wait_until(
+            lambda: "API server 0 started" in log.read_text(),
+            timeout=15,
+            message="the first API server forked",
+        )
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0, log.read_text()[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # No server left behind on the port.
+    wait_until(
+        lambda: not _sockets(port, LISTEN), timeout=10, message="nothing listening on the port"
     )
