@@ -73,18 +73,21 @@ class Cell:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else 0.0
 
 
-def run_load(call: Callable[[], None], concurrency: int, seconds: float, cell: Cell) -> None:
-    """Call ``call`` from ``concurrency`` threads for ``seconds``; add the results to ``cell``."""
+def run_load(call: Callable[[int], None], concurrency: int, seconds: float, cell: Cell) -> None:
+    """Call ``call(i)`` from threads ``i`` < ``concurrency`` for ``seconds``; add to ``cell``.
+
+    The index lets a path keep one client per thread across rounds (connected once, warm).
+    """
     lock = threading.Lock()
     deadline = time.monotonic() + seconds
 
-    def loop() -> None:
+    def loop(index: int) -> None:
         local: list[float] = []
         failed = 0
         while time.monotonic() < deadline:
             start = time.perf_counter()
             try:
-                call()
+                call(index)
             except Exception:
                 failed += 1
                 continue
@@ -95,7 +98,7 @@ def run_load(call: Callable[[], None], concurrency: int, seconds: float, cell: C
 
     began = time.monotonic()
     with ThreadPoolExecutor(concurrency) as pool:
-        for future in [pool.submit(loop) for _ in range(concurrency)]:
+        for future in [pool.submit(loop, i) for i in range(concurrency)]:
             future.result()
     cell.elapsed += time.monotonic() - began
 
@@ -109,10 +112,10 @@ RAW_EMAIL = NewEmail(
 )
 
 
-def raw_call(db: pymongo.database.Database, client: redis.Redis) -> Callable[[], None]:
+def raw_call(db: pymongo.database.Database, client: redis.Redis) -> Callable[[int], None]:
     """The baseline: one insert plus one Dramatiq-shaped enqueue, no API in between."""
 
-    def call() -> None:
+    def call(_index: int) -> None:
         oid = ObjectId()
         # The very document the API stores for BODY (same fields, same size).
         db.emails.insert_one(
@@ -214,49 +217,41 @@ def main() -> int:
         rclient = redis.Redis.from_url(rds.url, max_connections=128)
         # Each load thread is a client of its own (its own channel, so its own connection), as
         # the internal services calling Mailroom are; with several API processes the kernel
-        # spreads those connections among them.
-        channels: list[grpc.Channel] = []
-        connections: list[http.client.HTTPConnection] = []
-        local = threading.local()
-
-        def stub() -> mail_pb2_grpc.MailServiceStub:
-            if not hasattr(local, "stub"):
-                channel = grpc.insecure_channel(
-                    target, options=[("grpc.use_local_subchannel_pool", 1)]
-                )
-                channels.append(channel)
-                local.stub = mail_pb2_grpc.MailServiceStub(channel)
-            return local.stub  # type: ignore[no-any-return]
-
+        # spreads those connections among them. Made once per thread index, kept warm.
+        most = max(levels)
+        channels = [
+            grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+            for _ in range(most)
+        ]
+        stubs = [mail_pb2_grpc.MailServiceStub(channel) for channel in channels]
         request = mail_pb2.SendEmailRequest(**BODY)
 
-        def grpc_call() -> None:
-            stub().SendEmail(request, timeout=10)
+        def grpc_call(index: int) -> None:
+            stubs[index].SendEmail(request, timeout=10)
 
+        # http.client, a keep-alive connection per load thread: the load generator shares the
+        # two cores with what it measures, and httpx costs about twice its CPU per call.
+        connections = [
+            http.client.HTTPConnection("127.0.0.1", rest_port, timeout=10) for _ in range(most)
+        ]
         body = json.dumps(BODY).encode()
         headers = {"content-type": "application/json"}
 
-        def rest_call() -> None:
-            # http.client, one keep-alive connection per load thread: the load generator shares
-            # the two cores with what it measures, and httpx costs about twice its CPU per call.
-            conn = getattr(local, "http", None)
-            if conn is None:
-                conn = local.http = http.client.HTTPConnection("127.0.0.1", rest_port, timeout=10)
-                connections.append(conn)
+        def rest_call(index: int) -> None:
+            conn = connections[index]
             try:
                 conn.request("POST", "/api/email", body=body, headers=headers)
                 resp = conn.getresponse()
                 resp.read()
             except (OSError, http.client.HTTPException):
-                conn.close()
-                del local.http
+                conn.close()  # reconnects on the next request
                 raise
             if resp.status != 201:
                 raise RuntimeError(resp.status)
 
-        # Warm up every path (connections, FerretDB's tables, Envoy's clusters).
+        # Warm up every path and connect every client (FerretDB's tables, Envoy's clusters).
         for call in (raw_call(db, rclient), grpc_call, rest_call):
-            run_load(call, 4, 0.5, Cell())
+            run_load(call, most, 0.5, Cell())
 
         print(
             f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}; "
@@ -268,16 +263,17 @@ def main() -> int:
         print(header)
         print("-" * len(header))
         results: dict[tuple[str, int], Cell] = {}
-        paths = (("raw", raw_call(db, rclient)), ("grpc", grpc_call), ("rest", rest_call))
+        paths = [("raw", raw_call(db, rclient)), ("grpc", grpc_call), ("rest", rest_call)]
         for level in levels:
-            for _ in range(args.rounds):
-                for name, call in paths:
+            for round_ in range(args.rounds):
+                # Each round starts with another path, so none always follows the same one.
+                for name, call in paths[round_ % 3 :] + paths[: round_ % 3]:
                     run_load(call, level, args.seconds, results.setdefault((name, level), Cell()))
             for name, _call in paths:
-                r = results[(name, level)]
-                ratio = r.rps / results[("raw", level)].rps
-                cells = (level, f"{r.rps:.1f}", f"{r.percentile_ms(0.5):.2f}")
-                cells += (f"{r.percentile_ms(0.99):.2f}", r.errors, f"{ratio:.2f}")
+                cell = results[(name, level)]
+                ratio = cell.rps / results[("raw", level)].rps if results[("raw", level)].rps else 0
+                cells = (level, f"{cell.rps:.1f}", f"{cell.percentile_ms(0.5):.2f}")
+                cells += (f"{cell.percentile_ms(0.99):.2f}", cell.errors, f"{ratio:.2f}")
                 print(f"{name:<5} " + " ".join(f"{c:>8}" for c in cells), flush=True)
         for pid in api_server_pids(api.pid or 0):
             rss, peak = rss_mb(pid)
@@ -285,11 +281,11 @@ def main() -> int:
                 f"API process {pid} resident memory: {rss:.0f} MB now, {peak:.0f} MB peak "
                 "(target < 150 MB)"
             )
-        if 16 in levels:
-            g = results[("grpc", 16)].rps / results[("raw", 16)].rps
-            r = results[("rest", 16)].rps / results[("raw", 16)].rps
-            print(f"at concurrency 16: grpc/raw = {g:.2f} (target ≥ 0.6), ", end="")
-            print(f"rest/raw = {r:.2f} (target ≥ 0.5)")
+        if 16 in levels and results[("raw", 16)].rps:
+            grpc_ratio = results[("grpc", 16)].rps / results[("raw", 16)].rps
+            rest_ratio = results[("rest", 16)].rps / results[("raw", 16)].rps
+            print(f"at concurrency 16: grpc/raw = {grpc_ratio:.2f} (target ≥ 0.6), ", end="")
+            print(f"rest/raw = {rest_ratio:.2f} (target ≥ 0.5)")
         for conn in connections:
             conn.close()
         for channel in channels:
