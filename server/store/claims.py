@@ -13,7 +13,7 @@ from typing import Any
 
 from server.errors import NotFound
 from server.store.documents import FINAL_STATUSES, Attempt, Email, Status, utcnow
-from server.store.repository import map_mongo_errors, parse_email_id, take_turn
+from server.store.repository import failed_updates, map_mongo_errors, parse_email_id, take_turn
 
 
 @dataclass(frozen=True)
@@ -176,13 +176,7 @@ def fail_unclaimed(email_id: str, error: str) -> Email | None:
         live = email.status == Status.SENDING and (email.lease_expires_at or now) > now
         return not live
 
-    def fail(_email: Email, _now: datetime) -> dict[str, Any]:
-        return {
-            "set__status": Status.FAILED,
-            "set__last_error": error,
-            "unset__lease_token": True,
-            "unset__lease_expires_at": True,
-        }
-
-    turn = take_turn(email_id, purpose="fail", allowed=failable, updates=fail)
+    turn = take_turn(
+        email_id, purpose="fail", allowed=failable, updates=lambda _e, _n: failed_updates(error)
+    )
     return turn.email if turn is not None else None

@@ -186,16 +186,13 @@ def fail_stale(email: PendingEmail, *, reason: str) -> bool:
             and current.next_attempt_at == email.next_attempt_at
         )
 
-    def fail(_current: Email, _now: datetime) -> dict[str, Any]:
-        return {
-            "set__status": Status.FAILED,
-            "set__last_error": reason,
-            "unset__lease_token": True,
-            "unset__lease_expires_at": True,
-        }
-
     try:
-        turn = repository.take_turn(email.id, purpose="fail", allowed=unchanged, updates=fail)
+        turn = repository.take_turn(
+            email.id,
+            purpose="fail",
+            allowed=unchanged,
+            updates=lambda _c, _n: repository.failed_updates(reason),
+        )
     except NotFound:
         return False
     return turn is not None

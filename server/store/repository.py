@@ -326,6 +326,16 @@ def take_turn(
     return Turn(before, get_email(email_id), generation)
 
 
+def failed_updates(error: str) -> dict[str, Any]:
+    """The :func:`take_turn` update that makes an email FAILED with ``error``, lease dropped."""
+    return {
+        "set__status": Status.FAILED,
+        "set__last_error": error,
+        "unset__lease_token": True,
+        "unset__lease_expires_at": True,
+    }
+
+
 def purge_turns(older_than: timedelta, now: datetime | None = None) -> int:
     """Delete turns older than ``older_than``; return how many.
 
