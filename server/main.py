@@ -71,10 +71,8 @@ def build_server(
     address = f"{settings.grpc_host}:{settings.grpc_port}"
     try:
         port = server.add_insecure_port(address)
-    except RuntimeError as exc:  # grpcio raises where older versions returned 0
+    except RuntimeError as exc:  # grpcio's "Failed to bind", with no reason given
         raise SystemExit(f"cannot bind {address}: the port is in use or not available") from exc
-    if port == 0:
-        raise SystemExit(f"cannot bind {address}: the port is in use or not available")
     return server, port, health_servicer
 
 

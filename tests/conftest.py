@@ -80,17 +80,21 @@ def _isolate_tests(request: pytest.FixtureRequest) -> Iterator[None]:
             service.start()
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedProcess]:
-    """A redis-server for the session; ``.url`` is ``redis://127.0.0.1:PORT/0``."""
-    _require("redis-server")
-    handle = start_redis(free_port(), tmp_path_factory.mktemp("redis"))
+def _tracked(handle: ManagedProcess) -> Iterator[ManagedProcess]:
+    """Yield a started service, listed in ``_services`` while it runs; stop it afterwards."""
     _services.append(handle)
     try:
         yield handle
     finally:
         _services.remove(handle)
         handle.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedProcess]:
+    """A redis-server for the session; ``.url`` is ``redis://127.0.0.1:PORT/0``."""
+    _require("redis-server")
+    yield from _tracked(start_redis(free_port(), tmp_path_factory.mktemp("redis")))
 
 
 @pytest.fixture(scope="session")
@@ -100,13 +104,7 @@ def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedPr
     Tests that take the database down use this one; ``.uri`` has no database name.
     """
     _require("ferretdb")
-    handle = start_ferretdb(free_port(), tmp_path_factory.mktemp("ferretdb"))
-    _services.append(handle)
-    try:
-        yield handle
-    finally:
-        _services.remove(handle)
-        handle.stop()
+    yield from _tracked(start_ferretdb(free_port(), tmp_path_factory.mktemp("ferretdb")))
 
 
 def _with_database(uri: str, database: str) -> str:

@@ -112,6 +112,15 @@ def new_email_document(
     return document
 
 
+def _insert_new(new: NewEmail, *, message_id_domain: str, email_id: ObjectId) -> dict[str, Any]:
+    document = new_email_document(
+        new, message_id_domain=message_id_domain, email_id=email_id, now=utcnow()
+    )
+    with map_mongo_errors():
+        Email._get_collection().insert_one(document)
+    return document
+
+
 def create_email(
     new: NewEmail, *, message_id_domain: str, email_id: ObjectId | None = None
 ) -> Email:
@@ -128,11 +137,9 @@ def create_email(
     Raises:
         StorageUnavailable: MongoDB is unreachable or refused the write.
     """
-    document = new_email_document(
-        new, message_id_domain=message_id_domain, email_id=email_id or ObjectId(), now=utcnow()
+    document = _insert_new(
+        new, message_id_domain=message_id_domain, email_id=email_id or ObjectId()
     )
-    with map_mongo_errors():
-        Email._get_collection().insert_one(document)
     return Email._from_son(document)  # type: ignore[no-any-return]
 
 
@@ -160,12 +167,8 @@ def ensure_email(new: NewEmail, *, message_id_domain: str, email_id: ObjectId) -
     Raises:
         StorageUnavailable: MongoDB is unreachable or refused the write.
     """
-    document = new_email_document(
-        new, message_id_domain=message_id_domain, email_id=email_id, now=utcnow()
-    )
     try:
-        with map_mongo_errors():
-            Email._get_collection().insert_one(document)
+        document = _insert_new(new, message_id_domain=message_id_domain, email_id=email_id)
         return Accepted(str(email_id), Status(document["status"]), new.send_at, created=True)
     except StorageUnavailable as exc:
         if not isinstance(exc.__cause__, DuplicateKeyError):
