@@ -1,19 +1,24 @@
 """Fixtures shared by unit and integration tests: real Redis, MongoDB (FerretDB) and SMTP sink.
 
-The backing processes and the SMTP sink are session-wide and run on free ports of 127.0.0.1. A
-test may stop or kill a process (``redis_server.stop()``); it is started again, with the same
+The backing processes and the SMTP sink are session-wide and run on free ports of 127.0.0.1:
+MongoDB is FerretDB on a private PostgreSQL cluster made for the run. A test may stop or kill a
+process (``redis_server.stop()``, ``mongo_server.stop()``); it is started again, with the same
 port and data, after that test. The sink is emptied (messages, faults, delay) before each test
 that uses it.
 
 A missing binary makes the tests that need it fail, never skip; with ``CI=true`` the whole run
-stops at once if any of redis-server, ferretdb or envoy is missing.
+stops at once if any of REQUIRED_BINARIES is missing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pymongo
@@ -25,10 +30,19 @@ from server.devtools.services import (
     ManagedProcess,
     find_binary,
     start_ferretdb,
+    start_postgres,
     start_redis,
 )
 
-REQUIRED_BINARIES = ("redis-server", "ferretdb", "envoy")
+REQUIRED_BINARIES = (
+    "redis-server",
+    "postgres",
+    "initdb",
+    "pg_isready",
+    "psql",
+    "ferretdb",
+    "envoy",
+)
 
 # Session processes started by the fixtures below, restarted after a test that stopped them.
 _services: list[ManagedProcess] = []
@@ -97,14 +111,53 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedPr
     yield from _tracked(start_redis(free_port(), tmp_path_factory.mktemp("redis")))
 
 
-@pytest.fixture(scope="session")
-def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedProcess]:
-    """A FerretDB (SQLite backend) for the session, even when an external MongoDB is configured.
+@pytest.fixture
+def postgres_data_dir() -> Iterator[Path]:
+    """A path for a new PostgreSQL cluster (not yet created), removed after the test.
 
-    Tests that take the database down use this one; ``.uri`` has no database name.
+    Not under pytest's temp dirs: as root, PostgreSQL runs as the ``postgres`` user, who cannot
+    traverse pytest's 0700 base directory. The parent is made with ``tempfile.mkdtemp`` in the
+    system temp dir and opened for traversal (0711) only.
+    """
+    with _postgres_data_dir() as data_dir:
+        yield data_dir
+
+
+@contextlib.contextmanager
+def _postgres_data_dir() -> Iterator[Path]:
+    parent = Path(tempfile.mkdtemp(prefix="mailroom-pg-"))
+    try:
+        parent.chmod(0o711)
+        yield parent / "data"
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedProcess]:
+    """A private PostgreSQL cluster for the session; ``.url`` names its ``ferretdb`` database.
+
+    The cluster is removed at the end; its log stays in pytest's temp dir.
+    """
+    for name in ("postgres", "initdb", "pg_isready", "psql"):
+        _require(name)
+    log_path = tmp_path_factory.mktemp("postgres") / "postgres.log"
+    with _postgres_data_dir() as data_dir:
+        yield from _tracked(start_postgres(free_port(), data_dir, log_path=log_path))
+
+
+@pytest.fixture(scope="session")
+def mongo_server(
+    postgres_server: ManagedProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ManagedProcess]:
+    """FerretDB on ``postgres_server``, even when an external MongoDB is configured.
+
+    Tests that take the database down stop or pause this one (PostgreSQL keeps running);
+    ``.uri`` has no database name.
     """
     _require("ferretdb")
-    yield from _tracked(start_ferretdb(free_port(), tmp_path_factory.mktemp("ferretdb")))
+    state_dir = tmp_path_factory.mktemp("ferretdb")
+    yield from _tracked(start_ferretdb(free_port(), state_dir, postgresql_url=postgres_server.url))
 
 
 def _with_database(uri: str, database: str) -> str:
@@ -117,7 +170,8 @@ def mongo_uri(request: pytest.FixtureRequest) -> Iterator[str]:
     """A MongoDB URI that names a database of this session's own.
 
     ``MAILROOM_TEST_MONGODB_URI`` points the tests at a real MongoDB (a unique database is
-    created there and dropped at the end); otherwise a FerretDB is started in a tmp dir.
+    created there and dropped at the end, and no PostgreSQL or FerretDB is started); otherwise
+    FerretDB on a private PostgreSQL cluster (``mongo_server``).
     """
     external = os.environ.get("MAILROOM_TEST_MONGODB_URI")
     database = f"mailroom_test_{uuid.uuid4().hex[:8]}"

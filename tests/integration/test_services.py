@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import pwd
+import signal
 import smtplib
 import sys
 import threading
@@ -15,12 +18,17 @@ import pytest
 import redis
 
 from helpers import SmtpSink, free_port, wait_until
+from server.devtools import services
 from server.devtools.services import (
     BinaryNotFoundError,
     ManagedProcess,
     ServiceError,
+    binary_dirs,
+    create_postgres_database,
     find_binary,
     start_envoy,
+    start_ferretdb,
+    start_postgres,
 )
 
 
@@ -80,6 +88,127 @@ def test_mongo_uri_names_a_database_that_stores_documents(mongo_uri: str) -> Non
         assert db.smoke.find_one({"_id": "a"}) == {"_id": "a", "to": ["x@example.com"]}
     finally:
         client.close()
+
+
+def _mongo(uri: str) -> pymongo.MongoClient[dict[str, object]]:
+    return pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000)
+
+
+def test_session_ferretdb_restarts_alone_and_keeps_data(
+    mongo_server: ManagedProcess, postgres_server: ManagedProcess
+) -> None:
+    client = _mongo(mongo_server.uri)
+    try:
+        client.services_test.docs.insert_one({"_id": "kept", "n": 1})
+    finally:
+        client.close()
+    postgres_pid = postgres_server.pid
+
+    mongo_server.restart()
+
+    assert postgres_server.pid == postgres_pid
+    client = _mongo(mongo_server.uri)
+    try:
+        assert client.services_test.docs.find_one({"_id": "kept"}) == {"_id": "kept", "n": 1}
+        client.drop_database("services_test")
+    finally:
+        client.close()
+
+
+# -- PostgreSQL and FerretDB -------------------------------------------------------------------
+
+
+def _uid_of(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no Uid line for pid {pid}")
+
+
+def test_postgres_finds_debian_binaries_off_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Debian installs initdb and postgres in /usr/lib/postgresql/<version>/bin, not on PATH.
+    monkeypatch.setenv("PATH", "/nonexistent")
+    postgres = Path(find_binary("postgres"))
+    assert Path(find_binary("initdb")).parent == postgres.parent
+    assert postgres.parent in binary_dirs()
+
+
+def test_ferretdb_on_a_new_postgres_cluster_keeps_documents_across_restarts(
+    postgres_data_dir: Path, tmp_path: Path
+) -> None:
+    postgres = start_postgres(free_port(), postgres_data_dir, log_path=tmp_path / "pg.log")
+    ferretdb: ManagedProcess | None = None
+    try:
+        assert postgres.url.startswith("postgres://postgres@127.0.0.1:")
+        assert postgres.url.endswith("/ferretdb")
+        assert (postgres_data_dir / "PG_VERSION").is_file()
+        assert postgres.stop_signal == signal.SIGINT
+        if os.geteuid() == 0:
+            # PostgreSQL refuses root: the cluster belongs to, and runs as, the postgres user.
+            postgres_uid = pwd.getpwnam("postgres").pw_uid
+            assert postgres_data_dir.stat().st_uid == postgres_uid
+            assert postgres.pid is not None and _uid_of(postgres.pid) == postgres_uid
+
+        ferretdb = start_ferretdb(free_port(), tmp_path / "ferretdb", postgresql_url=postgres.url)
+        client = _mongo(ferretdb.uri + "shop")
+        try:
+            orders = client.get_default_database().orders
+            orders.insert_many([{"_id": i, "item": f"i{i}", "qty": i * 10} for i in range(5)])
+            assert [d["_id"] for d in orders.find({"qty": {"$gte": 20}}).sort("_id", 1)] == [
+                2,
+                3,
+                4,
+            ]
+        finally:
+            client.close()
+
+        # Fast shutdown: FerretDB's open connections do not hold PostgreSQL up until SIGKILL.
+        assert postgres.stop() == 0
+        postgres.start()  # the same cluster: no second initdb
+        ferretdb.restart()
+
+        client = _mongo(ferretdb.uri + "shop")
+        try:
+            orders = client.get_default_database().orders
+            assert orders.find_one({"_id": 3}) == {"_id": 3, "item": "i3", "qty": 30}
+            assert orders.count_documents({}) == 5
+        finally:
+            client.close()
+        assert (tmp_path / "pg.log").read_text().count("creating configuration files") == 1
+    finally:
+        if ferretdb is not None:
+            ferretdb.stop()
+        postgres.stop()
+
+
+def test_postgres_reuses_an_existing_cluster(postgres_data_dir: Path, tmp_path: Path) -> None:
+    log = tmp_path / "pg.log"
+    with start_postgres(free_port(), postgres_data_dir, log_path=log) as first:
+        url = create_postgres_database(first, "kept_db")
+        assert url == first.url.rsplit("/", 1)[0] + "/kept_db"
+    # A second start on the same directory (another `make dev`) skips initdb and keeps databases.
+    with start_postgres(free_port(), postgres_data_dir, log_path=log) as second:
+        assert create_postgres_database(second, "kept_db").endswith("/kept_db")
+    assert log.read_text().count("creating configuration files") == 1
+
+
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="only root runs PostgreSQL as another user")
+
+
+@as_root
+def test_postgres_as_root_names_the_fix_for_an_unreachable_directory(tmp_path: Path) -> None:
+    # pytest's base temp dir is 0700: the postgres user cannot traverse it.
+    with pytest.raises(ServiceError, match=r"cannot reach .*chmod o\+x"):
+        start_postgres(free_port(), tmp_path / "data")
+
+
+@as_root
+def test_postgres_as_root_without_a_postgres_user_names_the_fix(
+    postgres_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(services, "POSTGRES_SYSTEM_USER", "mailroom-no-such-user")
+    with pytest.raises(ServiceError, match=r"refuses to run as root.*apt-get install postgresql"):
+        start_postgres(free_port(), postgres_data_dir)
 
 
 # -- SMTP sink ---------------------------------------------------------------------------------

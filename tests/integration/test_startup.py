@@ -12,7 +12,7 @@ from bson import ObjectId
 from helpers import free_port, wait_until
 from mailroom.v1 import mail_pb2, mail_pb2_grpc
 from mailroom_processes import ApiProcess
-from server.devtools.services import start_ferretdb, start_redis
+from server.devtools.services import create_postgres_database, start_ferretdb, start_redis
 
 REQUEST = mail_pb2.SendEmailRequest(to=["a@example.com"], title="hi", content="hello")
 
@@ -21,7 +21,7 @@ REQUEST = mail_pb2.SendEmailRequest(to=["a@example.com"], title="hi", content="h
     os.environ.get("MAILROOM_TEST_MONGODB_URI") is not None,
     reason="starts its own FerretDB on a chosen port",
 )
-def test_api_starts_without_backends_and_recovers(service_env, tmp_path):
+def test_api_starts_without_backends_and_recovers(service_env, postgres_server, tmp_path):
     mongo_port, redis_port = free_port(), free_port()
     uri = f"mongodb://127.0.0.1:{mongo_port}/late"
     env = {
@@ -39,7 +39,12 @@ def test_api_starts_without_backends_and_recovers(service_env, tmp_path):
             assert info.value.code() == grpc.StatusCode.INTERNAL
             assert time.monotonic() - start < 3.0
 
-            ferret = start_ferretdb(mongo_port, tmp_path / "ferret")
+            ferret = start_ferretdb(
+                mongo_port,
+                tmp_path / "ferret",
+                # A PostgreSQL database of its own: not shared with the session's FerretDB.
+                postgresql_url=create_postgres_database(postgres_server, "startup_test"),
+            )
             try:
                 # Sends work again; Redis is still down, so the email stays QUEUED for the rescan.
                 reply = wait_until(
