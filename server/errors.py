@@ -65,9 +65,28 @@ class FailedPrecondition(MailroomError):
 
 
 class StorageUnavailable(MailroomError):
-    """MongoDB could not be reached or refused the write: nothing was accepted."""
+    """MongoDB could not be reached or refused the write: nothing was written."""
 
     grpc_status_code = grpc.StatusCode.INTERNAL
+
+
+class StorageOutcomeUnknown(StorageUnavailable):
+    """A write was sent but its outcome is unknown (timeout, connection reset): it may land."""
+
+
+class DuplicateKey(MailroomError):
+    """An insert met an existing ``_id`` (or unique key). Never answered to a client as is."""
+
+    grpc_status_code = grpc.StatusCode.INTERNAL
+
+
+class NotAccepted(MailroomError):
+    """The store did not confirm the email in time; it will not be sent unless a retry claims it.
+
+    A retry with the same idempotency key is safe: it returns the same email or stores it anew.
+    """
+
+    grpc_status_code = grpc.StatusCode.UNAVAILABLE
 
 
 class QueueUnavailable(MailroomError):

@@ -1,21 +1,39 @@
-"""The MailService servicer: validate, store, enqueue, answer."""
+"""The MailService servicer: validate, store, enqueue, answer.
+
+What an answer means (the README's "What an answer means"):
+
+* 201 (OK): the email is stored and will end SENT, FAILED or CANCELLED.
+* 500 (INTERNAL): it is not stored, or it is made void: it will never be sent.
+* 503 (UNAVAILABLE, :class:`NotAccepted`): the store did not confirm in time. The email is not
+  sent unless a retry with the same idempotency key claims it; this process voids it in the
+  background once the store answers again.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from datetime import datetime, timedelta
 
 import grpc
+import pymongo
 from bson import ObjectId
 
 from mailroom.v1 import mail_pb2, mail_pb2_grpc
+from server.backlog import RetryBacklog
 from server.convert import email_to_proto
-from server.errors import QueueUnavailable
+from server.errors import (
+    DuplicateKey,
+    NotAccepted,
+    QueueUnavailable,
+    StorageOutcomeUnknown,
+    StorageUnavailable,
+)
 from server.queue import DeliveryQueue
 from server.settings import Settings
 from server.store import idempotency, repository
-from server.store.documents import Status, utcnow
+from server.store.documents import utcnow
 from server.validation import validate_send_request
 
 log = logging.getLogger(__name__)
@@ -23,6 +41,11 @@ log = logging.getLogger(__name__)
 # Envoy's Lua filter turns this initial-metadata marker into the HTTP status (201 Created).
 HTTP_STATUS_METADATA = "x-http-status"
 IDEMPOTENCY_METADATA = "idempotency-key"
+
+#: The share of the accept budget the insert itself may take; the rest resolves its outcome.
+INSERT_SHARE = 0.6
+#: Hops along voided ids an idempotent retry follows before giving up.
+MAX_VOID_HOPS = 5
 
 
 def _metadata_value(context: grpc.ServicerContext, key: str) -> str:
@@ -40,6 +63,23 @@ def _fingerprint(request: mail_pb2.SendEmailRequest) -> str:
     return hashlib.sha256(payload.SerializeToString(deterministic=True)).hexdigest()
 
 
+def successor_id(email_id: ObjectId) -> ObjectId:
+    """The id an idempotent retry uses when its key's email was voided.
+
+    Derived, not random, so concurrent retries agree on it; it keeps the voided id's timestamp.
+    """
+    digest = hashlib.sha256(f"{email_id}:successor".encode()).digest()
+    return ObjectId(email_id.binary[:4] + digest[:8])
+
+
+def not_accepted(email_id: ObjectId | str) -> NotAccepted:
+    """The 503 answer: names the id an operator finds CANCELLED ("not accepted"), or nowhere."""
+    return NotAccepted(
+        f"email {email_id} was not accepted: the store did not confirm it in time, so it will "
+        "not be sent; retrying with the same idempotency key is safe"
+    )
+
+
 class MailServicer(mail_pb2_grpc.MailServiceServicer):
     """Implements ``mailroom.v1.MailService``.
 
@@ -51,6 +91,15 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
     def __init__(self, settings: Settings, queue: DeliveryQueue) -> None:
         self._settings = settings
         self._queue = queue
+        self.enqueues: RetryBacklog[tuple[str, datetime | None]] = RetryBacklog(
+            "enqueue-backlog", self._enqueue_now
+        )
+        self.voids: RetryBacklog[str] = RetryBacklog("void-backlog", self._void)
+
+    def close(self) -> None:
+        """Stop the background retries."""
+        self.enqueues.close()
+        self.voids.close()
 
     def SendEmail(
         self, request: mail_pb2.SendEmailRequest, context: grpc.ServicerContext
@@ -61,44 +110,127 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
             self._settings,
             idempotency_key=_metadata_value(context, IDEMPOTENCY_METADATA),
         )
+        budget = self._settings.accept_timeout_ms / 1000
+        deadline = time.monotonic() + budget
         email_id = ObjectId()
-        if new.idempotency_key:
-            existing = idempotency.reserve_idempotency_key(
-                new.idempotency_key,
-                _fingerprint(request),
+        with pymongo.timeout(budget):
+            replay = False
+            if new.idempotency_key:
+                existing = self._reserve(new.idempotency_key, _fingerprint(request), email_id)
+                if existing is not None:
+                    log.info("idempotent retry of key %r → %s", new.idempotency_key, existing)
+                    email_id, replay = ObjectId(existing), True
+            if replay:
+                email_id, enqueue = self._take_over(new, email_id)
+            else:
+                self._insert(new, email_id, deadline)
+                enqueue = True
+        if enqueue:
+            self._enqueue((str(email_id), new.send_at))
+        context.send_initial_metadata(((HTTP_STATUS_METADATA, "201"),))
+        return mail_pb2.SendEmailResponse(id=str(email_id))
+
+    def _document(self, new: repository.NewEmail, email_id: ObjectId) -> dict[str, object]:
+        return repository.new_email_document(
+            new,
+            message_id_domain=self._settings.message_id_domain,
+            email_id=email_id,
+            now=utcnow(),
+        )
+
+    def _reserve(self, key: str, fingerprint: str, email_id: ObjectId) -> str | None:
+        try:
+            return idempotency.reserve_idempotency_key(
+                key,
+                fingerprint,
                 str(email_id),
                 ttl=timedelta(hours=self._settings.idempotency_ttl_hours),
             )
-            if existing is not None:
-                log.info("idempotent replay of key %r → %s", new.idempotency_key, existing)
-                email_id = ObjectId(existing)
-        # The key stays bound even if this insert fails or times out: a retry with the same key
-        # and payload (same fingerprint) stores the email under the reserved id if it is not
-        # there yet, so an answered id always names a stored email, and never two.
-        email = repository.ensure_email(
-            new, message_id_domain=self._settings.message_id_domain, email_id=email_id
-        )
-        if email.created:
-            self._enqueue(email.id, email.status, email.send_at)
-        context.send_initial_metadata(((HTTP_STATUS_METADATA, "201"),))
-        return mail_pb2.SendEmailResponse(id=email.id)
+        except StorageOutcomeUnknown as exc:
+            # No email was written; the key may now name this id, which a retry then stores.
+            raise not_accepted(email_id) from exc
 
-    def _enqueue(self, email_id: str, status: str, send_at: datetime | None) -> None:
-        delay_ms: int | None = None
-        if status == Status.SCHEDULED and send_at is not None:
-            delay = send_at - utcnow()
-            delay_ms = max(0, int(delay.total_seconds() * 1000))
+    def _insert(self, new: repository.NewEmail, email_id: ObjectId, deadline: float) -> None:
+        """Insert a new email; resolve an unknown outcome before answering.
+
+        Raises:
+            StorageUnavailable: Not stored, or voided: it will never be sent (500).
+            NotAccepted: Neither confirmed nor voided in time (503); voided in the background.
+        """
+        document = self._document(new, email_id)
         try:
-            self._queue.enqueue_delivery(email_id, delay_ms=delay_ms)
+            with pymongo.timeout(max(deadline - time.monotonic(), 0.001) * INSERT_SHARE):
+                repository.insert_email(document)
+        except DuplicateKey:
+            return  # a driver retry of this very insert, whose first try landed
+        except StorageOutcomeUnknown:
+            self._resolve(str(email_id))
+
+    def _resolve(self, email_id: str) -> None:
+        """The insert may or may not have landed: find it, or void it, within the budget."""
+        try:
+            if repository.find_email(email_id) is not None:
+                log.info("email %s: insert unconfirmed, but it is stored: accepted", email_id)
+                return
+            if not repository.void_email(email_id):
+                return  # an idempotent retry accepted it meanwhile
+        except StorageUnavailable as exc:
+            self.voids.add(email_id)
+            log.warning("email %s: insert unconfirmed; answering 503 and voiding later", email_id)
+            raise not_accepted(email_id) from exc
+        log.warning("email %s: insert unconfirmed; voided: answering 500", email_id)
+        raise StorageUnavailable("storage unavailable: the email was not stored")
+
+    def _take_over(self, new: repository.NewEmail, email_id: ObjectId) -> tuple[ObjectId, bool]:
+        """Answer an idempotent retry: the first request's email, made sure to be stored.
+
+        The first request may have been answered 503 and its email voided (or about to be): the
+        retry takes the email's first turn as ``accept`` (it wins or loses against the void), or
+        follows a void to the successor id.
+
+        Returns:
+            The email's id, and whether to enqueue it (this call accepted or stored it).
+        """
+        for _ in range(MAX_VOID_HOPS):
+            accepted = repository.accept_email(str(email_id))
+            if accepted is None:
+                email_id = successor_id(email_id)
+                continue
+            try:
+                repository.insert_email(self._document(new, email_id))
+            except DuplicateKey:
+                return email_id, accepted
+            return email_id, True
+        raise StorageUnavailable(f"email {email_id}: too many voided attempts with this key")
+
+    def _enqueue(self, item: tuple[str, datetime | None]) -> None:
+        try:
+            self._enqueue_now(item)
         except QueueUnavailable as exc:
-            # The email is stored and stays QUEUED; the periodic rescan will enqueue it.
-            log.warning("email %s stored but not enqueued (rescan will retry): %s", email_id, exc)
+            # The email is stored: enqueue it as soon as Redis answers (the scans are a backstop).
+            log.warning("email %s stored but not enqueued yet (retrying): %s", item[0], exc)
+            self.enqueues.add(item)
+
+    def _enqueue_now(self, item: tuple[str, datetime | None]) -> None:
+        email_id, send_at = item
+        delay_ms: int | None = None
+        if send_at is not None:
+            delay_ms = max(0, int((send_at - utcnow()).total_seconds() * 1000)) or None
+        self._queue.enqueue_delivery(email_id, delay_ms=delay_ms)
+
+    def _void(self, email_id: str) -> None:
+        if repository.void_email(email_id):
+            log.info("email %s: voided (its request was answered 503)", email_id)
+        else:
+            log.info("email %s: an idempotent retry accepted it before the void", email_id)
 
     def GetEmail(
         self, request: mail_pb2.GetEmailRequest, context: grpc.ServicerContext
     ) -> mail_pb2.GetEmailResponse:
         """Return one email with its status and attempts."""
-        return mail_pb2.GetEmailResponse(email=email_to_proto(repository.get_email(request.id)))
+        return mail_pb2.GetEmailResponse(
+            email=email_to_proto(repository.get_email_as_seen(request.id))
+        )
 
     def CancelEmail(
         self, request: mail_pb2.CancelEmailRequest, context: grpc.ServicerContext

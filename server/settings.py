@@ -93,8 +93,10 @@ class RescanSettings(BaseModel):
     buffer_seconds: float = 1800.0
     batch_size: int = 500
     lock_seconds: float = 600.0
-    # Due SCHEDULED emails whose delayed message was lost still go out within a minute.
+    # Due SCHEDULED emails whose delayed message was lost still go out within a minute; the
+    # same job enqueues QUEUED/RETRYING emails untouched for quick_buffer_seconds.
     due_cron: str = "* * * * *"
+    quick_buffer_seconds: float = 60.0
     # Expired idempotency keys (FerretDB has no TTL index).
     purge_cron: str = "7 * * * *"
 
@@ -111,6 +113,9 @@ class Settings(BaseSettings):
     mongodb_uri: str = "mongodb://127.0.0.1:27017/mailroom"
     # Fail a request fast (well within 3 s) when MongoDB is unreachable, not after pymongo's 30 s.
     mongodb_timeout_ms: int = 1500
+    # SendEmail's whole budget for the store. An insert not confirmed within its share is looked
+    # up (or voided) in the rest; only then the answer is 503 "not accepted, retry safely".
+    accept_timeout_ms: int = 2500
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_timeout_seconds: float = 1.0
 

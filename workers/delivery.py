@@ -13,13 +13,12 @@ import random
 import socket
 import threading
 import time
-import uuid
 from datetime import datetime, timedelta
 from typing import NoReturn
 
 import dramatiq
 
-from server.errors import NotFound, StorageUnavailable
+from server.errors import StorageUnavailable
 from server.settings import Settings
 from server.store import claims, dead_letters, repository
 from server.store.documents import Attempt, Email, Outcome, Status, utcnow
@@ -76,6 +75,9 @@ def _failed_attempts(email: Email) -> int:
 def deliver(email_id: str, *, settings: Settings, router: Router) -> Status | None:
     """Deliver one email (the body of the ``deliver`` actor).
 
+    A first attempt that succeeds costs three round trips to the store: read the email, take
+    the claim (one insert), write SENT.
+
     Args:
         email_id: The email to deliver.
         settings: Lease length and retry budget.
@@ -83,52 +85,62 @@ def deliver(email_id: str, *, settings: Settings, router: Router) -> Status | No
 
     Returns:
         The status the email ended this attempt in, or None when the message was dropped (the
-        email is final, not due yet, or held by another worker's live lease).
+        email is final, not due yet, or another writer has it).
 
     Raises:
-        RetryDelivery: The attempt failed transiently; Dramatiq retries the message.
+        RetryDelivery: The attempt failed transiently, or another worker's live claim holds the
+            email; Dramatiq retries the message.
     """
-    token = uuid.uuid4().hex
-    owner = worker_id()
-    claim = claims.claim_email(
-        email_id, token=token, owner=owner, lease_seconds=settings.lease_seconds
-    )
-    if claim is None:
-        _retry_if_leased(email_id)
+    email = claims.load_claimable(email_id)
+    if email is None:
         log.info("email %s: not claimable (final, or not due yet); dropped", email_id)
         return None
-    email = claim.email
-    if claim.interrupted:
+    owner = worker_id()
+    # Chosen before the claim, so a worker that dies mid-send leaves the provider on its claim.
+    choice = router.choose(email)
+    held = claims.claim(
+        email, owner=owner, lease_seconds=settings.lease_seconds, provider=choice.provider or ""
+    )
+    if isinstance(held, claims.Held):
+        router.release_unused_probes()
+        # Dropping it would leave a crashed holder's email to the rescan; if the holder is
+        # alive, the retry finds the email final and is dropped then.
+        delay = int((held.until - utcnow()).total_seconds() * 1000) + 1_000
+        log.info("email %s: held by a live claim; retry in %d ms", email_id, delay)
+        raise RetryDelivery("held by a live claim", delay=max(delay, 1_000), exhausted=False)
+    if held is None:
+        router.release_unused_probes()
+        log.info("email %s: another writer has it (or it was never accepted); dropped", email_id)
+        return None
+    if held.interrupted is not None:
         log.warning(
             "email %s: previous holder %s lost its lease mid-send; resending with Message-ID %s",
             email_id,
-            claim.previous_owner,
+            held.interrupted.worker,
             email.message_id,
         )
 
     try:
-        _give_up_if_overdue(email, token, settings)
-        choice = router.choose(email)
+        _give_up_if_overdue(held, settings)
         if choice.provider is None:
-            _wait_for_a_provider(email, token, owner, choice.retry_in)
+            _wait_for_a_provider(held, choice.retry_in)
         provider = choice.provider
-        claims.set_attempt_provider(email_id, token, provider)
         outgoing = build_outgoing(email)
     except RetryDelivery:
+        router.release_unused_probes()
         raise
     except Exception as exc:
+        router.release_unused_probes()
         # Nothing was handed to a provider yet: free the email at once for the retry, rather
-        # than leave it SENDING until the lease runs out.
-        _release(email_id, token, f"internal error before sending: {type(exc).__name__}: {exc}")
+        # than leave it held until the lease runs out.
+        _release(held, f"internal error before sending: {type(exc).__name__}: {exc}")
         raise
     started_at = utcnow()
     start = time.monotonic()
     try:
         result = router.send(provider, outgoing)
     except DeliveryError as exc:
-        return _record_failure(
-            email, token, owner, provider, exc, started_at, start, settings, router
-        )
+        return _record_failure(held, provider, exc, started_at, start, settings, router)
 
     attempt = Attempt(
         provider=provider,
@@ -138,45 +150,25 @@ def deliver(email_id: str, *, settings: Settings, router: Router) -> Status | No
         response=result.response,
         worker=owner,
     )
-    if not claims.record_sent(
-        email_id, token, attempt, provider_message_id=result.provider_message_id
-    ):
-        log.error("email %s: sent, but the lease was lost before SENT was recorded", email_id)
+    if not claims.record_sent(held, attempt, provider_message_id=result.provider_message_id):
+        log.error(
+            "email %s: sent, but a newer claim took it over before SENT was recorded", email_id
+        )
     log.info("email %s: sent through %s (%s)", email_id, provider, result.provider_message_id)
     return Status.SENT
 
 
-def _retry_if_leased(email_id: str) -> None:
-    """Retry a message that met another worker's live lease once that lease has run out.
-
-    Dropping it would leave a crashed holder's email to the rescan (up to an hour); if the
-    holder is alive, the retry finds the email final and is dropped then.
-
-    Raises:
-        RetryDelivery: The email is SENDING under a live lease (not counted against retries).
-    """
-    try:
-        email = repository.get_email(email_id)
-    except NotFound:
-        return
-    now = utcnow()
-    if email.status == Status.SENDING and email.lease_expires_at and email.lease_expires_at > now:
-        delay = int((email.lease_expires_at - now).total_seconds() * 1000) + 1_000
-        log.info("email %s: held by %s; retry in %d ms", email_id, email.lease_owner, delay)
-        raise RetryDelivery("held by a live lease", delay=delay, exhausted=False)
-
-
-def _release(email_id: str, token: str, error: str) -> None:
+def _release(held: claims.Claim, error: str) -> None:
     """Put a claimed email back to RETRYING without an attempt (nothing was sent)."""
     try:
         claims.record_failed_attempt(
-            email_id, token, None, status=Status.RETRYING, error=error, next_attempt_at=utcnow()
+            held, None, status=Status.RETRYING, error=error, next_attempt_at=utcnow()
         )
     except StorageUnavailable:
-        log.warning("email %s: could not release the claim; the lease will expire", email_id)
+        log.warning("email %s: could not release the claim; it will expire", held.email_id)
 
 
-def _give_up_if_overdue(email: Email, token: str, settings: Settings) -> None:
+def _give_up_if_overdue(held: claims.Claim, settings: Settings) -> None:
     """Send an email that has waited longer than ``retry.max_pending_hours`` to the dead letters.
 
     Waits for a provider (every breaker open, credentials refused) do not spend the retry
@@ -185,6 +177,7 @@ def _give_up_if_overdue(email: Email, token: str, settings: Settings) -> None:
     Raises:
         RetryDelivery: Exhausted, when the email is overdue.
     """
+    email = held.email
     since = max(email.created_at, email.send_at or email.created_at)
     waited = utcnow() - since
     if waited <= timedelta(hours=settings.retry.max_pending_hours):
@@ -192,18 +185,18 @@ def _give_up_if_overdue(email: Email, token: str, settings: Settings) -> None:
     error = (
         f"gave up after {waited.total_seconds() / 3600:.1f} h: {email.last_error or 'no provider'}"
     )
-    claims.record_failed_attempt(str(email.id), token, None, status=Status.RETRYING, error=error)
+    claims.record_failed_attempt(held, None, status=Status.RETRYING, error=error)
     raise RetryDelivery(error, delay=0, exhausted=True)
 
 
-def _wait_for_a_provider(email: Email, token: str, owner: str, retry_in: float) -> NoReturn:
+def _wait_for_a_provider(held: claims.Claim, retry_in: float) -> NoReturn:
     """Retry when a provider may be back, without spending the email's retry budget.
 
     Raises:
         RetryDelivery: Always.
     """
     delay = max(int(retry_in * 1000), 1_000)
-    attempts = email.attempts
+    attempts = held.email.attempts
     # One NO_PROVIDER entry per stretch of waiting, so a long outage does not grow the history.
     attempt = None
     if not attempts or attempts[-1].outcome != Outcome.NO_PROVIDER:
@@ -211,11 +204,10 @@ def _wait_for_a_provider(email: Email, token: str, owner: str, retry_in: float) 
             started_at=utcnow(),
             outcome=Outcome.NO_PROVIDER,
             error="no provider available (circuit breakers open or credentials refused)",
-            worker=owner,
+            worker=held.owner,
         )
     claims.record_failed_attempt(
-        str(email.id),
-        token,
+        held,
         attempt,
         status=Status.RETRYING,
         error="no provider available (every circuit breaker is open)",
@@ -225,9 +217,7 @@ def _wait_for_a_provider(email: Email, token: str, owner: str, retry_in: float) 
 
 
 def _record_failure(
-    email: Email,
-    token: str,
-    owner: str,
+    held: claims.Claim,
     provider: str,
     exc: DeliveryError,
     started_at: datetime,
@@ -235,7 +225,7 @@ def _record_failure(
     settings: Settings,
     router: Router,
 ) -> Status:
-    email_id = str(email.id)
+    email_id = held.email_id
     error = f"{provider}: {exc.message}"
     outcome = {
         PermanentError: Outcome.PERMANENT,
@@ -249,10 +239,10 @@ def _record_failure(
         outcome=outcome,
         error=exc.message,
         response=exc.response,
-        worker=owner,
+        worker=held.owner,
     )
     if isinstance(exc, PermanentError):
-        claims.record_failed_attempt(email_id, token, attempt, status=Status.FAILED, error=error)
+        claims.record_failed_attempt(held, attempt, status=Status.FAILED, error=error)
         log.warning("email %s: permanently rejected: %s", email_id, error)
         return Status.FAILED
 
@@ -261,15 +251,14 @@ def _record_failure(
         delay = MISCONFIGURED_RETRY_MS
         exhausted = False
     else:
-        failures = _failed_attempts(email) + 1
+        failures = _failed_attempts(held.email) + 1
         exhausted = failures > settings.retry.max_retries
         delay = backoff_ms(failures, settings)
         if isinstance(exc, ThrottledError) and exc.retry_after is not None:
             delay = max(delay, int(exc.retry_after * 1000))
     next_at = utcnow() + timedelta(milliseconds=delay)
     claims.record_failed_attempt(
-        email_id,
-        token,
+        held,
         attempt,
         status=Status.RETRYING,
         error=error,

@@ -33,7 +33,7 @@ from server.store.pending import PENDING_STATUSES, PendingEmail
 log = logging.getLogger(__name__)
 
 
-#: Statuses whose email may have a message waiting on the delivery queue (not SENDING: claimed).
+#: Statuses whose email may have a message waiting on the delivery queue.
 QUEUE_DEPENDENT = frozenset({Status.QUEUED, Status.RETRYING, Status.SCHEDULED})
 
 
@@ -114,6 +114,17 @@ class RescanResult:
             "aborted": self.aborted,
             "lock_busy": self.lock_busy,
         }
+
+    def merged(self, other: RescanResult) -> RescanResult:
+        """Return the sum of two scans' results (the minute job runs two)."""
+        return RescanResult(
+            found=self.found + other.found,
+            requeued=self.requeued + other.requeued,
+            failed=self.failed + other.failed,
+            skipped=self.skipped + other.skipped,
+            aborted=self.aborted or other.aborted,
+            lock_busy=self.lock_busy or other.lock_busy,
+        )
 
     def summary(self, job: str = "rescan") -> str:
         """One log line, naming the ``job``."""
@@ -234,12 +245,6 @@ def _enqueue_all(
             return False
         result.requeued[email.status.value] += 1
         log.info(
-            "email %s re-enqueued (%s since %s%s)",
-            email.id,
-            email.status.value,
-            email.updated_at,
-            f"; lease of {email.lease_owner} expired {email.lease_expires_at}"
-            if email.status == Status.SENDING
-            else "",
+            "email %s re-enqueued (%s since %s)", email.id, email.status.value, email.updated_at
         )
     return True

@@ -106,7 +106,7 @@ class Router:
             probes = self._local.probes = {}
         return probes
 
-    def _release_unused_probes(self) -> None:
+    def release_unused_probes(self) -> None:
         """Free probe slots this thread took but never sent through (an attempt cut short)."""
         probes = self._probes()
         for name, token in list(probes.items()):
@@ -123,7 +123,7 @@ class Router:
             The provider (holding its probe slot when its breaker is not closed), or None with
             the seconds until the earliest provider may be usable.
         """
-        self._release_unused_probes()
+        self.release_unused_probes()
         health = {name: health_of(status) for name, status in self.breakers.statuses().items()}
         attempts = {str(k): int(v) for k, v in dict(email.provider_attempts or {}).items()}
         ranked = self.strategy.rank(

@@ -7,7 +7,10 @@ Periodic jobs (crons from ``settings.rescan``):
 * ``mailroom_rescan_due`` (every minute): enqueue SCHEDULED emails whose ``send_at`` has passed, so
   a scheduled email goes out within a minute even when its delayed message was lost (Redis was
   down when it was accepted, or the worker holding the delayed message died: Dramatiq brings such
-  a message back only after the dead worker's heartbeat times out, and not reliably soon after).
+  a message back only after the dead worker's heartbeat times out, and not reliably soon after);
+  and QUEUED or RETRYING emails untouched for ``quick_buffer_seconds`` (an API that died before
+  it could enqueue, a worker that died mid-send and whose message is gone): recovery in a minute
+  or two, where the full rescan is the half-hourly backstop.
 * ``mailroom_purge`` (hourly): delete expired idempotency keys and old email turns.
 
 periodiq only *sends* a message per job at each cron tick; a Dramatiq worker must run it. This
@@ -154,14 +157,25 @@ class Jobs:
         )
 
     def rescan_due(self) -> RescanResult:
-        """Enqueue the SCHEDULED emails whose ``send_at`` has passed."""
-        return self._scan(
+        """Enqueue due SCHEDULED emails, and QUEUED or RETRYING ones stuck for the quick buffer."""
+        due = self._scan(
             "due scan",
             DUE_LOCK,
             buffer=timedelta(0),
             statuses=(Status.SCHEDULED,),
             requeue_spacing=timedelta(seconds=self.settings.rescan.buffer_seconds),
         )
+        if due.lock_busy or due.aborted:
+            return due
+        quick = timedelta(seconds=self.settings.rescan.quick_buffer_seconds)
+        stuck = self._scan(
+            "quick scan",
+            DUE_LOCK,
+            buffer=quick,
+            statuses=(Status.QUEUED, Status.RETRYING),
+            requeue_spacing=quick,
+        )
+        return due.merged(stuck)
 
     def purge(self) -> dict[str, int]:
         """Delete expired idempotency keys and old email turns; return how many of each."""

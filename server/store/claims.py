@@ -1,8 +1,10 @@
 """Claims and outcomes: how a worker takes an email, and what it writes after each attempt.
 
-A claim is a turn (:func:`server.store.repository.take_turn`) that leases the email to one
-worker; every later write is conditional on the lease token, so a worker that lost its lease
-writes nothing.
+A claim is the email's next turn (:func:`server.store.repository.acquire_turn`) with an expiry,
+the lease: one insert, and the email document is not written until the outcome. Every outcome
+write is fenced by the claim's generation (``claim_generation < mine``), so a worker whose lease
+was taken over after it expired does not overwrite the newer claim's outcome. A first-attempt
+delivery costs three round trips to the store: read the email, insert the claim, write SENT.
 """
 
 from __future__ import annotations
@@ -11,9 +13,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from server.errors import NotFound
-from server.store.documents import FINAL_STATUSES, Attempt, Email, Status, utcnow
-from server.store.repository import failed_updates, map_mongo_errors, parse_email_id, take_turn
+from server.store.documents import FINAL_STATUSES, Attempt, Email, Outcome, Status, utcnow
+from server.store.repository import (
+    CLAIMABLE,
+    TurnBlocked,
+    TurnPurpose,
+    acquire_turn,
+    cancel_void,
+    failed_updates,
+    find_email,
+    map_mongo_errors,
+    parse_email_id,
+    take_turn,
+)
 
 
 @dataclass(frozen=True)
@@ -21,118 +33,143 @@ class Claim:
     """A worker's hold on an email.
 
     Attributes:
-        email: The email as it is after the claim (SENDING).
-        token: The lease token; every later update is conditional on it.
-        interrupted: The previous holder's lease expired during a send: the provider may have
-            accepted the email already.
-        previous_owner: Who held the expired lease.
+        email: The email as it was read before the claim (its stored status is unchanged).
+        generation: The claim's turn; outcome writes set ``claim_generation`` to it.
+        owner: The worker holding it.
+        interrupted: The attempt to record when the previous holder's lease expired mid-send
+            (the provider may have accepted the email already), else None.
     """
 
     email: Email
-    token: str
-    interrupted: bool
-    previous_owner: str
+    generation: int
+    owner: str
+    interrupted: Attempt | None = None
+
+    @property
+    def email_id(self) -> str:
+        """The claimed email's id."""
+        return str(self.email.id)
+
+
+@dataclass(frozen=True)
+class Held:
+    """Another worker's live claim holds the email until ``until``."""
+
+    until: datetime
+    owner: str = ""
 
 
 def is_claimable(email: Email, now: datetime) -> bool:
-    """Whether a worker may take the email now.
+    """Whether a worker may take the email now, as far as its stored status tells.
 
-    QUEUED, RETRYING, SCHEDULED whose ``send_at`` has passed, and SENDING whose lease expired
-    (its worker died).
+    QUEUED, RETRYING, and SCHEDULED whose ``send_at`` has passed; a live claim of another
+    worker is found when the claim's turn is taken.
     """
-    if email.status in (Status.QUEUED, Status.RETRYING):
-        return True
-    if email.status == Status.SCHEDULED:
-        return email.send_at is None or email.send_at <= now
-    if email.status == Status.SENDING:
-        return email.lease_expires_at is None or email.lease_expires_at < now
-    return False
+    if email.status not in CLAIMABLE:
+        return False
+    return email.status != Status.SCHEDULED or email.send_at is None or email.send_at <= now
 
 
-def claim_email(email_id: str, *, token: str, owner: str, lease_seconds: float) -> Claim | None:
-    """Take an email for delivery, exclusively (see :func:`take_turn`).
+def load_claimable(email_id: str) -> Email | None:
+    """Read an email for delivery; None when it does not exist, is final or is not due yet.
+
+    Raises:
+        StorageUnavailable: MongoDB is unreachable.
+    """
+    email = find_email(email_id)
+    if email is None or not is_claimable(email, utcnow()):
+        return None
+    return email
+
+
+def claim(
+    email: Email, *, owner: str, lease_seconds: float, provider: str = ""
+) -> Claim | Held | None:
+    """Take an email (as read by :func:`load_claimable`) for one delivery attempt, exclusively.
+
+    Args:
+        email: The email as read.
+        owner: The worker's id, kept on the turn.
+        lease_seconds: How long the claim holds the email.
+        provider: The provider the attempt will use (kept on the turn, shown if the worker dies).
 
     Returns:
-        The claim, or None when the email is final, held by a live lease, not due yet, or
-        another worker claimed it first.
+        The claim; :class:`Held` when another worker's live claim holds the email; None when
+        the email moved meanwhile, another writer is changing it, or it was never accepted
+        (a void first turn: it is cancelled here).
+
+    Raises:
+        StorageUnavailable: MongoDB is unreachable.
     """
-
-    def lease(before: Email, now: datetime) -> dict[str, Any]:
-        changes: dict[str, Any] = {
-            "set__status": Status.SENDING,
-            "set__lease_token": token,
-            "set__lease_owner": owner,
-            "set__lease_expires_at": now + timedelta(seconds=lease_seconds),
-        }
-        if before.status == Status.SENDING:
-            # The one window where a duplicate is possible: record it for operators.
-            changes["push__attempts"] = Attempt(
-                provider=before.provider or "",
-                started_at=before.updated_at,
-                duration_ms=(now - before.updated_at).total_seconds() * 1000,
-                outcome="INTERRUPTED",
-                error=(
-                    f"worker {before.lease_owner} lost its lease while sending; the provider "
-                    "may have accepted the email; the next attempt reuses the Message-ID"
-                ),
-                worker=before.lease_owner or "",
-            )
-        return changes
-
-    try:
-        turn = take_turn(
-            email_id,
-            purpose="claim",
-            allowed=is_claimable,
-            updates=lease,
-            owner=owner,
-            # A claimer that died right after its turn is a worker that died holding a lease.
-            takeover=timedelta(seconds=lease_seconds),
-        )
-    except NotFound:
-        return None
-    if turn is None:
-        return None
-    interrupted = turn.before.status == Status.SENDING
-    return Claim(turn.email, token, interrupted, turn.before.lease_owner or "")
-
-
-def set_attempt_provider(email_id: str, token: str, provider: str) -> None:
-    """Note which provider the current attempt uses (shown if the worker dies mid-send)."""
-    with map_mongo_errors():
-        Email.objects(id=parse_email_id(email_id), lease_token=token).update_one(
-            set__provider=provider, set__updated_at=utcnow()
-        )
-
-
-def _attempt_updates(attempt: Attempt) -> dict[str, Any]:
-    updates: dict[str, Any] = {"push__attempts": attempt, "inc__attempt_count": 1}
-    if attempt.provider:
-        updates[f"inc__provider_attempts__{attempt.provider}"] = 1
-    return updates
-
-
-def record_sent(email_id: str, token: str, attempt: Attempt, *, provider_message_id: str) -> bool:
-    """Mark the email SENT with its attempt. Returns False if the lease was lost."""
     now = utcnow()
-    with map_mongo_errors():
-        updated = Email.objects(id=parse_email_id(email_id), lease_token=token).update_one(
-            set__status=Status.SENT,
-            set__sent_at=now,
-            set__updated_at=now,
-            set__provider=attempt.provider,
-            set__provider_message_id=provider_message_id,
-            set__last_error="",
-            unset__lease_token=True,
-            unset__lease_expires_at=True,
-            **_attempt_updates(attempt),
+    taken = acquire_turn(
+        email,
+        TurnPurpose.CLAIM,
+        owner=owner,
+        expires_at=now + timedelta(seconds=lease_seconds),
+        provider=provider,
+    )
+    if isinstance(taken, TurnBlocked):
+        if taken.reason == "held" and taken.until is not None:
+            return Held(taken.until)
+        if taken.reason == "void":
+            cancel_void(str(email.id), generation=int(email.claim_generation or 0) + 1)
+        return None
+    interrupted = None
+    if taken.interrupted is not None:
+        previous = taken.interrupted
+        interrupted = Attempt(
+            provider=previous.provider or "",
+            started_at=previous.created_at,
+            duration_ms=(now - previous.created_at).total_seconds() * 1000,
+            outcome=Outcome.INTERRUPTED,
+            error=(
+                f"worker {previous.owner} lost its lease while sending; the provider may have "
+                "accepted the email; the next attempt reuses the Message-ID"
+            ),
+            worker=previous.owner or "",
         )
+    return Claim(email, taken.generation, owner, interrupted)
+
+
+def _write_outcome(held: Claim, updates: dict[str, Any], attempt: Attempt | None) -> bool:
+    attempts = [a for a in (held.interrupted, attempt) if a is not None]
+    changes: dict[str, Any] = {
+        "set__claim_generation": held.generation,
+        "set__updated_at": utcnow(),
+        **updates,
+    }
+    if attempts:
+        changes["push_all__attempts"] = attempts
+    if attempt is not None:
+        changes["inc__attempt_count"] = 1
+        if attempt.provider:
+            changes[f"inc__provider_attempts__{attempt.provider}"] = 1
+    with map_mongo_errors():
+        updated = Email.objects(
+            id=parse_email_id(held.email_id), claim_generation__lt=held.generation
+        ).update_one(**changes)
     return bool(updated)
 
 
+def record_sent(held: Claim, attempt: Attempt, *, provider_message_id: str) -> bool:
+    """Mark the email SENT with its attempt. Returns False if a newer claim took it over."""
+    return _write_outcome(
+        held,
+        {
+            "set__status": Status.SENT,
+            "set__sent_at": utcnow(),
+            "set__provider": attempt.provider,
+            "set__provider_message_id": provider_message_id,
+            "set__last_error": "",
+            "unset__next_attempt_at": True,
+        },
+        attempt,
+    )
+
+
 def record_failed_attempt(
-    email_id: str,
-    token: str,
+    held: Claim,
     attempt: Attempt | None,
     *,
     status: Status,
@@ -142,41 +179,30 @@ def record_failed_attempt(
     """Record an unsuccessful attempt and move the email to ``status`` (RETRYING or FAILED).
 
     Returns:
-        False if the lease was lost to another worker (nothing written).
+        False if a newer claim took the email over (nothing written).
     """
-    now = utcnow()
-    updates: dict[str, Any] = {
-        "set__status": status,
-        "set__updated_at": now,
-        "set__last_error": error,
-        "unset__lease_token": True,
-        "unset__lease_expires_at": True,
-    }
+    updates: dict[str, Any] = {"set__status": status, "set__last_error": error}
+    if attempt is not None and attempt.provider:
+        updates["set__provider"] = attempt.provider
     if next_attempt_at is not None:
         updates["set__next_attempt_at"] = next_attempt_at
-    if attempt is not None:
-        updates.update(_attempt_updates(attempt))
-    with map_mongo_errors():
-        updated = Email.objects(id=parse_email_id(email_id), lease_token=token).update_one(
-            **updates
-        )
-    return bool(updated)
+    return _write_outcome(held, updates, attempt)
 
 
 def fail_unclaimed(email_id: str, error: str) -> Email | None:
-    """Mark an email FAILED (its retries ran out) unless it is final or a live lease holds it.
+    """Mark an email FAILED (its retries ran out) unless it is final or a live claim holds it.
 
     Returns:
         The email after the update, or None when nothing was changed.
     """
 
-    def failable(email: Email, now: datetime) -> bool:
-        if email.status in FINAL_STATUSES:
-            return False
-        live = email.status == Status.SENDING and (email.lease_expires_at or now) > now
-        return not live
+    def failable(email: Email, _now: datetime) -> bool:
+        return email.status not in FINAL_STATUSES
 
     turn = take_turn(
-        email_id, purpose="fail", allowed=failable, updates=lambda _e, _n: failed_updates(error)
+        email_id,
+        purpose=TurnPurpose.FAIL,
+        allowed=failable,
+        updates=lambda _e, _n: failed_updates(error),
     )
     return turn.email if turn is not None else None

@@ -15,7 +15,7 @@ from bson.errors import InvalidId
 
 from server.errors import NotFound
 from server.store.documents import DeadLetter, Email, Status, utcnow
-from server.store.repository import get_email, map_mongo_errors, take_turn
+from server.store.repository import TurnPurpose, get_email, map_mongo_errors, take_turn
 
 log = logging.getLogger(__name__)
 
@@ -111,12 +111,9 @@ def replay(email_id: str) -> Email | None:
             "set__last_error": "",
             "set__provider": "",
             "unset__next_attempt_at": True,
-            "unset__lease_token": True,
-            "unset__lease_owner": True,
-            "unset__lease_expires_at": True,
         }
 
-    turn = take_turn(str(oid), purpose="replay", allowed=failed, updates=requeue)
+    turn = take_turn(str(oid), purpose=TurnPurpose.REPLAY, allowed=failed, updates=requeue)
     if turn is None:
         return None
     with map_mongo_errors():

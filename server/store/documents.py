@@ -1,11 +1,11 @@
 """The mongoengine documents of Mailroom.
 
 Written for both MongoDB 7 and FerretDB 1.24: no sparse, partial or TTL indexes, no transactions.
-FerretDB 1.24 (SQLite) does not make a conditional update or find-and-modify atomic: measured
-here, 8 threads running the same ``find_one_and_update({"status": "QUEUED"}, …)`` had several
-winners in 19 of 20 trials. Inserting a duplicate ``_id`` does fail atomically on both. So every
-contested state change of an email (claim, cancel, fail, replay) first inserts an
-:class:`EmailTurn` keyed ``<email id>:<generation>``: exactly one writer gets each generation.
+FerretDB 1.24 does not make a conditional update or find-and-modify atomic (it reads, then
+writes): measured here, 8 threads running the same ``find_one_and_update({"status": "QUEUED"},
+…)`` had several winners in 19 of 20 trials. Inserting a duplicate ``_id`` does fail atomically
+on both. So every contested state change of an email (claim, cancel, fail, replay) first inserts
+an :class:`EmailTurn` keyed ``<email id>:<generation>``: exactly one writer gets each generation.
 """
 
 from __future__ import annotations
@@ -102,12 +102,8 @@ class Email(Document):
     send_at = DateTimeField()
     sent_at = DateTimeField()
 
-    # The claim: who holds the email and until when (see workers' claim).
-    lease_token = StringField()
-    lease_owner = StringField()
-    lease_expires_at = DateTimeField()
-
-    # The last EmailTurn taken on this email (see EmailTurn).
+    # The generation of the last EmailTurn whose change is written here (see EmailTurn). A
+    # worker's claim is the turn after it, and holds the email until the turn's expires_at.
     claim_generation = IntField(default=0)
     attempt_count = IntField(default=0)
     # Attempts per provider, so a retry stays with a provider until its own budget is spent.
@@ -124,23 +120,38 @@ class EmailTurn(Document):
 
     Inserted with ``_id = "E:N"``; a second insert of the same ``_id`` fails on MongoDB and
     FerretDB alike, which makes the turn the atomic step that find-and-modify is not on FerretDB.
-    Old turns are purged periodically; they only matter while a writer is between reading the
-    email and taking the next turn.
+    A worker's claim is a turn with an expiry (its lease): the email document is written once,
+    with the outcome, fenced by ``claim_generation``. Old turns are purged periodically; they
+    only matter while a writer holds them.
     """
 
-    meta: dict[str, Any] = {"collection": "email_turns", "auto_create_index": False}
+    meta: dict[str, Any] = {
+        "collection": "email_turns",
+        "auto_create_index": False,
+        # The hourly purge of old turns.
+        "indexes": [{"fields": ["created_at"]}],
+    }
 
     key = StringField(primary_key=True)
     email_id = StringField(required=True)
     purpose = StringField(required=True)
     owner = StringField(default="")
     created_at = DateTimeField(required=True)
+    # A claim's lease: the worker holds the email until then.
+    expires_at = DateTimeField()
+    # The provider a claim sends through (shown when its worker dies mid-send).
+    provider = StringField(default="")
 
 
 class IdempotencyKey(Document):
     """An idempotency key, keyed by ``_id`` (FerretDB has no TTL index: purged periodically)."""
 
-    meta: dict[str, Any] = {"collection": "idempotency_keys", "auto_create_index": False}
+    meta: dict[str, Any] = {
+        "collection": "idempotency_keys",
+        "auto_create_index": False,
+        # The hourly purge of expired keys.
+        "indexes": [{"fields": ["expires_at"]}],
+    }
 
     key = StringField(primary_key=True)
     fingerprint = StringField(required=True)

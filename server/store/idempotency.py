@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from pymongo.errors import DuplicateKeyError
-
-from server.errors import AlreadyExists, StorageUnavailable
+from server.errors import AlreadyExists, DuplicateKey, StorageUnavailable
 from server.store.documents import IdempotencyKey, utcnow
 from server.store.repository import map_mongo_errors
 
@@ -44,9 +42,8 @@ def reserve_idempotency_key(
                     expires_at=now + ttl,
                 ).save(force_insert=True, validate=False)
             return None
-        except StorageUnavailable as exc:
-            if not isinstance(exc.__cause__, DuplicateKeyError) and "duplicate key" not in str(exc):
-                raise
+        except DuplicateKey:
+            pass
         with map_mongo_errors():
             existing = IdempotencyKey.objects(key=key).first()
             if existing is not None and existing.expires_at <= now:

@@ -8,8 +8,11 @@ What counts as stale, given ``now`` and ``cutoff = now - buffer``:
 
 * QUEUED, last changed before ``cutoff``: never enqueued (Redis was down) or its message was lost.
 * SCHEDULED whose ``send_at`` is before ``cutoff``: its delayed message was lost or dropped.
-* SENDING whose lease expired and that did not move since ``cutoff``: its worker died.
 * RETRYING whose next attempt was due before ``cutoff``: its retry message was lost.
+
+A worker that died mid-send leaves its email QUEUED or RETRYING (a claim writes the email only
+with the outcome), so it is found by the same conditions; the worker that takes the message
+meets the dead worker's claim and waits for its lease to expire, or takes over.
 
 The rescan only reads emails (the worker's claim decides what happens to them); the one write
 here fails a RETRYING email whose retry budget is spent, as an exclusive change (a turn).
@@ -31,12 +34,7 @@ from server.store.documents import Email, Outcome, Status
 from server.store.repository import map_mongo_errors
 
 #: The statuses the rescan looks at, in the order it walks them.
-PENDING_STATUSES: tuple[Status, ...] = (
-    Status.QUEUED,
-    Status.SCHEDULED,
-    Status.SENDING,
-    Status.RETRYING,
-)
+PENDING_STATUSES: tuple[Status, ...] = (Status.QUEUED, Status.SCHEDULED, Status.RETRYING)
 
 #: Attempt outcomes that spend the retry budget (as in :mod:`workers.delivery`).
 BUDGET_OUTCOMES = frozenset({Outcome.TRANSIENT.value, Outcome.THROTTLED.value})
@@ -61,8 +59,6 @@ _FIELDS = (
     "status",
     "updated_at",
     "send_at",
-    "lease_owner",
-    "lease_expires_at",
     "next_attempt_at",
     "last_error",
     "attempt_count",
@@ -79,8 +75,6 @@ class PendingEmail:
         status: Its status when it was read.
         updated_at: When it last changed.
         send_at: When it is scheduled for, if it is.
-        lease_owner: The worker that last claimed it.
-        lease_expires_at: When that claim expires (SENDING).
         next_attempt_at: When the next attempt was due (RETRYING).
         failed_attempts: Attempts that spent the retry budget.
         last_error: The last attempt's error.
@@ -90,8 +84,6 @@ class PendingEmail:
     status: Status
     updated_at: datetime | None
     send_at: datetime | None
-    lease_owner: str
-    lease_expires_at: datetime | None
     next_attempt_at: datetime | None
     failed_attempts: int
     last_error: str
@@ -109,11 +101,11 @@ def stale_filter(status: Status, *, now: datetime, cutoff: datetime) -> Q:
         ValueError: ``status`` is not a pending status.
     """
     if status == Status.QUEUED:
-        return Q(status=status, updated_at__lte=cutoff)
+        # An untouched QUEUED email's _id is as old as its updated_at: the _id bound lets the
+        # (status, _id) index skip the fresh ones.
+        return Q(status=status, id__lte=ObjectId.from_datetime(cutoff), updated_at__lte=cutoff)
     if status == Status.SCHEDULED:
         return Q(status=status, send_at__lte=cutoff)
-    if status == Status.SENDING:
-        return Q(status=status, lease_expires_at__lt=now, updated_at__lte=cutoff)
     if status == Status.RETRYING:
         return Q(status=status, updated_at__lte=cutoff) & (
             Q(next_attempt_at=None) | Q(next_attempt_at__lte=cutoff)
@@ -128,8 +120,6 @@ def _pending(raw: dict[str, Any]) -> PendingEmail:
         status=Status(raw["status"]),
         updated_at=raw.get("updated_at"),
         send_at=raw.get("send_at"),
-        lease_owner=str(raw.get("lease_owner") or ""),
-        lease_expires_at=raw.get("lease_expires_at"),
         next_attempt_at=raw.get("next_attempt_at"),
         failed_attempts=spent_retries(
             [str(a.get("outcome", "")) for a in attempts], int(raw.get("attempt_count") or 0)
@@ -189,7 +179,7 @@ def fail_stale(email: PendingEmail, *, reason: str) -> bool:
     try:
         turn = repository.take_turn(
             email.id,
-            purpose="fail",
+            purpose=repository.TurnPurpose.FAIL,
             allowed=unchanged,
             updates=lambda _c, _n: repository.failed_updates(reason),
         )

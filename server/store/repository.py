@@ -14,14 +14,29 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from bson import ObjectId
 from bson.errors import InvalidId
-from mongoengine.errors import MongoEngineException
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from mongoengine.errors import MongoEngineException, NotUniqueError
+from pymongo.errors import (
+    ConnectionFailure,
+    DuplicateKeyError,
+    ExecutionTimeout,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+    WTimeoutError,
+)
 
-from server.errors import FailedPrecondition, NotFound, StorageUnavailable
+from server.errors import (
+    DuplicateKey,
+    FailedPrecondition,
+    MailroomError,
+    NotFound,
+    StorageOutcomeUnknown,
+    StorageUnavailable,
+)
 from server.store.documents import (
     Email,
     EmailTurn,
@@ -32,13 +47,40 @@ from server.store.documents import (
 log = logging.getLogger(__name__)
 
 
+def _translate(exc: Exception) -> MailroomError:
+    """The Mailroom error for a driver or ODM exception (the only place that decides it)."""
+    kind = type(exc).__name__
+    if isinstance(exc, DuplicateKeyError) or (
+        isinstance(exc, NotUniqueError) and "duplicate key" in str(exc).lower()
+    ):
+        return DuplicateKey(f"duplicate key: {kind}")
+    if isinstance(exc, ServerSelectionTimeoutError):
+        # No server was selected, so nothing was sent: the write certainly did not happen.
+        return StorageUnavailable(f"storage unavailable ({kind})")
+    if isinstance(exc, ConnectionFailure | ExecutionTimeout | WTimeoutError) or (
+        isinstance(exc, PyMongoError) and exc.timeout
+    ):
+        # Sent, then the connection broke or the deadline passed: the server may still apply it.
+        return StorageOutcomeUnknown(f"storage did not answer in time ({kind})")
+    return StorageUnavailable(f"storage unavailable ({kind})")
+
+
 @contextmanager
 def map_mongo_errors() -> Iterator[None]:
-    """Translate MongoDB driver and ODM errors into :class:`StorageUnavailable`."""
+    """Translate MongoDB driver and ODM errors into Mailroom's storage errors.
+
+    Raises:
+        DuplicateKey: An insert met an existing ``_id``.
+        StorageOutcomeUnknown: A write may or may not have been applied (timeout, reset).
+        StorageUnavailable: MongoDB is unreachable or refused the operation.
+    """
     try:
         yield
     except (PyMongoError, MongoEngineException) as exc:
-        raise StorageUnavailable(f"storage unavailable: {type(exc).__name__}: {exc}") from exc
+        error = _translate(exc)
+        # Details (addresses, server messages) go to the log, never into an answer.
+        log.warning("%s: %s: %s", error.message, type(exc).__name__, exc)
+        raise error from exc
 
 
 @dataclass(frozen=True)
@@ -112,13 +154,17 @@ def new_email_document(
     return document
 
 
-def _insert_new(new: NewEmail, *, message_id_domain: str, email_id: ObjectId) -> dict[str, Any]:
-    document = new_email_document(
-        new, message_id_domain=message_id_domain, email_id=email_id, now=utcnow()
-    )
+def insert_email(document: dict[str, Any]) -> None:
+    """Insert a new email document (from :func:`new_email_document`) as it is.
+
+    Raises:
+        DuplicateKey: An email with this ``_id`` exists (the caller's own earlier attempt, or
+            the first request with the same idempotency key).
+        StorageOutcomeUnknown: The insert was sent, but whether it landed is unknown.
+        StorageUnavailable: MongoDB is unreachable or refused the write.
+    """
     with map_mongo_errors():
         Email._get_collection().insert_one(document)
-    return document
 
 
 def create_email(
@@ -129,7 +175,7 @@ def create_email(
     Args:
         new: The validated email.
         message_id_domain: The right-hand side of the generated Message-ID.
-        email_id: A pre-allocated id (used with idempotency keys).
+        email_id: A pre-allocated id.
 
     Returns:
         The stored document.
@@ -137,44 +183,25 @@ def create_email(
     Raises:
         StorageUnavailable: MongoDB is unreachable or refused the write.
     """
-    document = _insert_new(
-        new, message_id_domain=message_id_domain, email_id=email_id or ObjectId()
+    document = new_email_document(
+        new, message_id_domain=message_id_domain, email_id=email_id or ObjectId(), now=utcnow()
     )
+    insert_email(document)
     return Email._from_son(document)  # type: ignore[no-any-return]
 
 
-@dataclass(frozen=True)
-class Accepted:
-    """What the API needs to answer and enqueue an accepted email."""
-
-    id: str
-    status: Status
-    send_at: datetime | None
-    created: bool
-
-
-def ensure_email(new: NewEmail, *, message_id_domain: str, email_id: ObjectId) -> Accepted:
-    """Store the email under ``email_id`` unless a request with the same idempotency key did.
-
-    Args:
-        new: The validated email.
-        message_id_domain: The right-hand side of the generated Message-ID.
-        email_id: The id reserved with the idempotency key.
-
-    Returns:
-        The email's id, status and ``send_at``, and whether this call created it.
+def find_email(email_id: str) -> Email | None:
+    """Return the email with this id, or None when there is none (or the id is malformed).
 
     Raises:
-        StorageUnavailable: MongoDB is unreachable or refused the write.
+        StorageUnavailable: MongoDB is unreachable.
     """
     try:
-        document = _insert_new(new, message_id_domain=message_id_domain, email_id=email_id)
-        return Accepted(str(email_id), Status(document["status"]), new.send_at, created=True)
-    except StorageUnavailable as exc:
-        if not isinstance(exc.__cause__, DuplicateKeyError):
-            raise
-    email = get_email(str(email_id))
-    return Accepted(str(email.id), Status(email.status), email.send_at, created=False)
+        oid = ObjectId(email_id)
+    except (InvalidId, TypeError):
+        return None
+    with map_mongo_errors():
+        return Email.objects(id=oid).first()  # type: ignore[no-any-return]
 
 
 def get_email(email_id: str) -> Email:
@@ -184,15 +211,35 @@ def get_email(email_id: str) -> Email:
         NotFound: No such email (or a malformed id).
         StorageUnavailable: MongoDB is unreachable.
     """
-    oid = parse_email_id(email_id)
-    with map_mongo_errors():
-        email = Email.objects(id=oid).first()
+    email = find_email(email_id)
     if email is None:
         raise NotFound(f"email {email_id!r} not found")
-    return email  # type: ignore[no-any-return]
+    return email
 
 
+#: Statuses a worker may claim (SCHEDULED only once ``send_at`` has passed).
+CLAIMABLE = frozenset({Status.QUEUED, Status.RETRYING, Status.SCHEDULED})
 CANCELLABLE = frozenset({Status.SCHEDULED, Status.QUEUED})
+
+
+def get_email_as_seen(email_id: str) -> Email:
+    """Return the email, its status SENDING while a worker's live claim holds it.
+
+    A claim is a turn (see :func:`acquire_turn`) and writes the email only with the outcome, so
+    the status stored in the document stays QUEUED or RETRYING during a send; this read of the
+    next turn shows what is happening.
+
+    Raises:
+        NotFound: No such email.
+        StorageUnavailable: MongoDB is unreachable.
+    """
+    email = get_email(email_id)
+    if email.status in CLAIMABLE:
+        turn = read_turn(email_id, int(email.claim_generation or 0) + 1)
+        if turn is not None and turn.purpose == TurnPurpose.CLAIM and _live(turn, utcnow()):
+            email.status = Status.SENDING
+            email.provider = turn.provider or email.provider
+    return email
 
 
 def cancel_email(email_id: str) -> Email:
@@ -209,7 +256,7 @@ def cancel_email(email_id: str) -> Email:
     def cancel(_email: Email, _now: datetime) -> dict[str, Any]:
         return {"set__status": Status.CANCELLED, "set__last_error": "cancelled by request"}
 
-    turn = take_turn(email_id, purpose="cancel", allowed=cancellable, updates=cancel)
+    turn = take_turn(email_id, purpose=TurnPurpose.CANCEL, allowed=cancellable, updates=cancel)
     if turn is not None:
         return turn.email
     current = get_email(email_id)
@@ -220,6 +267,19 @@ def cancel_email(email_id: str) -> Email:
 
 
 # --- turns: one writer per state change ------------------------------------------------------
+
+
+class TurnPurpose(StrEnum):
+    """Why a turn was taken; kept on the :class:`EmailTurn`."""
+
+    CLAIM = "claim"
+    CANCEL = "cancel"
+    FAIL = "fail"
+    REPLAY = "replay"
+    #: The API could not confirm the email's insert and answered that it was not accepted.
+    VOID = "void"
+    #: An idempotent retry took over an email whose first request got no confirmed answer.
+    ACCEPT = "accept"
 
 
 @dataclass(frozen=True)
@@ -237,66 +297,164 @@ class Turn:
     generation: int
 
 
-def _insert_turn(email_id: str, generation: int, purpose: str, owner: str) -> bool:
+@dataclass(frozen=True)
+class TurnTaken:
+    """A turn this writer holds.
+
+    Attributes:
+        generation: Its generation; the writer's update sets ``claim_generation`` to it.
+        interrupted: An expired claim skipped on the way: a worker died (or stalled past its
+            lease) mid-send, so the provider may have accepted the email already.
+    """
+
+    generation: int
+    interrupted: EmailTurn | None = None
+
+
+@dataclass(frozen=True)
+class TurnBlocked:
+    """Why a writer could not take a turn.
+
+    Attributes:
+        reason: ``held`` (a worker's live claim), ``void`` (the email was never accepted),
+            ``busy`` (another writer is between its turn and its write) or ``moved`` (the
+            email changed since it was read).
+        until: When the live claim expires (``held``).
+    """
+
+    reason: str
+    until: datetime | None = None
+
+
+def _insert_turn(
+    email_id: str,
+    generation: int,
+    purpose: TurnPurpose,
+    *,
+    owner: str = "",
+    expires_at: datetime | None = None,
+    provider: str = "",
+) -> bool:
     """Insert turn ``generation`` of the email; False when another writer has it already."""
-    doc = EmailTurn(
-        key=f"{email_id}:{generation}",
-        email_id=email_id,
-        purpose=purpose,
-        owner=owner,
-        created_at=utcnow(),
-    )
+    doc: dict[str, Any] = {
+        "_id": f"{email_id}:{generation}",
+        "email_id": email_id,
+        "purpose": str(purpose),
+        "owner": owner,
+        "created_at": utcnow(),
+    }
+    if expires_at is not None:
+        doc["expires_at"] = expires_at
+    if provider:
+        doc["provider"] = provider
     try:
         with map_mongo_errors():
-            EmailTurn._get_collection().insert_one(doc.to_mongo())
-    except StorageUnavailable as exc:
-        if isinstance(exc.__cause__, DuplicateKeyError):
-            return False
-        raise
+            EmailTurn._get_collection().insert_one(doc)
+    except DuplicateKey:
+        return False
     return True
+
+
+def read_turn(email_id: str, generation: int) -> EmailTurn | None:
+    """Return turn ``generation`` of the email, if it was taken.
+
+    Raises:
+        StorageUnavailable: MongoDB is unreachable.
+    """
+    with map_mongo_errors():
+        return EmailTurn.objects(key=f"{email_id}:{generation}").first()  # type: ignore[no-any-return]
+
+
+def _live(turn: EmailTurn, now: datetime) -> bool:
+    return turn.expires_at is not None and turn.expires_at > now
 
 
 #: A turn whose writer died between taking it and writing its change blocks that generation for
 #: everyone; once it is this old (and the email still shows the generation before it), the next
-#: writer skips it. Far longer than the one write that follows a turn.
+#: writer skips it. Far longer than the one write that follows a turn. A claim's turn carries its
+#: own expiry (the lease) instead.
 TURN_TAKEOVER = timedelta(seconds=60)
 _MAX_SKIPPED_TURNS = 3
 
 
-def _orphaned(email_id: str, generation: int, read_generation: int, takeover: timedelta) -> bool:
-    """Whether turn ``generation`` was taken long ago and its change never written."""
-    with map_mongo_errors():
-        turn = EmailTurn.objects(key=f"{email_id}:{generation}").first()
-    if turn is None or utcnow() - turn.created_at < takeover:
-        return False
-    # Re-read: a slow but live writer has moved the email past the generation we read.
-    return int(get_email(email_id).claim_generation or 0) == read_generation
+def acquire_turn(
+    email: Email,
+    purpose: TurnPurpose,
+    *,
+    owner: str = "",
+    expires_at: datetime | None = None,
+    provider: str = "",
+) -> TurnTaken | TurnBlocked:
+    """Take the next turn of an email as read, skipping turns whose writers are gone.
+
+    One insert: exactly one concurrent writer gets each generation, on MongoDB and FerretDB
+    alike. A taken turn is skipped when it is an ``accept`` (it writes nothing), an expired
+    claim, or another writer's turn older than :data:`TURN_TAKEOVER`, and in both latter cases
+    only while the email still shows the generation read.
+
+    Args:
+        email: The email as the writer read it.
+        purpose: Why.
+        owner: Who (a worker id).
+        expires_at: A claim's lease: until then the turn blocks every other writer.
+        provider: The provider a claim sends through (shown if its worker dies).
+
+    Raises:
+        StorageUnavailable: MongoDB is unreachable.
+    """
+    email_id = str(email.id)
+    read_generation = int(email.claim_generation or 0)
+    generation = read_generation + 1
+    interrupted: EmailTurn | None = None
+    for _ in range(_MAX_SKIPPED_TURNS):
+        taken = _insert_turn(
+            email_id, generation, purpose, owner=owner, expires_at=expires_at, provider=provider
+        )
+        if taken:
+            return TurnTaken(generation, interrupted)
+        turn = read_turn(email_id, generation)
+        if turn is None:  # purged in between: try the same generation again
+            continue
+        now = utcnow()
+        if turn.purpose == TurnPurpose.ACCEPT:
+            generation += 1
+            continue
+        if turn.purpose == TurnPurpose.VOID:
+            return TurnBlocked("void")
+        if turn.purpose == TurnPurpose.CLAIM and _live(turn, now):
+            return TurnBlocked("held", until=turn.expires_at)
+        if turn.purpose != TurnPurpose.CLAIM and now - turn.created_at < TURN_TAKEOVER:
+            return TurnBlocked("busy")
+        # Its writer died (or outlived its lease): skip the turn if it never wrote its change.
+        current = find_email(email_id)
+        if current is None or int(current.claim_generation or 0) != read_generation:
+            return TurnBlocked("moved")
+        log.warning(
+            "email %s: turn %d (%s by %s) was never written; skipping it",
+            email_id,
+            generation,
+            turn.purpose,
+            turn.owner,
+        )
+        if turn.purpose == TurnPurpose.CLAIM:
+            interrupted = turn
+        generation += 1
+    return TurnBlocked("busy")
 
 
 def take_turn(
     email_id: str,
     *,
-    purpose: str,
+    purpose: TurnPurpose,
     allowed: Callable[[Email, datetime], bool],
     updates: Callable[[Email, datetime], dict[str, Any]],
-    owner: str = "",
-    takeover: timedelta = TURN_TAKEOVER,
 ) -> Turn | None:
     """Change an email's state when ``allowed`` permits, with no other writer in between.
 
-    Reads the email, checks ``allowed(email, now)``, takes the next :class:`EmailTurn` (one
-    insert: exactly one concurrent writer succeeds, on MongoDB and FerretDB alike), then applies
-    ``updates(email, now)`` (mongoengine update keywords). A writer that read a stale email
-    loses at the insert, because the generation it wants is taken.
-
-    Args:
-        email_id: The email.
-        purpose: Why (``claim``, ``cancel``, ``fail``, ``replay``…), kept on the turn.
-        allowed: Whether the email's current state permits the change.
-        updates: The update to apply.
-        owner: Who takes the turn (a worker id), kept on the turn.
-        takeover: A turn this old whose change was never written (its writer died in between:
-            a SIGKILLed worker) is skipped, so the email is not blocked forever.
+    Reads the email, checks ``allowed(email, now)``, takes the next turn
+    (:func:`acquire_turn`), then applies ``updates(email, now)`` (mongoengine update keywords)
+    and reads the result. Used by the rarer writers (cancel, fail, replay); a worker's claim
+    takes its turn itself and writes only the outcome.
 
     Returns:
         The turn, or None when the state does not permit the change or another writer won.
@@ -309,34 +467,80 @@ def take_turn(
     now = utcnow()
     if not allowed(before, now):
         return None
-    read_generation = int(before.claim_generation or 0)
-    generation = read_generation + 1
-    while not _insert_turn(email_id, generation, purpose, owner):
-        if generation - read_generation >= _MAX_SKIPPED_TURNS or not _orphaned(
-            email_id, generation, read_generation, takeover
-        ):
-            return None
-        log.warning(
-            "email %s: turn %d was taken over %s ago and never used (its writer died); skipping it",
-            email_id,
-            generation,
-            takeover,
-        )
-        generation += 1
-    changes = {"set__claim_generation": generation, "set__updated_at": now, **updates(before, now)}
+    taken = acquire_turn(before, purpose)
+    if isinstance(taken, TurnBlocked):
+        return None
+    changes = {
+        "set__claim_generation": taken.generation,
+        "set__updated_at": now,
+        **updates(before, now),
+    }
     with map_mongo_errors():
-        Email.objects(id=before.id).update_one(**changes)
-    return Turn(before, get_email(email_id), generation)
+        Email.objects(id=before.id, claim_generation__lt=taken.generation).update_one(**changes)
+    return Turn(before, get_email(email_id), taken.generation)
 
 
 def failed_updates(error: str) -> dict[str, Any]:
-    """The :func:`take_turn` update that makes an email FAILED with ``error``, lease dropped."""
-    return {
-        "set__status": Status.FAILED,
-        "set__last_error": error,
-        "unset__lease_token": True,
-        "unset__lease_expires_at": True,
-    }
+    """The :func:`take_turn` update that makes an email FAILED with ``error``."""
+    return {"set__status": Status.FAILED, "set__last_error": error}
+
+
+VOID_REASON = (
+    "not accepted: the store did not confirm the email in time and the API answered so; "
+    "it is never sent"
+)
+
+
+def void_email(email_id: str) -> bool:
+    """Make sure an email whose insert the API could not confirm is never sent.
+
+    Takes the email's first turn as ``void`` (claims meet it and cancel the email) and
+    cancels the document if it landed. Loses to an idempotent retry that accepted the email
+    first (or a claim after it).
+
+    Returns:
+        True when the email is void; False when a retry accepted it first.
+
+    Raises:
+        StorageUnavailable: MongoDB is unreachable (the caller tries again later).
+    """
+    if not _insert_turn(email_id, 1, TurnPurpose.VOID):
+        turn = read_turn(email_id, 1)
+        if turn is None or turn.purpose != TurnPurpose.VOID:
+            return False
+    cancel_void(email_id, generation=1)
+    return True
+
+
+def cancel_void(email_id: str, *, generation: int) -> None:
+    """Write the CANCELLED outcome of a void turn (idempotent; nothing when the email is absent)."""
+    now = utcnow()
+    with map_mongo_errors():
+        Email.objects(id=parse_email_id(email_id), claim_generation__lt=generation).update_one(
+            set__status=Status.CANCELLED,
+            set__last_error=VOID_REASON,
+            set__claim_generation=generation,
+            set__updated_at=now,
+        )
+
+
+def accept_email(email_id: str) -> bool | None:
+    """Claim an email for an idempotent retry, against a ``void`` of its first request.
+
+    Returns:
+        None when the email was voided (its first request was answered "not accepted"); True
+        when this call accepted it (the caller makes sure it is stored and enqueued); False
+        when it was accepted already (a worker claimed it, or another retry accepted it).
+
+    Raises:
+        StorageUnavailable: MongoDB is unreachable.
+    """
+    if _insert_turn(email_id, 1, TurnPurpose.ACCEPT):
+        return True
+    turn = read_turn(email_id, 1)
+    if turn is not None and turn.purpose == TurnPurpose.VOID:
+        return None
+    return False
 
 
 def purge_turns(older_than: timedelta, now: datetime | None = None) -> int:

@@ -6,11 +6,31 @@ EmailTurn: each test makes many threads contend at the same moment and expects o
 
 import threading
 
+import mongoengine
 import pytest
+from pymongo import monitoring
 
 from server.errors import FailedPrecondition
 from server.store import claims, repository
-from server.store.documents import Status
+from server.store.connection import connect
+from server.store.documents import Attempt, Status, utcnow
+
+
+class CommandCounter(monitoring.CommandListener):
+    """Records the name of every command sent to the store (not handshakes or pings)."""
+
+    def __init__(self):
+        self.names = []
+
+    def started(self, event):
+        if event.command_name not in {"hello", "isMaster", "ismaster", "ping", "endSessions"}:
+            self.names.append(event.command_name)
+
+    def succeeded(self, event):
+        pass
+
+    def failed(self, event):
+        pass
 
 
 def new_email() -> str:
@@ -41,19 +61,31 @@ def race(n, fn):
     return results, errors
 
 
+def claim(email_id, owner, lease_seconds=60):
+    """Read the email and take its claim, as a worker does."""
+    email = claims.load_claimable(email_id)
+    if email is None:
+        return None
+    return claims.claim(email, owner=owner, lease_seconds=lease_seconds)
+
+
 @pytest.mark.parametrize("trial", range(5))
 def test_one_of_many_concurrent_claims_wins(store, trial):
     email_id = new_email()
-    results, errors = race(
-        8,
-        lambda i: claims.claim_email(email_id, token=f"t{i}", owner=f"w{i}", lease_seconds=60),
-    )
+    results, errors = race(8, lambda i: claim(email_id, f"w{i}"))
     assert errors == []
-    winners = [r for r in results if r is not None]
+    winners = [r for r in results if isinstance(r, claims.Claim)]
     assert len(winners) == 1
-    stored = repository.get_email(email_id)
-    assert stored.status == Status.SENDING
-    assert stored.lease_token == winners[0].token
+    # The others see the winner's live claim, and wait for it rather than drop the message.
+    assert all(isinstance(r, claims.Held) for r in results if r is not winners[0])
+    assert repository.get_email_as_seen(email_id).status == Status.SENDING
+    sent = claims.record_sent(
+        winners[0],
+        Attempt(provider="smtp", started_at=utcnow(), outcome="DELIVERED"),
+        provider_message_id="q1",
+    )
+    assert sent
+    assert repository.get_email_as_seen(email_id).status == Status.SENT
 
 
 @pytest.mark.parametrize("trial", range(5))
@@ -62,7 +94,8 @@ def test_cancel_and_claim_race_has_one_winner(store, trial):
 
     def contend(i):
         if i % 2:
-            return claims.claim_email(email_id, token=f"t{i}", owner=f"w{i}", lease_seconds=60)
+            taken = claim(email_id, f"w{i}")
+            return taken if isinstance(taken, claims.Claim) else None
         try:
             return repository.cancel_email(email_id)
         except FailedPrecondition:
@@ -73,18 +106,37 @@ def test_cancel_and_claim_race_has_one_winner(store, trial):
     winners = [r for r in results if r is not None]
     assert len(winners) == 1
     expected = Status.SENDING if isinstance(winners[0], claims.Claim) else Status.CANCELLED
-    assert repository.get_email(email_id).status == expected
+    assert repository.get_email_as_seen(email_id).status == expected
 
 
 def test_an_expired_lease_is_taken_over_once(store):
     email_id = new_email()
-    assert claims.claim_email(email_id, token="dead", owner="dead", lease_seconds=-1)
-    results, _ = race(
-        6,
-        lambda i: claims.claim_email(email_id, token=f"t{i}", owner=f"w{i}", lease_seconds=60),
-    )
-    winners = [r for r in results if r is not None]
+    assert isinstance(claim(email_id, "dead", lease_seconds=-1), claims.Claim)
+    results, _ = race(6, lambda i: claim(email_id, f"w{i}"))
+    winners = [r for r in results if isinstance(r, claims.Claim)]
     assert len(winners) == 1
-    assert winners[0].interrupted
+    assert winners[0].interrupted is not None
+    assert winners[0].interrupted.worker == "dead"
+    claims.record_failed_attempt(winners[0], None, status=Status.RETRYING, error="x")
     attempts = repository.get_email(email_id).attempts
     assert [a.outcome for a in attempts] == ["INTERRUPTED"]
+
+
+def test_a_first_attempt_costs_three_store_round_trips(store, mongo_uri):
+    """Read the email, insert the claim, write SENT: counted by a pymongo command listener."""
+    email_id = new_email()
+    commands = CommandCounter()
+    mongoengine.disconnect()
+    mongoengine.connect(host=mongo_uri, event_listeners=[commands], tz_aware=False)
+    try:
+        email = claims.load_claimable(email_id)
+        held = claims.claim(email, owner="w", lease_seconds=60)
+        claims.record_sent(
+            held,
+            Attempt(provider="smtp", started_at=utcnow(), outcome="DELIVERED"),
+            provider_message_id="q1",
+        )
+    finally:
+        connect(mongo_uri, timeout_ms=5000)
+    assert commands.names == ["find", "insert", "update"]
+    assert repository.get_email(email_id).status == Status.SENT

@@ -226,32 +226,33 @@ external_mongodb = pytest.mark.skipif(
 
 
 @external_mongodb
-def test_mongodb_unreachable_answers_500_fast_and_enqueues_nothing(
+def test_mongodb_unreachable_answers_not_accepted_and_enqueues_nothing(
     envoy, mongo_server, redis_client
 ):
     before = redis_client.llen("dramatiq:mail")
-    status, reply, elapsed = post_during_outage(envoy, mongo_server.stop, mongo_server.start)
-    assert status == 500, reply
-    assert elapsed < 3.0
+    status, reply, _ = post_during_outage(envoy, mongo_server.stop, mongo_server.start)
+    # 500: certainly not stored; 503: not confirmed, voided once the store is back. Never 201.
+    assert status in (500, 503), reply
+    assert "127.0.0.1" not in reply["message"]
     assert redis_client.llen("dramatiq:mail") == before
 
 
 @external_mongodb
-def test_mongodb_that_stalls_answers_500_within_3_seconds(envoy, mongo_server):
+def test_mongodb_that_stalls_answers_503_saying_a_keyed_retry_is_safe(envoy, mongo_server):
     # SIGSTOP: the kernel still accepts connections, nothing answers.
-    status, reply, elapsed = post_during_outage(
+    status, reply, _ = post_during_outage(
         envoy,
         lambda: os.kill(mongo_server.pid, signal.SIGSTOP),
         lambda: os.kill(mongo_server.pid, signal.SIGCONT),
     )
-    assert status == 500, reply
-    assert elapsed < 3.0
+    assert status == 503, reply
+    assert "not accepted" in reply["message"]
+    assert "same idempotency key is safe" in reply["message"]
 
 
 def test_redis_unreachable_answers_201_and_keeps_the_email_queued(envoy, redis_server, store):
-    status, reply, elapsed = post_during_outage(envoy, redis_server.stop, redis_server.start)
+    status, reply, _ = post_during_outage(envoy, redis_server.stop, redis_server.start)
     assert status == 201, reply
-    assert elapsed < 3.0
     assert Email.objects(id=reply["id"]).first().status == "QUEUED"
 
 

@@ -51,7 +51,7 @@ def test_sent_records_one_attempt(store, settings):
     assert stored.provider_message_id == "q-1"
     assert [a.outcome for a in stored.attempts] == ["DELIVERED"]
     assert stored.attempts[0].response == "250 2.0.0 queued as q-1"
-    assert stored.lease_token is None
+    assert stored.claim_generation == 1
 
 
 def test_duplicate_message_sends_once(store, settings):
@@ -63,10 +63,16 @@ def test_duplicate_message_sends_once(store, settings):
     assert len(smtp.sent) == 1
 
 
+def hold(email_id, owner="w1", lease_seconds=60):
+    """Take a claim as another worker would (and then never write its outcome)."""
+    return claims.claim(claims.load_claimable(email_id), owner=owner, lease_seconds=lease_seconds)
+
+
 def test_live_lease_blocks_a_second_worker(store, settings):
     email = new_email()
-    claim = claims.claim_email(str(email.id), token="t1", owner="w1", lease_seconds=60)
-    assert claim is not None
+    claim = hold(str(email.id))
+    assert isinstance(claim, claims.Claim)
+    assert repository.get_email_as_seen(str(email.id)).status == Status.SENDING
     smtp = ScriptedProvider("smtp")
     with pytest.raises(RetryDelivery) as info:
         deliver(str(email.id), settings=settings, router=Router({"smtp": smtp}, ["smtp"]))
@@ -76,19 +82,24 @@ def test_live_lease_blocks_a_second_worker(store, settings):
     assert smtp.sent == []
 
 
-def test_error_before_sending_frees_the_email_at_once(store, settings):
+def test_error_before_sending_frees_the_email_at_once(store, settings, monkeypatch):
     email = new_email()
 
-    class Broken(Router):
-        def choose(self, email):
-            raise RuntimeError("strategy bug")
+    def broken(_email):
+        raise RuntimeError("mime bug")
 
+    monkeypatch.setattr("workers.delivery.build_outgoing", broken)
+    smtp = ScriptedProvider("smtp")
     with pytest.raises(RuntimeError):
-        deliver(str(email.id), settings=settings, router=Broken({}, []))
-    stored = repository.get_email(str(email.id))
+        deliver(str(email.id), settings=settings, router=Router({"smtp": smtp}, ["smtp"]))
+    stored = repository.get_email_as_seen(str(email.id))
     assert stored.status == Status.RETRYING
-    assert stored.lease_token is None
-    assert "strategy bug" in stored.last_error
+    assert "mime bug" in stored.last_error
+    monkeypatch.undo()
+    # Not held until the lease runs out: the next attempt sends at once.
+    assert deliver(str(email.id), settings=settings, router=Router({"smtp": smtp}, ["smtp"])) == (
+        Status.SENT
+    )
 
 
 def test_waiting_for_a_provider_spends_no_retries_and_keeps_one_entry(store, settings):
@@ -127,7 +138,7 @@ def test_dead_letter_record_is_written_on_a_retry(store, settings):
 
 def test_expired_lease_is_taken_over_and_recorded(store, settings):
     email = new_email()
-    claims.claim_email(str(email.id), token="t1", owner="dead-worker", lease_seconds=-1)
+    hold(str(email.id), owner="dead-worker", lease_seconds=-1)
     smtp = ScriptedProvider("smtp")
     assert (
         deliver(str(email.id), settings=settings, router=Router({"smtp": smtp}, ["smtp"]))

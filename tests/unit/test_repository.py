@@ -1,4 +1,4 @@
-"""The accept path's hand-built email document matches the mongoengine schema."""
+"""The store's repository: the hand-built document, inserts, voids and the error mapping."""
 
 from __future__ import annotations
 
@@ -7,7 +7,16 @@ from datetime import timedelta
 import pytest
 from bson import ObjectId
 
-from server.store import repository
+from mongoengine import errors as mongoengine_errors
+from pymongo import errors
+
+from server.errors import (
+    DuplicateKey,
+    MailroomError,
+    StorageOutcomeUnknown,
+    StorageUnavailable,
+)
+from server.store import claims, repository
 from server.store.documents import Email, Status, utcnow
 
 FULL = repository.NewEmail(
@@ -63,16 +72,91 @@ def test_new_email_document_is_what_the_mongoengine_document_stores(
     Email._from_son(document).validate()
 
 
-def test_ensure_email_stores_once_and_answers_the_stored_email_on_a_repeat(store) -> None:
+def test_a_second_insert_of_one_id_is_a_duplicate_key_and_stores_once(store) -> None:
     oid = ObjectId()
-    later = utcnow() + timedelta(hours=2)
-    new = repository.NewEmail(**{**FULL.__dict__, "send_at": later})
-
-    first = repository.ensure_email(new, message_id_domain="mail.test", email_id=oid)
-    again = repository.ensure_email(new, message_id_domain="mail.test", email_id=oid)
-
-    assert first == repository.Accepted(str(oid), Status.SCHEDULED, later, created=True)
-    assert again == repository.Accepted(str(oid), Status.SCHEDULED, later, created=False)
+    document = repository.new_email_document(
+        FULL, message_id_domain="mail.test", email_id=oid, now=utcnow()
+    )
+    repository.insert_email(dict(document))
+    with pytest.raises(DuplicateKey):
+        repository.insert_email(dict(document))
     stored = Email.objects.get(id=oid)
     assert (stored.to, stored.bcc, stored.message_id) == (FULL.to, FULL.bcc, f"<{oid}@mail.test>")
     assert Email.objects.count() == 1
+
+
+def test_a_voided_email_is_cancelled_and_never_claimed_even_when_it_lands_later(store) -> None:
+    early, late = ObjectId(), ObjectId()
+    repository.create_email(MINIMAL, message_id_domain="t", email_id=early)
+    assert repository.void_email(str(early))
+    assert repository.get_email(str(early)).status == Status.CANCELLED
+
+    # The insert lands after the void: the claim meets the void and cancels the email.
+    assert repository.void_email(str(late))
+    repository.create_email(MINIMAL, message_id_domain="t", email_id=late)
+    email = claims.load_claimable(str(late))
+    assert email is not None
+    assert claims.claim(email, owner="w", lease_seconds=60) is None
+    stored = repository.get_email(str(late))
+    assert stored.status == Status.CANCELLED
+    assert "not accepted" in stored.last_error
+
+
+def test_an_idempotent_retry_and_a_void_exclude_each_other(store) -> None:
+    voided, accepted = str(ObjectId()), str(ObjectId())
+    assert repository.void_email(voided)
+    assert repository.accept_email(voided) is None
+
+    assert repository.accept_email(accepted) is True
+    assert repository.accept_email(accepted) is False
+    assert not repository.void_email(accepted)
+    # The accept turn writes nothing: a worker skips it and claims the next turn.
+    repository.create_email(MINIMAL, message_id_domain="t", email_id=ObjectId(accepted))
+    claim = claims.claim(claims.load_claimable(accepted), owner="w", lease_seconds=60)
+    assert isinstance(claim, claims.Claim)
+    assert claim.generation == 2
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected"),
+    [
+        (errors.DuplicateKeyError("E11000 duplicate key"), DuplicateKey),
+        (errors.ServerSelectionTimeoutError("no servers"), StorageUnavailable),
+        (errors.NetworkTimeout("timed out"), StorageOutcomeUnknown),
+        (errors.AutoReconnect("connection reset"), StorageOutcomeUnknown),
+        (errors.ExecutionTimeout("operation exceeded time limit"), StorageOutcomeUnknown),
+        (errors.WTimeoutError("waiting for replication timed out"), StorageOutcomeUnknown),
+        (errors.OperationFailure("unauthorized"), StorageUnavailable),
+        (errors.PyMongoError("anything else"), StorageUnavailable),
+        (mongoengine_errors.NotUniqueError("E11000 duplicate key error"), DuplicateKey),
+        (mongoengine_errors.OperationError("could not save"), StorageUnavailable),
+    ],
+)
+def test_every_driver_error_is_mapped_without_internal_details(raised, expected) -> None:
+    with pytest.raises(expected) as info, repository.map_mongo_errors():
+        raise raised
+    assert type(info.value) is expected
+    assert str(raised) not in info.value.message
+
+
+def test_no_pymongo_error_class_escapes_unmapped() -> None:
+    classes = [
+        c
+        for c in vars(errors).values()
+        if isinstance(c, type) and issubclass(c, errors.PyMongoError)
+    ]
+    assert len(classes) > 20
+    for cls in classes:
+        instance = _construct(cls)
+        with pytest.raises(MailroomError), repository.map_mongo_errors():
+            raise instance
+
+
+def _construct(cls):
+    """An instance of a pymongo error class, whatever its constructor wants."""
+    for args in (("x",), ({},), ("x", {}), ("x", 1, {}), ({}, False)):
+        try:
+            return cls(*args)
+        except (TypeError, AttributeError, KeyError):
+            continue
+    raise AssertionError(f"cannot construct {cls}")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta
 
 import pendulum
 import pytest
+from bson import ObjectId
 
 from server.errors import QueueUnavailable
-from server.store import repository
+from server.store import claims, repository
 from server.store.documents import Attempt, DeadLetter, Email, Outcome, Status, utcnow
 from server.store.pending import spent_retries
 from workers.rescan import rescan
@@ -51,14 +53,17 @@ class Marks:
 
 
 def make_email(status: Status, *, age: timedelta = LONG_AGO, **fields: object) -> str:
+    """An email accepted ``age`` ago (its id made then, as the API makes it) and left so."""
+    then = utcnow() - age
     email = repository.create_email(
         repository.NewEmail(
             to=["to@example.com"], subject="s", text="t", from_address="from@example.com"
         ),
         message_id_domain="test",
+        email_id=ObjectId(ObjectId.from_datetime(then).binary[:4] + os.urandom(8)),
     )
     Email.objects(id=email.id).update_one(
-        set__status=status, set__updated_at=utcnow() - age, **fields
+        set__status=status, set__created_at=then, set__updated_at=then, **fields
     )
     return str(email.id)
 
@@ -89,9 +94,9 @@ def test_requeues_each_kind_of_stuck_email_once(store) -> None:
     now = utcnow()
     queued = make_email(Status.QUEUED)
     scheduled_due = make_email(Status.SCHEDULED, set__send_at=now - timedelta(hours=1))
-    sending_dead = make_email(
-        Status.SENDING, set__lease_owner="w1", set__lease_expires_at=now - timedelta(hours=1)
-    )
+    # A worker claimed it and died: the claim writes nothing, so the email shows QUEUED.
+    sending_dead = make_email(Status.QUEUED)
+    claims.claim(claims.load_claimable(sending_dead), owner="w1", lease_seconds=-3600)
     retrying_overdue = make_email(
         Status.RETRYING,
         set__next_attempt_at=now - timedelta(hours=1),
@@ -103,11 +108,11 @@ def test_requeues_each_kind_of_stuck_email_once(store) -> None:
     result = run(queue, now=now)
 
     assert sorted(queue.ids) == sorted([queued, scheduled_due, sending_dead, retrying_overdue])
-    assert result.found == {"QUEUED": 1, "SCHEDULED": 1, "SENDING": 1, "RETRYING": 1}
+    assert result.found == {"QUEUED": 2, "SCHEDULED": 1, "RETRYING": 1}
     assert sum(result.requeued.values()) == 4
     # The scan only enqueues: the worker's claim decides, so statuses are untouched.
     assert status_of(scheduled_due) == Status.SCHEDULED
-    assert status_of(sending_dead) == Status.SENDING
+    assert status_of(sending_dead) == Status.QUEUED
     assert "re-enqueued 4" in result.summary()
 
 
@@ -116,7 +121,7 @@ def test_leaves_alone_what_moved_recently_is_final_or_is_not_due(store) -> None:
     make_email(Status.QUEUED, age=timedelta(minutes=5))
     make_email(Status.SCHEDULED, set__send_at=now + timedelta(hours=1))
     make_email(Status.SCHEDULED, set__send_at=now - timedelta(minutes=5))  # within the buffer
-    make_email(Status.SENDING, set__lease_expires_at=now + timedelta(minutes=1))
+    make_email(Status.QUEUED, age=timedelta(minutes=29))
     make_email(Status.RETRYING, set__next_attempt_at=now - timedelta(minutes=5))
     for final in (Status.SENT, Status.FAILED, Status.CANCELLED):
         make_email(final)
@@ -289,24 +294,19 @@ def test_a_backlog_waiting_on_the_queue_is_not_enqueued_twice(store) -> None:
     retry_waiting = make_email(
         Status.RETRYING, age=timedelta(hours=1), set__next_attempt_at=now - timedelta(hours=1)
     )
-    dead_worker = make_email(
-        Status.SENDING, age=timedelta(hours=1), set__lease_expires_at=now - timedelta(hours=1)
-    )
     queue = Queue()
 
     run(queue, now=now, waiting_since=now - timedelta(hours=2))
 
-    # A claimed email has no message waiting: the queue's backlog does not hold it back.
-    assert sorted(queue.ids) == sorted([lost, dead_worker])
+    assert queue.ids == [lost]
     assert waiting not in queue.ids
     assert retry_waiting not in queue.ids
 
 
 def test_an_email_enqueued_again_is_not_doubled_while_its_message_waits(store) -> None:
     now = utcnow()
-    dead_worker = make_email(
-        Status.SENDING, age=timedelta(hours=1), set__lease_expires_at=now - timedelta(hours=1)
-    )
+    dead_worker = make_email(Status.QUEUED, age=timedelta(hours=1))
+    claims.claim(claims.load_claimable(dead_worker), owner="w1", lease_seconds=-3600)
     queue = Queue()
     marks = Marks()
 

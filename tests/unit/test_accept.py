@@ -1,0 +1,117 @@
+"""SendEmail's answer when the store's insert outcome is unknown, branch by branch (mongomock)."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import wait_until
+from mailroom.v1 import mail_pb2
+from server.errors import NotAccepted, QueueUnavailable, StorageOutcomeUnknown, StorageUnavailable
+from server.servicer import MailServicer
+from server.store import repository
+from server.store.documents import Email, EmailTurn, Status
+
+
+class Queue:
+    def __init__(self, fail: bool = False) -> None:
+        self.ids: list[str] = []
+        self.fail = fail
+
+    def enqueue_delivery(self, email_id: str, *, delay_ms: int | None = None) -> None:
+        if self.fail:
+            raise QueueUnavailable("queue unavailable (ConnectionError)")
+        self.ids.append(email_id)
+
+
+class Context:
+    def __init__(self) -> None:
+        self.metadata: tuple[tuple[str, str], ...] = ()
+
+    def invocation_metadata(self):
+        return ()
+
+    def send_initial_metadata(self, metadata):
+        self.metadata = metadata
+
+
+REQUEST = mail_pb2.SendEmailRequest(to=["a@example.com"], title="t", content="c")
+
+
+@pytest.fixture
+def make(settings):
+    made = []
+
+    def build(queue: Queue | None = None) -> tuple[MailServicer, Queue]:
+        q = queue or Queue()
+        servicer = MailServicer(settings, q)  # type: ignore[arg-type]
+        made.append(servicer)
+        return servicer, q
+
+    yield build
+    for servicer in made:
+        servicer.close()
+
+
+def insert_then_lose_the_answer(document):
+    Email._get_collection().insert_one(document)
+    raise StorageOutcomeUnknown("storage did not answer in time (NetworkTimeout)")
+
+
+def lose_the_insert(document):
+    raise StorageOutcomeUnknown("storage did not answer in time (NetworkTimeout)")
+
+
+def test_an_unconfirmed_insert_that_landed_is_accepted_and_enqueued(store, make, monkeypatch):
+    monkeypatch.setattr(repository, "insert_email", insert_then_lose_the_answer)
+    servicer, queue = make()
+    context = Context()
+    reply = servicer.SendEmail(REQUEST, context)
+    assert queue.ids == [reply.id]
+    assert context.metadata == (("x-http-status", "201"),)
+    assert Email.objects(id=reply.id).first().status == Status.QUEUED
+
+
+def test_an_unconfirmed_insert_not_found_is_voided_and_answered_500(store, make, monkeypatch):
+    monkeypatch.setattr(repository, "insert_email", lose_the_insert)
+    servicer, queue = make()
+    with pytest.raises(StorageUnavailable) as info:
+        servicer.SendEmail(REQUEST, Context())
+    assert not isinstance(info.value, NotAccepted)
+    assert queue.ids == []
+    [turn] = EmailTurn.objects()
+    assert turn.purpose == "void"
+
+
+def test_an_unresolvable_insert_is_503_and_voided_in_the_background(store, make, monkeypatch):
+    monkeypatch.setattr(repository, "insert_email", lose_the_insert)
+    store_down = True
+
+    def void_when_back(email_id):
+        if store_down:
+            raise StorageUnavailable("storage unavailable (ServerSelectionTimeoutError)")
+        return real_void(email_id)
+
+    real_void = repository.void_email
+    monkeypatch.setattr(repository, "void_email", void_when_back)
+    monkeypatch.setattr(repository, "find_email", lambda _id: void_when_back(_id))
+    servicer, queue = make()
+    with pytest.raises(NotAccepted) as info:
+        servicer.SendEmail(REQUEST, Context())
+    email_id = info.value.message.split()[1]
+    assert queue.ids == []
+    assert len(servicer.voids) == 1
+    store_down = False
+    servicer.voids.add(email_id)  # wakes the backlog at once
+    wait_until(lambda: len(servicer.voids) == 0, timeout=10, message="void done")
+    assert EmailTurn.objects(key=f"{email_id}:1").first().purpose == "void"
+
+
+def test_an_enqueue_that_fails_is_retried_until_redis_answers(store, make):
+    queue = Queue(fail=True)
+    servicer, _ = make(queue)
+    reply = servicer.SendEmail(REQUEST, Context())
+    assert queue.ids == []
+    assert len(servicer.enqueues) == 1
+    queue.fail = False
+    wait_until(lambda: queue.ids == [reply.id], timeout=10, message="enqueued once Redis is back")
+    assert len(servicer.enqueues) == 0
