@@ -1,14 +1,15 @@
 """Run all of Mailroom in the foreground on local defaults (``make dev``).
 
-Starts, in order: FerretDB (SQLite files in ``var/ferretdb``), redis-server (``var/redis``), the
-SMTP sink (messages in ``var/mail``), ``mailroom-api``, Envoy (config rendered to
-``var/envoy.yaml``; REST on 8080, admin on 9901), one ``mailroom-worker`` and the
-``mailroom-scheduler``. Each child's output
-is printed with its name in front and also kept in ``var/log/<name>.log``.
+Starts, in order: PostgreSQL (a cluster of its own in ``var/postgres`` on port 15432, created by
+the first run and reused by the next), FerretDB on it (port 27017; its state in
+``var/ferretdb``), redis-server (``var/redis``), the SMTP sink (messages in ``var/mail``),
+``mailroom-api``, Envoy (config rendered to ``var/envoy.yaml``; REST on 8080, admin on 9901), one
+``mailroom-worker`` and the ``mailroom-scheduler``. Each child's output is printed with its name
+in front and also kept in ``var/log/<name>.log``.
 
 ``MAILROOM_MONGODB_URI`` / ``MAILROOM_REDIS_URL`` in the environment point Mailroom at existing
-servers instead of starting FerretDB / Redis. Ctrl-C or SIGTERM stops everything; if one child
-exits, the script says which and stops the others (exit status 1).
+servers instead of starting PostgreSQL and FerretDB / Redis. Ctrl-C or SIGTERM stops everything;
+if one child exits, the script says which and stops the others (exit status 1).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from server.devtools.services import (  # noqa: E402
     find_binary,
     start_envoy,
     start_ferretdb,
+    start_postgres,
     start_redis,
 )
 from server.settings import Settings  # noqa: E402
@@ -73,6 +75,9 @@ def _parse_args(settings: Settings) -> argparse.Namespace:
     parser.add_argument("--http-port", type=int, default=8080, help="Envoy's REST/gRPC port")
     parser.add_argument("--admin-port", type=int, default=9901, help="Envoy's admin port")
     parser.add_argument("--mongo-port", type=int, default=27017, help="FerretDB's port")
+    parser.add_argument(
+        "--postgres-port", type=int, default=15432, help="the PostgreSQL under FerretDB"
+    )
     parser.add_argument("--redis-port", type=int, default=6379, help="redis-server's port")
     parser.add_argument(
         "--smtp-port", type=int, default=settings.smtp.port, help="the SMTP sink's port"
@@ -98,6 +103,7 @@ def main() -> int:
     }
     if not external_mongo:
         ports["FerretDB"] = args.mongo_port
+        ports["PostgreSQL"] = args.postgres_port
     if not external_redis:
         ports["Redis"] = args.redis_port
     busy = [f"{port} ({what})" for what, port in ports.items() if not _port_free(port)]
@@ -125,8 +131,18 @@ def main() -> int:
             mongo_uri = external_mongo
             _say(f"using MongoDB at MAILROOM_MONGODB_URI={mongo_uri}")
         else:
+            if not (var / "postgres" / "PG_VERSION").exists():
+                _say(f"creating the PostgreSQL cluster in {var / 'postgres'} (first run)")
+            postgres = start_postgres(
+                args.postgres_port, var / "postgres", log_path=logs / "postgres.log", echo=out
+            )
+            children.append(postgres)
             ferretdb = start_ferretdb(
-                args.mongo_port, var / "ferretdb", log_path=logs / "ferretdb.log", echo=out
+                args.mongo_port,
+                var / "ferretdb",
+                postgresql_url=postgres.url,
+                log_path=logs / "ferretdb.log",
+                echo=out,
             )
             children.append(ferretdb)
             mongo_uri = f"{ferretdb.uri}mailroom"
