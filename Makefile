@@ -1,12 +1,12 @@
 # Mailroom's commands. `make test` is what CI runs (.ci/run); it installs what it needs first.
 #
-#   make dev            run everything locally in the foreground (scripts/dev.py)
+#   make dev            run everything locally in the foreground (scripts/dev.py; data in var/)
 #   make test           install tools, lint, then all tests; extra pytest args: PYTEST_ARGS='-k smtp'
 #   make lint           ruff, mypy, generated-code check, buf lint
 #   make proto          regenerate the stubs and Envoy's descriptor set from proto/
 #   make bench          run the benchmarks (python -m bench)
 #   make compose-check  validate docker-compose.yml
-#   make clean          remove var/ and caches (keeps .venv)
+#   make clean          remove var/ (the dev PostgreSQL cluster too) and caches (keeps .venv)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
