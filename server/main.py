@@ -14,6 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from mailroom.v1 import mail_pb2, mail_pb2_grpc
+from server.health import HealthPoolInterceptor, StoreMonitor
 from server.interceptors import ApiKeyInterceptor, ErrorInterceptor
 from server.logs import configure_logging
 from server.queue import DeliveryQueue
@@ -29,7 +30,7 @@ SERVICE_NAME = mail_pb2.DESCRIPTOR.services_by_name["MailService"].full_name
 
 def build_server(
     settings: Settings, queue: DeliveryQueue, *, reuse_port: bool = False
-) -> tuple[grpc.Server, int, health.HealthServicer]:
+) -> tuple[grpc.Server, int, health.HealthServicer, MailServicer]:
     """Build the gRPC server (not started) and bind its port.
 
     Args:
@@ -39,13 +40,17 @@ def build_server(
             second API started by mistake on a busy port fails instead of splitting traffic.
 
     Returns:
-        The server, the bound port (useful with port 0), and its health servicer.
+        The server, the bound port (useful with port 0), its health servicer and the
+        MailService servicer (whose background retries stop with the server).
     """
-    interceptors: list[grpc.ServerInterceptor] = [ErrorInterceptor()]  # type: ignore[type-arg]
+    # Outermost first: health runs on its own threads, then errors are mapped around the rest.
+    health_pool = HealthPoolInterceptor()
+    interceptors: list[grpc.ServerInterceptor] = [health_pool, ErrorInterceptor()]  # type: ignore[type-arg]
     if settings.api_keys:
         keys = [k.get_secret_value() for k in settings.api_keys]
         interceptors.append(ApiKeyInterceptor(keys, [SERVICE_NAME]))
     max_message = max(settings.grpc_max_message_bytes, settings.max_email_bytes * 2)
+    servicer = MailServicer(settings, queue)
     server = grpc.server(
         futures.ThreadPoolExecutor(
             max_workers=settings.grpc_max_workers, thread_name_prefix="grpc"
@@ -58,9 +63,7 @@ def build_server(
             ("grpc.so_reuseport", int(reuse_port)),
         ],
     )
-    mail_pb2_grpc.add_MailServiceServicer_to_server(  # type: ignore[no-untyped-call]
-        MailServicer(settings, queue), server
-    )
+    mail_pb2_grpc.add_MailServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health_servicer = health.HealthServicer()
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
@@ -73,7 +76,7 @@ def build_server(
         port = server.add_insecure_port(address)
     except RuntimeError as exc:  # grpcio's "Failed to bind", with no reason given
         raise SystemExit(f"cannot bind {address}: the port is in use or not available") from exc
-    return server, port, health_servicer
+    return server, port, health_servicer, servicer
 
 
 def serve(settings: Settings, *, reuse_port: bool = False) -> None:
@@ -87,7 +90,8 @@ def serve(settings: Settings, *, reuse_port: bool = False) -> None:
     queue = DeliveryQueue(
         settings.redis_url, settings.queue_name, timeout_seconds=settings.redis_timeout_seconds
     )
-    server, port, health_servicer = build_server(settings, queue, reuse_port=reuse_port)
+    server, port, health_servicer, servicer = build_server(settings, queue, reuse_port=reuse_port)
+    monitor = StoreMonitor(health_servicer, ["", SERVICE_NAME]).start()
     server.start()
     log.info("mailroom-api listening on %s:%d", settings.grpc_host, port)
 
@@ -101,8 +105,10 @@ def serve(settings: Settings, *, reuse_port: bool = False) -> None:
     signal.signal(signal.SIGINT, stop)
     stopped.wait()
     # Envoy's health check takes us out of rotation while in-flight requests finish.
+    monitor.stop()
     health_servicer.enter_graceful_shutdown()
     server.stop(grace=5).wait()
+    servicer.close()
     queue.close()
     log.info("mailroom-api stopped")
 
