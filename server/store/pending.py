@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
@@ -103,7 +103,9 @@ def stale_filter(status: Status, *, now: datetime, cutoff: datetime) -> Q:
     if status == Status.QUEUED:
         # An untouched QUEUED email's _id is as old as its updated_at: the _id bound lets the
         # (status, _id) index skip the fresh ones.
-        return Q(status=status, id__lte=ObjectId.from_datetime(cutoff), updated_at__lte=cutoff)
+        # (ObjectIds count whole seconds: the bound takes all of cutoff's second.)
+        first_after = ObjectId.from_datetime(cutoff + timedelta(seconds=1))
+        return Q(status=status, id__lt=first_after, updated_at__lte=cutoff)
     if status == Status.SCHEDULED:
         return Q(status=status, send_at__lte=cutoff)
     if status == Status.RETRYING:
