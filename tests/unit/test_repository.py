@@ -6,7 +6,6 @@ from datetime import timedelta
 
 import pytest
 from bson import ObjectId
-
 from mongoengine import errors as mongoengine_errors
 from pymongo import errors
 
