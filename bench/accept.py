@@ -1,0 +1,163 @@
+"""The accept path: SendEmail over gRPC and REST against a raw baseline.
+
+For each concurrency three paths take turns, a few rounds of a few seconds each:
+
+* raw:  the same work done straight — a pymongo ``insert_one`` of the document the API stores
+        plus a Dramatiq-shaped enqueue with redis-py — against the same servers;
+* grpc: ``SendEmail`` to the API, each load thread a client with its own channel;
+* rest: ``POST /api/email`` through Envoy's transcoder, a keep-alive connection per thread.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pymongo
+import redis
+
+from bench.common import (
+    BODY,
+    Cell,
+    HttpStatusError,
+    Store,
+    api_server_pids,
+    free_port,
+    grpc_stubs,
+    raw_call,
+    rss_mb,
+    run_load,
+    start_api,
+)
+from server.devtools.envoy_config import write_envoy_config
+from server.devtools.services import ManagedProcess, start_envoy
+
+
+@dataclass
+class AcceptResult:
+    grpc_ratio: float
+    rest_ratio: float
+    grpc_rps: float
+    raw_rps: float
+
+
+def run(
+    tmp: Path,
+    store: Store,
+    *,
+    levels: list[int],
+    rounds: int,
+    seconds: float,
+    api_processes: int,
+) -> AcceptResult | None:
+    from mailroom.v1 import mail_pb2
+
+    database, redis_db = "mailroom_accept", 0
+    procs: list[ManagedProcess] = []
+    mongo: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+        store.mongo_uri(database), maxPoolSize=128
+    )
+    rclient = redis.Redis.from_url(store.redis_url(redis_db), max_connections=128)
+    channels: list[Any] = []
+    connections: list[http.client.HTTPConnection] = []
+    try:
+        api, target = start_api(
+            tmp, store, database=database, redis_db=redis_db, processes=api_processes
+        )
+        procs.append(api)
+        rest_port, admin_port = free_port(), free_port()
+        config = write_envoy_config(
+            tmp / "envoy.yaml",
+            listen_port=rest_port,
+            admin_port=admin_port,
+            api_port=int(target.rsplit(":", 1)[1]),
+        )
+        procs.append(start_envoy(config, admin_port))
+
+        db = mongo.get_default_database()
+        # Each load thread is a client of its own (its own channel, so its own connection), as
+        # the internal services calling Mailroom are; with several API processes the kernel
+        # spreads those connections among them. Made once per thread index, kept warm.
+        most = max(levels)
+        channels, stubs = grpc_stubs(target, most)
+        request = mail_pb2.SendEmailRequest(**BODY)
+
+        def grpc_call(index: int) -> None:
+            stubs[index].SendEmail(request, timeout=10)
+
+        # http.client, a keep-alive connection per load thread: the load generator shares the
+        # cores with what it measures, and httpx costs about twice its CPU per call.
+        connections = [
+            http.client.HTTPConnection("127.0.0.1", rest_port, timeout=10) for _ in range(most)
+        ]
+        body = json.dumps(BODY).encode()
+        headers = {"content-type": "application/json"}
+
+        def rest_call(index: int) -> None:
+            conn = connections[index]
+            try:
+                conn.request("POST", "/api/email", body=body, headers=headers)
+                resp = conn.getresponse()
+                resp.read()
+            except (OSError, http.client.HTTPException):
+                conn.close()  # reconnects on the next request
+                raise
+            if resp.status != 201:
+                raise HttpStatusError(resp.status)
+
+        # Warm up every path and connect every client (FerretDB's tables, Envoy's clusters).
+        for call in (raw_call(db, rclient), grpc_call, rest_call):
+            run_load(call, most, 0.5, Cell())
+
+        print(
+            f"\naccept: {rounds} rounds of {seconds:g}s per path and concurrency; "
+            f"{api_processes} API processes"
+        )
+        columns = ("path", "conc", "req/s", "p50 ms", "p99 ms", "errors", "ratio")
+        header = f"{columns[0]:<5} " + " ".join(f"{c:>8}" for c in columns[1:])
+        print(header)
+        print("-" * len(header))
+        results: dict[tuple[str, int], Cell] = {}
+        paths = [("raw", raw_call(db, rclient)), ("grpc", grpc_call), ("rest", rest_call)]
+        for level in levels:
+            for round_ in range(rounds):
+                # Each round starts with another path, so none always follows the same one.
+                for name, call in paths[round_ % 3 :] + paths[: round_ % 3]:
+                    run_load(call, level, seconds, results.setdefault((name, level), Cell()))
+            for name, _call in paths:
+                cell = results[(name, level)]
+                raw = results[("raw", level)].rps
+                ratio = cell.rps / raw if raw else 0
+                cells = (level, f"{cell.rps:.1f}", f"{cell.percentile_ms(0.5):.2f}")
+                cells += (f"{cell.percentile_ms(0.99):.2f}", cell.errors, f"{ratio:.2f}")
+                line = f"{name:<5} " + " ".join(f"{c:>8}" for c in cells)
+                if cell.kinds:
+                    line += "  " + ", ".join(f"{k} {v}" for k, v in cell.kinds.most_common())
+                print(line, flush=True)
+        for pid in api_server_pids(api.pid or 0):
+            rss, peak = rss_mb(pid)
+            print(
+                f"API process {pid} resident memory: {rss:.0f} MB now, {peak:.0f} MB peak "
+                "(target < 150 MB)"
+            )
+        if 16 not in levels or not results[("raw", 16)].rps:
+            return None
+        raw16 = results[("raw", 16)].rps
+        return AcceptResult(
+            results[("grpc", 16)].rps / raw16,
+            results[("rest", 16)].rps / raw16,
+            results[("grpc", 16)].rps,
+            raw16,
+        )
+    finally:
+        for conn in connections:
+            conn.close()
+        for channel in channels:
+            channel.close()
+        mongo.close()
+        rclient.close()
+        for proc in reversed(procs):
+            proc.stop()
