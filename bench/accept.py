@@ -22,6 +22,7 @@ import redis
 from bench.common import (
     BODY,
     Cell,
+    CpuMeter,
     HttpStatusError,
     Store,
     api_server_pids,
@@ -75,7 +76,9 @@ def run(
             admin_port=admin_port,
             api_port=int(target.rsplit(":", 1)[1]),
         )
-        procs.append(start_envoy(config, admin_port))
+        envoy = start_envoy(config, admin_port)
+        procs.append(envoy)
+        trees = {"api": api.pid, "envoy": envoy.pid, **store.pids()}
 
         db = mongo.get_default_database()
         # Each load thread is a client of its own (its own channel, so its own connection), as
@@ -121,12 +124,16 @@ def run(
         print(header)
         print("-" * len(header))
         results: dict[tuple[str, int], Cell] = {}
+        meters: dict[tuple[str, int], CpuMeter] = {}
         paths = [("raw", raw_call(db, rclient)), ("grpc", grpc_call), ("rest", rest_call)]
         for level in levels:
             for round_ in range(rounds):
                 # Each round starts with another path, so none always follows the same one.
                 for name, call in paths[round_ % 3 :] + paths[: round_ % 3]:
+                    meter = meters.setdefault((name, level), CpuMeter(trees))
+                    meter.start()
                     run_load(call, level, seconds, results.setdefault((name, level), Cell()))
+                    meter.stop()
             for name, _call in paths:
                 cell = results[(name, level)]
                 raw = results[("raw", level)].rps
@@ -137,6 +144,9 @@ def run(
                 if cell.kinds:
                     line += "  " + ", ".join(f"{k} {v}" for k, v in cell.kinds.most_common())
                 print(line, flush=True)
+        print("CPU in cores while each path ran:")
+        for (name, level), meter in meters.items():
+            print(meter.line(f"  {name:<4} {level:>3}: "))
         for pid in api_server_pids(api.pid or 0):
             rss, peak = rss_mb(pid)
             print(

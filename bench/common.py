@@ -203,13 +203,14 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 class CpuMeter:
-    """CPU used by named process trees between :meth:`start` and :meth:`stop`, in cores."""
+    """CPU used by named process trees while the meter runs, in cores (summed over its runs)."""
 
     def __init__(self, trees: dict[str, int | None]) -> None:
         self.trees = {name: pid for name, pid in trees.items() if pid}
         self._before: dict[str, float] = {}
         self._began = 0.0
-        self.cores: dict[str, float] = {}
+        self._used: dict[str, float] = {}
+        self._wall = 0.0
 
     def _sample(self) -> dict[str, float]:
         sample = {name: cpu_seconds(descendants(pid)) for name, pid in self.trees.items()}
@@ -220,15 +221,19 @@ class CpuMeter:
         self._before = self._sample()
         self._began = time.monotonic()
 
-    def stop(self) -> dict[str, float]:
+    def stop(self) -> None:
         after = self._sample()
-        wall = time.monotonic() - self._began
-        self.cores = {k: (after[k] - self._before.get(k, 0.0)) / wall for k in after if wall > 0}
-        return self.cores
+        self._wall += time.monotonic() - self._began
+        for name, used in after.items():
+            self._used[name] = self._used.get(name, 0.0) + used - self._before.get(name, 0.0)
 
-    def line(self) -> str:
+    @property
+    def cores(self) -> dict[str, float]:
+        return {k: v / self._wall for k, v in self._used.items()} if self._wall else {}
+
+    def line(self, prefix: str = "CPU in cores: ") -> str:
         parts = [f"{name} {cores:.2f}" for name, cores in self.cores.items()]
-        return "CPU in cores: " + ", ".join(parts) + f" (machine: {os.cpu_count()} cores)"
+        return prefix + ", ".join(parts) + f" (machine: {os.cpu_count()} cores)"
 
 
 # -- the backing services -----------------------------------------------------------------------
