@@ -1,6 +1,6 @@
-# Mailroom's image: the API, the worker, the scheduler and the dev SMTP sink are its console
-# scripts (mailroom-api, mailroom-worker, mailroom-scheduler, mailroom-smtp-sink); docker-compose.yml
-# picks one per service. Envoy runs from the official envoyproxy/envoy image beside it.
+# Mailroom's image: the API, the worker, the scheduler and the operator CLI are its console
+# scripts (mailroom-api, mailroom-worker, mailroom-scheduler, mailroom-admin); docker-compose.yml
+# picks one per service, and runs aiosmtpd's own Mailbox sink from it for the dev profile. Envoy runs from the official envoyproxy/envoy image beside it.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -15,8 +15,10 @@ COPY sdk/ sdk/
 RUN pip install ./sdk
 
 COPY pyproject.toml ./
+COPY core/ core/
 COPY server/ server/
 COPY workers/ workers/
+COPY admin/ admin/
 RUN pip install . \
     && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin mailroom \
     && mkdir -p /app/var/mail \

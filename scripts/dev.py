@@ -27,8 +27,9 @@ from types import FrameType
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from server.devtools.envoy_config import envoy_binary, write_envoy_config  # noqa: E402
-from server.devtools.services import (  # noqa: E402
+from core.settings import Settings  # noqa: E402
+from devtools.envoy_config import envoy_binary, write_envoy_config  # noqa: E402
+from devtools.services import (  # noqa: E402
     ManagedProcess,
     ServiceError,
     find_binary,
@@ -37,7 +38,6 @@ from server.devtools.services import (  # noqa: E402
     start_postgres,
     start_redis,
 )
-from server.settings import Settings  # noqa: E402
 
 
 class Shutdown(BaseException):
@@ -180,7 +180,7 @@ def main() -> int:
             children.append(process)
             return process.start()
 
-        sink_argv = [find_binary("mailroom-smtp-sink"), "--port", str(args.smtp_port)]
+        sink_argv = [sys.executable, "-m", "devtools.smtp_sink", "--port", str(args.smtp_port)]
         child(
             "smtp-sink",
             [*sink_argv, "--dir", str(var / "mail")],

@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from server.errors import MailroomError
+from core.errors import MailroomError
 
 log = logging.getLogger(__name__)
 

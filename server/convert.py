@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from core.store.documents import Attempt, Email
 from mailroom.v1 import mail_pb2
-from server.store.documents import Attempt, Email
 
 
 def _timestamp(value: datetime | None) -> Timestamp | None:

@@ -21,8 +21,8 @@ import grpc
 import pymongo
 from grpc_health.v1 import health, health_pb2
 
-from server.errors import StorageUnavailable
-from server.store.repository import map_mongo_errors
+from core.errors import StorageUnavailable
+from core.store.repository import map_mongo_errors
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def ping_store(timeout: float) -> None:
     Raises:
         StorageUnavailable: It did not answer.
     """
-    from server.store.documents import Email
+    from core.store.documents import Email
 
     with map_mongo_errors(), pymongo.timeout(timeout):
         Email._get_db().command("ping")

@@ -1,6 +1,6 @@
 """The one place where exceptions become gRPC statuses.
 
-:class:`server.errors.MailroomError` subclasses carry their status code; validation errors add a
+:class:`core.errors.MailroomError` subclasses carry their status code; validation errors add a
 ``google.rpc.BadRequest`` detail. Anything else is logged with its traceback and answered INTERNAL
 with no internals in the message.
 """
@@ -17,7 +17,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from server.errors import InvalidArgument, MailroomError, Unauthenticated
+from core.errors import InvalidArgument, MailroomError, Unauthenticated
 
 log = logging.getLogger(__name__)
 

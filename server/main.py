@@ -13,14 +13,14 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from core.logs import configure_logging
+from core.queue import DeliveryQueue
+from core.settings import Settings, get_settings
+from core.store.connection import connect, ensure_indexes_in_background
 from mailroom.v1 import mail_pb2, mail_pb2_grpc
 from server.health import HealthPoolInterceptor, StoreMonitor
 from server.interceptors import ApiKeyInterceptor, ErrorInterceptor
-from server.logs import configure_logging
-from server.queue import DeliveryQueue
 from server.servicer import MailServicer
-from server.settings import Settings, get_settings
-from server.store.connection import connect, ensure_indexes_in_background
 from server.supervisor import supervise
 
 log = logging.getLogger("server")

@@ -20,20 +20,20 @@ import grpc
 import pymongo
 from bson import ObjectId
 
-from mailroom.v1 import mail_pb2, mail_pb2_grpc
-from server.backlog import RetryBacklog
-from server.convert import email_to_proto
-from server.errors import (
+from core.errors import (
     DuplicateKey,
     NotAccepted,
     QueueUnavailable,
     StorageOutcomeUnknown,
     StorageUnavailable,
 )
-from server.queue import DeliveryQueue
-from server.settings import Settings
-from server.store import idempotency, repository
-from server.store.documents import utcnow
+from core.queue import DeliveryQueue
+from core.settings import Settings
+from core.store import idempotency, repository
+from core.store.documents import utcnow
+from mailroom.v1 import mail_pb2, mail_pb2_grpc
+from server.backlog import RetryBacklog
+from server.convert import email_to_proto
 from server.validation import validate_send_request
 
 log = logging.getLogger(__name__)

@@ -10,10 +10,10 @@ from email.utils import formataddr, parseaddr
 
 from email_validator import EmailNotValidError, validate_email
 
+from core.errors import FieldViolation, InvalidArgument
+from core.settings import Settings
+from core.store.repository import NewEmail
 from mailroom.v1 import mail_pb2
-from server.errors import FieldViolation, InvalidArgument
-from server.settings import Settings
-from server.store.repository import NewEmail
 
 _CRLF = ("\r", "\n")
 MAX_IDEMPOTENCY_KEY_LENGTH = 255

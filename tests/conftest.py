@@ -24,8 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pymongo
 import pytest
 
-from helpers import SmtpSink, free_port
-from server.devtools.services import (
+from devtools.services import (
     BinaryNotFoundError,
     ManagedProcess,
     find_binary,
@@ -33,6 +32,7 @@ from server.devtools.services import (
     start_postgres,
     start_redis,
 )
+from helpers import SmtpSink, free_port
 
 REQUIRED_BINARIES = (
     "redis-server",

@@ -9,7 +9,7 @@ from typing import TypeVar
 
 from aiosmtpd.controller import Controller
 
-from server.devtools.smtp_sink import ReceivedMessage, SinkHandler, Stage, make_controller
+from devtools.smtp_sink import ReceivedMessage, SinkHandler, Stage, make_controller
 
 T = TypeVar("T")
 

@@ -11,9 +11,9 @@ import threading
 
 import dramatiq
 
-from server.logs import configure_logging
-from server.settings import get_settings
-from server.store.connection import connect
+from core.logs import configure_logging
+from core.settings import get_settings
+from core.store.connection import connect
 from workers import delivery
 from workers.broker import setup_broker
 from workers.mta.registry import build_providers, describe

@@ -16,7 +16,7 @@ from typing import Protocol
 import pybreaker
 import redis
 
-from server.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

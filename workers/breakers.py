@@ -43,7 +43,7 @@ from datetime import UTC, datetime, timedelta
 
 import pybreaker
 
-from server.settings import Settings
+from core.settings import Settings
 from workers.breaker_state import SharedState
 from workers.mta.base import TransientError
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
-from server.settings import Settings
+from core.settings import Settings
 
 
 def setup_broker(settings: Settings, *, metrics: bool = True) -> RedisBroker:

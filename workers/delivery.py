@@ -18,10 +18,10 @@ from typing import NoReturn
 
 import dramatiq
 
-from server.errors import StorageUnavailable
-from server.settings import Settings
-from server.store import claims, dead_letters, repository
-from server.store.documents import Attempt, Email, Outcome, Status, utcnow
+from core.errors import StorageUnavailable
+from core.settings import Settings
+from core.store import repository
+from core.store.documents import Attempt, Email, Outcome, Status, utcnow
 from workers.mime import build_outgoing
 from workers.mta.base import (
     DeliveryError,
@@ -30,6 +30,7 @@ from workers.mta.base import (
     ThrottledError,
 )
 from workers.routing import Router
+from workers.store import claims, dead_letters
 
 log = logging.getLogger(__name__)
 

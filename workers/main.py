@@ -6,7 +6,7 @@ import os
 import sys
 import tempfile
 
-from server.settings import get_settings
+from core.settings import get_settings
 
 
 def main() -> None:

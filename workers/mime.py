@@ -7,7 +7,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
 
-from server.store.documents import Email
+from core.store.documents import Email
 from workers.mta.base import OutgoingEmail
 
 

@@ -1,6 +1,6 @@
 """The rescan: find pending emails that stopped moving and enqueue them again, in batches.
 
-Pure logic over injected dependencies (the queries of :mod:`server.store.pending`, an ``enqueue``
+Pure logic over injected dependencies (the queries of :mod:`workers.store.pending`, an ``enqueue``
 callable, expiring enqueue marks, the clock, a lock keep-alive), so unit tests run it against an
 in-memory store. The scheduler (:mod:`workers.scheduler`) wires it to MongoDB, Redis and the lock.
 
@@ -25,10 +25,10 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
-from server.errors import QueueUnavailable
-from server.store import dead_letters, pending
-from server.store.documents import Status
-from server.store.pending import PENDING_STATUSES, PendingEmail
+from core.errors import QueueUnavailable
+from core.store.documents import Status
+from workers.store import dead_letters, pending
+from workers.store.pending import PENDING_STATUSES, PendingEmail
 
 log = logging.getLogger(__name__)
 

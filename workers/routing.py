@@ -18,8 +18,8 @@ from dataclasses import dataclass, replace
 
 import redis
 
-from server.settings import Settings
-from server.store.documents import Email
+from core.settings import Settings
+from core.store.documents import Email
 from workers.breaker_state import (
     OUT_OF_ROTATION_SECONDS,
     MemoryState,

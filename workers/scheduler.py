@@ -48,13 +48,13 @@ import periodiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
-from server.errors import MailroomError
-from server.logs import configure_logging
-from server.queue import DeliveryQueue
-from server.settings import Settings, get_settings
-from server.store import idempotency, repository
-from server.store.connection import connect, ensure_indexes_in_background
-from server.store.documents import Status, utcnow
+from core.errors import MailroomError
+from core.logs import configure_logging
+from core.queue import DeliveryQueue
+from core.settings import Settings, get_settings
+from core.store import idempotency, repository
+from core.store.connection import connect, ensure_indexes_in_background
+from core.store.documents import Status, utcnow
 from workers.broker import setup_broker
 from workers.locks import EnqueueMarks, hold
 from workers.metrics import record_scan, serve_metrics

@@ -19,12 +19,12 @@ import mongoengine
 import pytest
 import redis
 
+from core.store.connection import connect
+from devtools.envoy_config import write_envoy_config
+from devtools.services import ManagedProcess, start_envoy
 from helpers import SmtpSink, free_port
 from mailroom.v1 import mail_pb2_grpc
 from mailroom_processes import ApiProcess
-from server.devtools.envoy_config import write_envoy_config
-from server.devtools.services import ManagedProcess, start_envoy
-from server.store.connection import connect
 
 BIN = Path(sys.executable).parent
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from devtools.services import ManagedProcess
 from helpers import free_port
-from server.devtools.services import ManagedProcess
 
 BIN = Path(sys.executable).parent
 

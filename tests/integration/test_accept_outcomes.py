@@ -16,11 +16,11 @@ import uuid
 import grpc
 import pytest
 
+from core.queue import DeliveryQueue
+from core.store import repository
+from core.store.documents import Email, EmailTurn, Status
 from helpers import wait_until
 from mailroom.v1 import mail_pb2
-from server.queue import DeliveryQueue
-from server.store import repository
-from server.store.documents import Email, EmailTurn, Status
 
 pytestmark = pytest.mark.skipif(
     "MAILROOM_TEST_MONGODB_URI" in os.environ,

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from core.store.documents import DeadLetter, Email
 from helpers import free_port, wait_until
 from mailroom.v1 import mail_pb2
-from server.store.documents import DeadLetter, Email
 from workers.breaker_state import RedisState
 from workers.breakers import BreakerBoard
 from workers.mta.base import TransientError

@@ -14,11 +14,11 @@ from pathlib import Path
 import grpc
 import pytest
 
+from devtools.envoy_config import write_envoy_config
+from devtools.services import start_envoy
 from helpers import free_port, wait_until
 from mailroom.v1 import mail_pb2, mail_pb2_grpc
 from mailroom_processes import BIN, ApiProcess
-from server.devtools.envoy_config import write_envoy_config
-from server.devtools.services import start_envoy
 
 REQUEST = mail_pb2.SendEmailRequest(to=["a@example.com"], title="hi", content="hello")
 ESTABLISHED, LISTEN = "01", "0A"  # TCP states in /proc/net/tcp

@@ -10,10 +10,11 @@ import mongoengine
 import pytest
 from pymongo import monitoring
 
-from server.errors import FailedPrecondition
-from server.store import claims, repository
-from server.store.connection import connect
-from server.store.documents import Attempt, Status, utcnow
+from core.errors import FailedPrecondition
+from core.store import repository
+from core.store.connection import connect
+from core.store.documents import Attempt, Status, utcnow
+from workers.store import claims
 
 
 class CommandCounter(monitoring.CommandListener):

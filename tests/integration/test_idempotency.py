@@ -14,8 +14,8 @@ from pathlib import Path
 import grpc
 import pytest
 
+from core.store.documents import Email, IdempotencyKey, utcnow
 from mailroom.v1 import mail_pb2
-from server.store.documents import Email, IdempotencyKey, utcnow
 
 BIN = Path(sys.executable).parent
 

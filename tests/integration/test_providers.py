@@ -33,7 +33,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 from werkzeug.datastructures import Headers
 
-from server.settings import HttpProviderSettings, SesSettings, SmtpSettings
+from core.settings import HttpProviderSettings, SesSettings, SmtpSettings
 from workers.mta.base import (
     DeliveryError,
     MisconfiguredError,

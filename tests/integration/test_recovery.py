@@ -28,14 +28,14 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from bson import ObjectId
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from core.settings import Settings
+from core.store import repository
+from core.store.connection import connect
+from core.store.documents import Email, EmailTurn, Outcome, Status, utcnow
+from devtools.services import ManagedProcess
+from devtools.smtp_sink import SinkHandler, make_controller
 from helpers import free_port, wait_until
 from mailroom.v1 import mail_pb2, mail_pb2_grpc
-from server.devtools.services import ManagedProcess
-from server.devtools.smtp_sink import SinkHandler, make_controller
-from server.settings import Settings
-from server.store import repository
-from server.store.connection import connect
-from server.store.documents import Email, EmailTurn, Outcome, Status, utcnow
 from workers.locks import hold
 from workers.scheduler import RESCAN_LOCK, Jobs
 

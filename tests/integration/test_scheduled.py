@@ -12,9 +12,9 @@ import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from devtools.services import ManagedProcess
 from helpers import wait_until
 from mailroom.v1 import mail_pb2
-from server.devtools.services import ManagedProcess
 
 BIN = Path(sys.executable).parent
 DOMAIN = "mailroom.test"

@@ -11,9 +11,9 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from core.store.documents import Email
 from helpers import wait_until
 from mailroom.v1 import mail_pb2
-from server.store.documents import Email
 
 BODY = {
     "to": ["alice@example.com", "Bob <bob@example.com>"],
@@ -182,7 +182,7 @@ def test_duplicate_message_delivers_once(mail_client, worker, smtp_sink, api):
         mail_pb2.SendEmailRequest(to=["g@example.com"], title="Once", content="x"), timeout=5
     )
     # The same Dramatiq message for the same email, enqueued twice more by name.
-    from server.queue import DeliveryQueue
+    from core.queue import DeliveryQueue
 
     queue = DeliveryQueue(worker._env["MAILROOM_REDIS_URL"], "mail", timeout_seconds=2)
     queue.enqueue_delivery(reply.id)

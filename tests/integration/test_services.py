@@ -17,9 +17,8 @@ import pymongo
 import pytest
 import redis
 
-from helpers import SmtpSink, free_port, wait_until
-from server.devtools import services
-from server.devtools.services import (
+from devtools import services
+from devtools.services import (
     BinaryNotFoundError,
     ManagedProcess,
     ServiceError,
@@ -30,6 +29,7 @@ from server.devtools.services import (
     start_ferretdb,
     start_postgres,
 )
+from helpers import SmtpSink, free_port, wait_until
 
 
 def _email(subject: str = "Hello", to: str = "to@example.com") -> EmailMessage:
@@ -285,8 +285,9 @@ def test_smtp_sink_command_writes_eml_and_envelope(tmp_path: Path) -> None:
     out = tmp_path / "mail"
     sink = ManagedProcess(
         "smtp-sink",
-        [find_binary("mailroom-smtp-sink"), "--port", str(port), "--dir", str(out)],
+        [sys.executable, "-m", "devtools.smtp_sink", "--port", str(port), "--dir", str(out)],
         log_path=tmp_path / "sink.log",
+        cwd=Path(__file__).resolve().parents[2],
         ready=lambda: smtplib.SMTP("127.0.0.1", port, timeout=1).quit() is not None,
         ready_timeout=20,
     )

@@ -9,10 +9,10 @@ import pytest
 import redis as redis_py
 from bson import ObjectId
 
+from devtools.services import create_postgres_database, start_ferretdb, start_redis
 from helpers import free_port, wait_until
 from mailroom.v1 import mail_pb2, mail_pb2_grpc
 from mailroom_processes import ApiProcess
-from server.devtools.services import create_postgres_database, start_ferretdb, start_redis
 
 REQUEST = mail_pb2.SendEmailRequest(to=["a@example.com"], title="hi", content="hello")
 

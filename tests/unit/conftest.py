@@ -2,7 +2,7 @@ import mongoengine
 import mongomock
 import pytest
 
-from server.settings import Settings
+from core.settings import Settings
 
 
 @pytest.fixture

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from core.errors import NotAccepted, QueueUnavailable, StorageOutcomeUnknown, StorageUnavailable
+from core.store import repository
+from core.store.documents import Email, EmailTurn, Status
 from helpers import wait_until
 from mailroom.v1 import mail_pb2
-from server.errors import NotAccepted, QueueUnavailable, StorageOutcomeUnknown, StorageUnavailable
 from server.servicer import MailServicer
-from server.store import repository
-from server.store.documents import Email, EmailTurn, Status
 
 
 class Queue:

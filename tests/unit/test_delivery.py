@@ -4,8 +4,8 @@ from datetime import timedelta
 
 import pytest
 
-from server.store import claims, dead_letters, repository
-from server.store.documents import Email, Status, utcnow
+from core.store import repository
+from core.store.documents import Email, Status, utcnow
 from workers.delivery import RetryDelivery, backoff_ms, dead_letter, deliver
 from workers.mta.base import (
     MisconfiguredError,
@@ -15,6 +15,7 @@ from workers.mta.base import (
     TransientError,
 )
 from workers.routing import Router
+from workers.store import claims, dead_letters
 
 
 class ScriptedProvider:

@@ -12,8 +12,8 @@ from typing import Any
 
 import yaml
 
-from server.devtools import envoy_config
-from server.devtools.envoy_config import (
+from devtools import envoy_config
+from devtools.envoy_config import (
     ENVOY_YAML,
     REPO_ROOT,
     envoy_binary,

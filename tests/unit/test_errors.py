@@ -7,11 +7,11 @@ import redis
 from google.rpc import error_details_pb2, status_pb2
 from mongoengine.errors import OperationError
 
-from server import errors
-from server.errors import FieldViolation, InvalidArgument, MailroomError
+from core import errors
+from core.errors import FieldViolation, InvalidArgument, MailroomError
+from core.queue import map_redis_errors
+from core.store.repository import map_mongo_errors
 from server.interceptors import ErrorInterceptor
-from server.queue import map_redis_errors
-from server.store.repository import map_mongo_errors
 
 
 def all_subclasses(cls):

@@ -29,7 +29,7 @@ from botocore.exceptions import (
 )
 from pydantic import SecretStr
 
-from server.settings import (
+from core.settings import (
     HttpProviderSettings,
     ProvidersSettings,
     SesSettings,

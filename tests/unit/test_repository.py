@@ -9,14 +9,15 @@ from bson import ObjectId
 from mongoengine import errors as mongoengine_errors
 from pymongo import errors
 
-from server.errors import (
+from core.errors import (
     DuplicateKey,
     MailroomError,
     StorageOutcomeUnknown,
     StorageUnavailable,
 )
-from server.store import claims, repository
-from server.store.documents import Email, Status, utcnow
+from core.store import repository
+from core.store.documents import Email, Status, utcnow
+from workers.store import claims
 
 FULL = repository.NewEmail(
     to=["a@example.com", "b@example.com"],

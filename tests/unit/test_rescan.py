@@ -9,12 +9,13 @@ import pendulum
 import pytest
 from bson import ObjectId
 
-from server.errors import QueueUnavailable
-from server.store import claims, repository
-from server.store.documents import Attempt, DeadLetter, Email, Outcome, Status, utcnow
-from server.store.pending import spent_retries
+from core.errors import QueueUnavailable
+from core.store import repository
+from core.store.documents import Attempt, DeadLetter, Email, Outcome, Status, utcnow
 from workers.rescan import rescan
 from workers.scheduler import parse_cron
+from workers.store import claims
+from workers.store.pending import spent_retries
 
 BUFFER = timedelta(minutes=30)
 LONG_AGO = timedelta(hours=2)
@@ -276,7 +277,7 @@ def test_cron_sunday_fires_on_sunday(spec: str) -> None:
 
 
 def test_default_crons_parse() -> None:
-    from server.settings import RescanSettings
+    from core.settings import RescanSettings
 
     rescan_settings = RescanSettings()
     every_30 = parse_cron(rescan_settings.cron)

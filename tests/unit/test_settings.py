@@ -1,4 +1,4 @@
-from server.settings import Settings
+from core.settings import Settings
 
 
 def test_environment_with_prefix_and_nested_delimiter(monkeypatch):

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from server.store.documents import Email
+from core.store.documents import Email
 from workers.breaker_state import MemoryState
 from workers.breakers import BreakerBoard
 from workers.mta.base import SendResult, TransientError

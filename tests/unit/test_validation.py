@@ -3,8 +3,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from core.errors import InvalidArgument
 from mailroom.v1 import mail_pb2
-from server.errors import InvalidArgument
 from server.validation import validate_send_request
 
 

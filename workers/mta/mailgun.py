@@ -6,7 +6,7 @@ from urllib.parse import quote
 
 import httpx
 
-from server.settings import HttpProviderSettings
+from core.settings import HttpProviderSettings
 from workers.mta.base import OutgoingEmail, SendResult
 from workers.mta.http import json_object, make_client, map_http_errors, response_excerpt
 

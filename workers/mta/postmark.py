@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from server.settings import HttpProviderSettings
+from core.settings import HttpProviderSettings
 from workers.mta.base import (
     DeliveryError,
     MisconfiguredError,

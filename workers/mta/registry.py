@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from server.settings import HttpProviderSettings, Settings
+from core.settings import HttpProviderSettings, Settings
 from workers.mta.base import Provider, ProviderInfo
 from workers.mta.mailgun import MailgunProvider
 from workers.mta.postmark import PostmarkProvider

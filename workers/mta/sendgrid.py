@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from server.settings import HttpProviderSettings
+from core.settings import HttpProviderSettings
 from workers.mta.base import OutgoingEmail, SendResult
 from workers.mta.http import make_client, map_http_errors
 

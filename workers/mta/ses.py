@@ -23,7 +23,7 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
-from server.settings import SesSettings
+from core.settings import SesSettings
 from workers.mta.base import (
     DeliveryError,
     MisconfiguredError,

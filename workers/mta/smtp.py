@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from email.utils import parseaddr
 from typing import TYPE_CHECKING
 
-from server.settings import SmtpSettings
+from core.settings import SmtpSettings
 from workers.mta.base import (
     DeliveryError,
     MisconfiguredError,

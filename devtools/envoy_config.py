@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 ENVOY_YAML = REPO_ROOT / "envoy" / "envoy.yaml"
 DESCRIPTOR = REPO_ROOT / "envoy" / "mailroom.binpb"
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from server.errors import AlreadyExists, DuplicateKey, StorageUnavailable
-from server.store.documents import IdempotencyKey, utcnow
-from server.store.repository import map_mongo_errors
+from core.errors import AlreadyExists, DuplicateKey, StorageUnavailable
+from core.store.documents import IdempotencyKey, utcnow
+from core.store.repository import map_mongo_errors
 
 
 def reserve_idempotency_key(

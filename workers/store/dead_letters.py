@@ -13,9 +13,9 @@ from typing import Any
 from bson import ObjectId
 from bson.errors import InvalidId
 
-from server.errors import NotFound
-from server.store.documents import DeadLetter, Email, Status, utcnow
-from server.store.repository import TurnPurpose, get_email, map_mongo_errors, take_turn
+from core.errors import NotFound
+from core.store.documents import DeadLetter, Email, Status, utcnow
+from core.store.repository import TurnPurpose, get_email, map_mongo_errors, take_turn
 
 log = logging.getLogger(__name__)
 

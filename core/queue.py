@@ -12,7 +12,7 @@ from dramatiq.brokers.redis import RedisBroker
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from server.errors import QueueUnavailable
+from core.errors import QueueUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,10 @@
 """Repository functions: storing, reading and cancelling emails, and turns (one writer each).
 
 pymongo and mongoengine exceptions are translated here, in :func:`map_mongo_errors`, and nowhere
-else: callers see :class:`server.errors.StorageUnavailable`. The other store modules build on
-this one: :mod:`~server.store.claims` (workers' claims and outcomes),
-:mod:`~server.store.idempotency`, :mod:`~server.store.dead_letters` and
-:mod:`~server.store.pending` (the rescan's queries).
+else: callers see :class:`core.errors.StorageUnavailable`. The other store modules build on
+this one: :mod:`~workers.store.claims` (workers' claims and outcomes),
+:mod:`~core.store.idempotency`, :mod:`~workers.store.dead_letters` and
+:mod:`~workers.store.pending` (the rescan's queries).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pymongo.errors import (
     WTimeoutError,
 )
 
-from server.errors import (
+from core.errors import (
     DuplicateKey,
     FailedPrecondition,
     MailroomError,
@@ -37,7 +37,7 @@ from server.errors import (
     StorageOutcomeUnknown,
     StorageUnavailable,
 )
-from server.store.documents import (
+from core.store.documents import (
     Email,
     EmailTurn,
     Status,

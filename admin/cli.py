@@ -22,15 +22,15 @@ from typing import Any, TextIO
 
 import redis
 
-from server.errors import NotFound, QueueUnavailable, StorageUnavailable
-from server.logs import configure_logging
-from server.queue import DeliveryQueue
-from server.settings import Settings, get_settings
-from server.store import dead_letters
-from server.store.connection import connect
+from core.errors import NotFound, QueueUnavailable, StorageUnavailable
+from core.logs import configure_logging
+from core.queue import DeliveryQueue
+from core.settings import Settings, get_settings
+from core.store.connection import connect
 from workers.breaker_state import RedisState, connect_redis
 from workers.breakers import BreakerBoard
 from workers.mta.registry import build_providers, close_providers
+from workers.store import dead_letters
 from workers.strategy import Strategy
 
 # Last errors can be long provider responses; a table row shows this much.

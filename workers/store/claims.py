@@ -1,6 +1,6 @@
 """Claims and outcomes: how a worker takes an email, and what it writes after each attempt.
 
-A claim is the email's next turn (:func:`server.store.repository.acquire_turn`) with an expiry,
+A claim is the email's next turn (:func:`core.store.repository.acquire_turn`) with an expiry,
 the lease: one insert, and the email document is not written until the outcome. Every outcome
 write is fenced by the claim's generation (``claim_generation < mine``), so a worker whose lease
 was taken over after it expired does not overwrite the newer claim's outcome. A first-attempt
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from server.store.documents import FINAL_STATUSES, Attempt, Email, Outcome, Status, utcnow
-from server.store.repository import (
+from core.store.documents import FINAL_STATUSES, Attempt, Email, Outcome, Status, utcnow
+from core.store.repository import (
     CLAIMABLE,
     TurnBlocked,
     TurnPurpose,

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import mongoengine
 from pymongo.errors import PyMongoError
 
-from server.store.documents import DeadLetter, Email, EmailTurn, IdempotencyKey
+from core.store.documents import DeadLetter, Email, EmailTurn, IdempotencyKey
 
 log = logging.getLogger(__name__)
 

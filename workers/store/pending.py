@@ -28,10 +28,10 @@ from typing import Any
 from bson import ObjectId
 from mongoengine import Q
 
-from server.errors import NotFound
-from server.store import repository
-from server.store.documents import Email, Outcome, Status
-from server.store.repository import map_mongo_errors
+from core.errors import NotFound
+from core.store import repository
+from core.store.documents import Email, Outcome, Status
+from core.store.repository import map_mongo_errors
 
 #: The statuses the rescan looks at, in the order it walks them.
 PENDING_STATUSES: tuple[Status, ...] = (Status.QUEUED, Status.SCHEDULED, Status.RETRYING)
@@ -160,7 +160,7 @@ def stale_batches(
 def fail_stale(email: PendingEmail, *, reason: str) -> bool:
     """Mark a stale email FAILED with ``reason``, if nothing changed it since it was read.
 
-    An exclusive change (:func:`server.store.repository.take_turn`): a worker claiming the email
+    An exclusive change (:func:`core.store.repository.take_turn`): a worker claiming the email
     at the same moment either goes first (then the email moved and is left alone) or finds it
     FAILED.
 

@@ -1,0 +1,1 @@
+"""``mailroom-admin``: the operator's command line (providers, dead letters)."""
