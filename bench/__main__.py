@@ -26,7 +26,7 @@ from pathlib import Path
 
 from bench import accept, delivery, mixed
 from bench.common import start_store
-from server.devtools.services import ManagedProcess
+from devtools.services import ManagedProcess
 
 SECTIONS = ("accept", "delivery", "mixed")
 

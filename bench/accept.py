@@ -33,8 +33,8 @@ from bench.common import (
     run_load,
     start_api,
 )
-from server.devtools.envoy_config import write_envoy_config
-from server.devtools.services import ManagedProcess, start_envoy
+from devtools.envoy_config import write_envoy_config
+from devtools.services import ManagedProcess, start_envoy
 
 
 @dataclass

@@ -20,10 +20,10 @@ import pymongo
 import redis
 from bson import ObjectId
 
-from server.devtools import services
-from server.devtools.services import ManagedProcess, start_ferretdb, start_redis
-from server.store.documents import utcnow
-from server.store.repository import NewEmail, new_email_document
+from core.store.documents import utcnow
+from core.store.repository import NewEmail, new_email_document
+from devtools import services
+from devtools.services import ManagedProcess, start_ferretdb, start_redis
 
 BIN = Path(sys.executable).parent
 BODY = {
@@ -321,8 +321,8 @@ def grpc_stubs(target: str, count: int) -> tuple[list[grpc.Channel], list[object
 
 def ensure_indexes(uri: str) -> None:
     """Create the collections' indexes as the API does at start-up (a worker alone does not)."""
-    from server.store.connection import connect
-    from server.store.connection import ensure_indexes as create
+    from core.store.connection import connect
+    from core.store.connection import ensure_indexes as create
 
     connect(uri, timeout_ms=5000)
     create()

@@ -45,11 +45,11 @@ from bench.common import (
     free_port,
     percentile,
 )
-from server.devtools.services import ManagedProcess
-from server.queue import DeliveryQueue
-from server.settings import Settings
-from server.store.documents import Email, utcnow
-from server.store.repository import new_email_document
+from core.queue import DeliveryQueue
+from core.settings import Settings
+from core.store.documents import Email, utcnow
+from core.store.repository import new_email_document
+from devtools.services import ManagedProcess
 from workers.mime import build_outgoing
 
 ROOT = Path(__file__).resolve().parents[1]

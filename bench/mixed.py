@@ -36,7 +36,7 @@ from bench.common import (
     start_api,
 )
 from bench.delivery import sink_count, sink_port, start_worker, wait_for_sink, worker_env
-from server.devtools.services import ManagedProcess
+from devtools.services import ManagedProcess
 
 
 @dataclass

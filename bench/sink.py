@@ -17,7 +17,7 @@ import signal
 import threading
 from pathlib import Path
 
-from server.devtools.smtp_sink import SinkHandler, make_controller
+from devtools.smtp_sink import SinkHandler, make_controller
 
 
 def main() -> None:
