@@ -4,7 +4,7 @@ Pure logic over injected dependencies (the queries of :mod:`workers.store.pendin
 callable, expiring enqueue marks, the clock, a lock keep-alive), so unit tests run it against an
 in-memory store. The scheduler (:mod:`workers.scheduler`) wires it to MongoDB, Redis and the lock.
 
-An email is enqueued only if this scan can mark it (:class:`workers.locks.EnqueueMarks`): not
+An email is enqueued only if this scan can mark it (:class:`workers.marks.EnqueueMarks`): not
 when a scan enqueued it less than a buffer time ago, nor while that message may still wait in the
 queue's backlog. A second scan right after the first, from another scheduler, enqueues nothing
 twice, and scans never grow a backlog they cannot see past. The scan never rewrites an email to
@@ -43,7 +43,7 @@ QUEUE_SLACK = timedelta(seconds=5)
 
 
 class Marks(Protocol):
-    """Expiring "enqueued by a scan" marks (see :class:`workers.locks.EnqueueMarks`)."""
+    """Expiring "enqueued by a scan" marks (see :class:`workers.marks.EnqueueMarks`)."""
 
     def take(self, email_ids: list[str], *, now: datetime, not_after: datetime) -> list[bool]:
         """Mark the emails not marked after ``not_after``; return which ones this call marked."""

@@ -56,7 +56,8 @@ from core.store import idempotency, repository
 from core.store.connection import connect, ensure_indexes_in_background
 from core.store.documents import Status, utcnow
 from workers.broker import setup_broker
-from workers.locks import EnqueueMarks, hold
+from workers.locks import hold
+from workers.marks import EnqueueMarks
 from workers.metrics import record_scan, serve_metrics
 from workers.rescan import RescanResult, rescan
 

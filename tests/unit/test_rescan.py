@@ -35,7 +35,7 @@ class Queue:
 
 
 class Marks:
-    """In-memory enqueue marks, like workers.locks.EnqueueMarks."""
+    """In-memory enqueue marks, like workers.marks.EnqueueMarks."""
 
     def __init__(self) -> None:
         self.marked: dict[str, datetime] = {}
