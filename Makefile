@@ -2,7 +2,7 @@
 #
 #   make dev            run everything locally in the foreground (scripts/dev.py; data in var/)
 #   make test           install tools, lint, then all tests; extra pytest args: PYTEST_ARGS='-k smtp'
-#   make lint           ruff, mypy, generated-code check, buf lint
+#   make lint           ruff, mypy, import layers (import-linter), generated-code check, buf lint
 #   make proto          regenerate the stubs and Envoy's descriptor set from proto/
 #   make bench          run the benchmarks (python -m bench)
 #   make compose-check  validate docker-compose.yml
@@ -23,7 +23,6 @@ export PATH := $(VENV)/bin:$(GOBIN_DIR):/usr/local/go/bin:$(PATH)
 
 PYTHON := $(VENV)/bin/python
 PYTEST_ARGS ?=
-COMPOSE := $(shell command -v docker-compose 2>/dev/null || echo docker compose)
 
 .PHONY: help tools dev test lint proto bench compose-check clean
 
@@ -38,12 +37,14 @@ dev: tools
 
 test: tools
 	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory compose-check
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 lint: tools
 	ruff check .
 	ruff format --check .
-	mypy server workers sdk/src/mailroom
+	mypy core server workers admin devtools sdk/src/mailroom
+	lint-imports
 	$(PYTHON) scripts/gen_proto.py --check
 	@if command -v buf >/dev/null 2>&1; then echo "buf lint"; buf lint; \
 	else echo "buf not installed: skipping buf lint (scripts/install_tools.sh installs it)"; fi
@@ -54,8 +55,13 @@ proto: tools
 bench: tools
 	$(PYTHON) -m bench
 
-compose-check:
-	$(COMPOSE) config -q
+# Debian's docker-compose (installed by scripts/install_tools.sh) validates the file without an
+# engine; the docker client's compose plugin does too where it is installed.
+compose-check: tools
+	@if command -v docker-compose >/dev/null 2>&1; then docker-compose config -q; \
+	elif docker compose version >/dev/null 2>&1; then docker compose config -q; \
+	else echo "no docker-compose: install it with 'apt-get install docker-compose'" >&2; exit 1; fi
+	@echo "docker-compose.yml is valid"
 
 clean:
 	rm -rf var build dist .pytest_cache .mypy_cache .ruff_cache

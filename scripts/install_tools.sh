@@ -8,6 +8,8 @@
 #   from apt-get when missing and running as root. Debian keeps initdb and postgres off PATH, in
 #   /usr/lib/postgresql/<version>/bin, where the project looks for them. The package also creates
 #   the `postgres` system user that runs PostgreSQL when Mailroom is started as root.
+# * docker-compose from apt-get when neither it nor Docker's compose plugin is there: `make
+#   compose-check` validates docker-compose.yml with it (no Docker engine needed).
 # * ferretdb, buf and grpcurl built with Go into $(go env GOPATH)/bin when missing.
 #
 # Anything it cannot install is named with the way to install it, and the script exits non-zero.
@@ -72,6 +74,16 @@ if ! command -v redis-server >/dev/null 2>&1; then
         apt_install redis-server
     else
         die "redis-server is missing: install it with 'sudo apt-get install redis-server' (Debian/Ubuntu) or 'brew install redis' (macOS), then re-run"
+    fi
+fi
+
+# --- docker-compose (make compose-check validates docker-compose.yml; no engine needed) ---------
+if ! command -v docker-compose >/dev/null 2>&1 && ! docker compose version >/dev/null 2>&1; then
+    if can_apt; then
+        say "installing docker-compose with apt-get"
+        apt_install docker-compose
+    else
+        die "docker-compose is missing: install it with 'sudo apt-get install docker-compose' (or Docker's compose plugin), then re-run"
     fi
 fi
 
