@@ -180,7 +180,7 @@ def worker(start_worker: Callable[..., WorkerProcess]) -> WorkerProcess:
 
 
 @pytest.fixture(scope="session")
-def store(mongo_uri: str) -> Iterator[None]:
+def real_store(mongo_uri: str) -> Iterator[None]:
     """Connect this test process's mongoengine to the test database, to inspect emails."""
     connect(mongo_uri, timeout_ms=5000)
     yield

@@ -97,7 +97,7 @@ def received(smtp_sink, title):
 
 
 def test_a_stalled_store_answers_503_and_the_email_is_never_sent(
-    mail_client, mongo_server, store, smtp_sink, start_worker, queue
+    mail_client, mongo_server, real_store, smtp_sink, start_worker, queue
 ):
     title = f"stalled-{uuid.uuid4().hex}"
     with Paused(mongo_server):
@@ -122,7 +122,7 @@ def queue_drained(queue):
 
 
 def test_a_keyed_retry_after_503_is_sent_exactly_once(
-    mail_client, mongo_server, store, smtp_sink, start_worker, queue
+    mail_client, mongo_server, real_store, smtp_sink, start_worker, queue
 ):
     title = f"retried-{uuid.uuid4().hex}"
     key = f"key-{uuid.uuid4().hex}"
@@ -142,7 +142,7 @@ def test_a_keyed_retry_after_503_is_sent_exactly_once(
 
 
 def test_sends_racing_a_stall_end_sent_once_when_201_and_never_when_not(
-    mail_client, mongo_server, store, smtp_sink, start_worker, queue
+    mail_client, mongo_server, real_store, smtp_sink, start_worker, queue
 ):
     """Sends in flight while the store pauses and resumes get every kind of answer."""
     titles = [f"race-{n}-{uuid.uuid4().hex}" for n in range(12)]

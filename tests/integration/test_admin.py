@@ -137,7 +137,7 @@ def status_of(email_id):
 
 
 def test_dead_letter_listed_replayed_and_sent_keeping_its_history(
-    admin, worker, smtp_sink, mail_client, store
+    admin, worker, smtp_sink, mail_client, real_store
 ):
     # max_retries=3: four refusals exhaust the email.
     smtp_sink.respond_with(451, "4.3.0 mailbox busy", times=4)
@@ -179,7 +179,7 @@ def test_dead_letter_listed_replayed_and_sent_keeping_its_history(
 
 
 def test_replay_gives_a_fresh_retry_budget_and_all_replays_every_pending_letter(
-    admin, start_worker, smtp_sink, mail_client, store
+    admin, start_worker, smtp_sink, mail_client, real_store
 ):
     # Eight refusals in a row would open the SMTP breaker (5): keep this about the retry budget.
     start_worker(MAILROOM_BREAKER__FAIL_MAX="100")
@@ -207,7 +207,7 @@ def test_replay_gives_a_fresh_retry_budget_and_all_replays_every_pending_letter(
     assert len(smtp_sink.messages) == 1
 
 
-def test_replay_of_an_unknown_id_fails_and_needs_ids_or_all(admin, store):
+def test_replay_of_an_unknown_id_fails_and_needs_ids_or_all(admin, real_store):
     result = admin("dead-letters", "replay", "0123456789abcdef01234567")
     assert result.returncode == 1
     assert "no dead letter" in result.stdout

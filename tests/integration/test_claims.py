@@ -71,7 +71,7 @@ def claim(email_id, owner, lease_seconds=60):
 
 
 @pytest.mark.parametrize("trial", range(5))
-def test_one_of_many_concurrent_claims_wins(store, trial):
+def test_one_of_many_concurrent_claims_wins(real_store, trial):
     email_id = new_email()
     results, errors = race(8, lambda i: claim(email_id, f"w{i}"))
     assert errors == []
@@ -90,7 +90,7 @@ def test_one_of_many_concurrent_claims_wins(store, trial):
 
 
 @pytest.mark.parametrize("trial", range(5))
-def test_cancel_and_claim_race_has_one_winner(store, trial):
+def test_cancel_and_claim_race_has_one_winner(real_store, trial):
     email_id = new_email()
 
     def contend(i):
@@ -110,7 +110,7 @@ def test_cancel_and_claim_race_has_one_winner(store, trial):
     assert repository.get_email_as_seen(email_id).status == expected
 
 
-def test_an_expired_lease_is_taken_over_once(store):
+def test_an_expired_lease_is_taken_over_once(real_store):
     email_id = new_email()
     assert isinstance(claim(email_id, "dead", lease_seconds=-1), claims.Claim)
     results, _ = race(6, lambda i: claim(email_id, f"w{i}"))
@@ -123,7 +123,7 @@ def test_an_expired_lease_is_taken_over_once(store):
     assert [a.outcome for a in attempts] == ["INTERRUPTED"]
 
 
-def test_a_first_attempt_costs_three_store_round_trips(store, mongo_uri):
+def test_a_first_attempt_costs_three_store_round_trips(real_store, mongo_uri):
     """Read the email, insert the claim, write SENT: counted by a pymongo command listener."""
     email_id = new_email()
     commands = CommandCounter()

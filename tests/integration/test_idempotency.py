@@ -39,7 +39,7 @@ def body(subject: str = "Receipt") -> dict[str, object]:
     return {"to": ["buyer@example.com"], "title": subject, "content": "Thank you\n"}
 
 
-def test_same_key_twice_in_sequence_gives_one_email_and_one_id(mail_client, store) -> None:
+def test_same_key_twice_in_sequence_gives_one_email_and_one_id(mail_client, real_store) -> None:
     key = new_key()
 
     first = mail_client.SendEmail(request(key), timeout=10).id
@@ -49,7 +49,7 @@ def test_same_key_twice_in_sequence_gives_one_email_and_one_id(mail_client, stor
     assert Email.objects(idempotency_key=key).count() == 1
 
 
-def test_same_key_sent_concurrently_gives_one_email_and_one_id(mail_client, store) -> None:
+def test_same_key_sent_concurrently_gives_one_email_and_one_id(mail_client, real_store) -> None:
     key = new_key()
 
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -61,7 +61,7 @@ def test_same_key_sent_concurrently_gives_one_email_and_one_id(mail_client, stor
 
 
 def test_different_payload_under_a_used_key_is_already_exists_naming_the_key(
-    mail_client, store
+    mail_client, real_store
 ) -> None:
     key = new_key()
     mail_client.SendEmail(request(key), timeout=10)
@@ -74,7 +74,7 @@ def test_different_payload_under_a_used_key_is_already_exists_naming_the_key(
     assert Email.objects(idempotency_key=key).count() == 1
 
 
-def test_idempotency_key_header_through_envoy(envoy, store) -> None:
+def test_idempotency_key_header_through_envoy(envoy, real_store) -> None:
     key = new_key()
     headers = {"Idempotency-Key": key}
 
@@ -89,7 +89,7 @@ def test_idempotency_key_header_through_envoy(envoy, store) -> None:
     assert Email.objects(idempotency_key=key).count() == 1
 
 
-def test_idempotency_key_field_through_envoy(envoy, store) -> None:
+def test_idempotency_key_field_through_envoy(envoy, real_store) -> None:
     key = new_key()
 
     first = envoy.request("POST", "/api/email", {**body(), "idempotencyKey": key})
@@ -102,7 +102,7 @@ def test_idempotency_key_field_through_envoy(envoy, store) -> None:
 
 
 def test_expired_keys_are_purged_and_the_key_can_be_used_again(
-    mail_client, service_env, store
+    mail_client, service_env, real_store
 ) -> None:
     key = new_key()
     first = mail_client.SendEmail(request(key), timeout=10).id
@@ -125,7 +125,7 @@ def test_expired_keys_are_purged_and_the_key_can_be_used_again(
 
 
 def test_a_key_whose_first_insert_was_lost_still_names_a_stored_email(
-    mail_client, worker, smtp_sink, store
+    mail_client, worker, smtp_sink, real_store
 ) -> None:
     """The API died between binding the key and storing the email; the client retries."""
     from bson import ObjectId

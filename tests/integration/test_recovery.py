@@ -191,7 +191,7 @@ def test_an_api_that_died_before_enqueueing_is_covered_by_the_minute_scan(
 
 
 def test_worker_killed_mid_delivery_is_replaced_after_the_lease_and_sent_once(
-    mail_client, start_worker, smtp_sink, service_env, store
+    mail_client, start_worker, smtp_sink, service_env, real_store
 ) -> None:
     # The lease is longer than the provider timeout, as in production, only shorter.
     short = {"MAILROOM_LEASE_SECONDS": "5", "MAILROOM_SMTP__TIMEOUT_SECONDS": "4"}
@@ -228,7 +228,7 @@ def test_worker_killed_mid_delivery_is_replaced_after_the_lease_and_sent_once(
 
 
 def test_a_claim_cut_short_by_a_kill_does_not_block_the_email_forever(
-    mail_client, start_worker, smtp_sink, store
+    mail_client, start_worker, smtp_sink, real_store
 ) -> None:
     email_id = send(mail_client, "claimer died after its turn")  # no worker yet
     # A worker took the email's next turn, then died before writing its claim (seen in a soak).
@@ -251,7 +251,7 @@ def test_a_claim_cut_short_by_a_kill_does_not_block_the_email_forever(
 
 
 def test_two_schedulers_rescanning_at_once_enqueue_each_email_once(
-    mail_client, redis_client, service_env, store
+    mail_client, redis_client, service_env, real_store
 ) -> None:
     # Accepted an hour ago and never enqueued; a one-minute buffer: a scan right after another
     # finds them taken.
@@ -290,7 +290,7 @@ def test_a_held_rescan_lock_makes_another_scheduler_skip(
 
 
 def test_a_backlog_waiting_on_the_queue_is_not_enqueued_again_but_lost_messages_are(
-    mail_client, redis_client, service_env, store
+    mail_client, redis_client, service_env, real_store
 ) -> None:
     ids = [send(mail_client, f"backlog {i}") for i in range(5)]  # no worker: they wait
     newest = max(Email.objects(id__in=ids).distinct("updated_at"))
@@ -372,7 +372,7 @@ def cpu_hogs(count: int) -> list[subprocess.Popen[bytes]]:
 @pytest.mark.slow
 @pytest.mark.timeout(SOAK_DEADLINE + 300)
 def test_soak_kills_and_a_flaky_provider_lose_nothing(
-    service_env, mongo_uri, redis_server, start_worker, tmp_path, store
+    service_env, mongo_uri, redis_server, start_worker, tmp_path, real_store
 ) -> None:
     # A database of its own, so counts and the post-mortem see only the soak's emails.
     parts = urlsplit(mongo_uri)

@@ -250,7 +250,7 @@ def test_mongodb_that_stalls_answers_503_saying_a_keyed_retry_is_safe(envoy, mon
     assert "same idempotency key is safe" in reply["message"]
 
 
-def test_redis_unreachable_answers_201_and_keeps_the_email_queued(envoy, redis_server, store):
+def test_redis_unreachable_answers_201_and_keeps_the_email_queued(envoy, redis_server, real_store):
     status, reply, _ = post_during_outage(envoy, redis_server.stop, redis_server.start)
     assert status == 201, reply
     assert Email.objects(id=reply["id"]).first().status == "QUEUED"

@@ -15,7 +15,7 @@ def settings() -> Settings:
 
 
 @pytest.fixture
-def store():
+def fake_store():
     """An in-memory MongoDB (mongomock) behind mongoengine's default connection."""
     mongoengine.disconnect()
     mongoengine.connect(

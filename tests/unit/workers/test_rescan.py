@@ -91,7 +91,7 @@ def status_of(email_id: str) -> Status:
     return Status(Email.objects(id=email_id).first().status)
 
 
-def test_requeues_each_kind_of_stuck_email_once(store) -> None:
+def test_requeues_each_kind_of_stuck_email_once(fake_store) -> None:
     now = utcnow()
     queued = make_email(Status.QUEUED)
     scheduled_due = make_email(Status.SCHEDULED, set__send_at=now - timedelta(hours=1))
@@ -117,7 +117,7 @@ def test_requeues_each_kind_of_stuck_email_once(store) -> None:
     assert "re-enqueued 4" in result.summary()
 
 
-def test_leaves_alone_what_moved_recently_is_final_or_is_not_due(store) -> None:
+def test_leaves_alone_what_moved_recently_is_final_or_is_not_due(fake_store) -> None:
     now = utcnow()
     make_email(Status.QUEUED, age=timedelta(minutes=5))
     make_email(Status.SCHEDULED, set__send_at=now + timedelta(hours=1))
@@ -134,7 +134,7 @@ def test_leaves_alone_what_moved_recently_is_final_or_is_not_due(store) -> None:
     assert sum(result.found.values()) == 0
 
 
-def test_a_second_scan_right_after_enqueues_nothing_again(store) -> None:
+def test_a_second_scan_right_after_enqueues_nothing_again(fake_store) -> None:
     ids = {make_email(Status.QUEUED) for _ in range(3)}
     first, second = Queue(), Queue()
     marks = Marks()
@@ -149,7 +149,7 @@ def test_a_second_scan_right_after_enqueues_nothing_again(store) -> None:
     assert "3 enqueued recently" in result.summary()
 
 
-def test_still_stuck_after_another_buffer_is_enqueued_again(store) -> None:
+def test_still_stuck_after_another_buffer_is_enqueued_again(fake_store) -> None:
     email_id = make_email(Status.QUEUED)
     queue = Queue()
     marks = Marks()
@@ -161,7 +161,7 @@ def test_still_stuck_after_another_buffer_is_enqueued_again(store) -> None:
     assert queue.ids == [email_id, email_id]
 
 
-def test_retrying_with_spent_budget_is_failed_with_a_reason(store) -> None:
+def test_retrying_with_spent_budget_is_failed_with_a_reason(fake_store) -> None:
     email_id = make_email(
         Status.RETRYING,
         set__next_attempt_at=utcnow() - timedelta(hours=1),
@@ -182,7 +182,7 @@ def test_retrying_with_spent_budget_is_failed_with_a_reason(store) -> None:
     assert DeadLetter.objects(email_id=email_id).first() is not None
 
 
-def test_budget_counts_like_delivery_after_a_replay_reset(store) -> None:
+def test_budget_counts_like_delivery_after_a_replay_reset(fake_store) -> None:
     # Replayed from the dead letters: attempt_count reset to 1, old failures no longer count.
     email_id = make_email(
         Status.RETRYING,
@@ -198,7 +198,7 @@ def test_budget_counts_like_delivery_after_a_replay_reset(store) -> None:
     assert spent_retries(["TRANSIENT", "THROTTLED", "NO_PROVIDER", "INTERRUPTED"], 3) == 2
 
 
-def test_walks_in_batches_and_keeps_the_lock_alive_between_them(store) -> None:
+def test_walks_in_batches_and_keeps_the_lock_alive_between_them(fake_store) -> None:
     ids = {make_email(Status.QUEUED) for _ in range(7)}
     queue = Queue()
     calls: list[int] = []
@@ -214,7 +214,7 @@ def test_walks_in_batches_and_keeps_the_lock_alive_between_them(store) -> None:
     assert calls[:3] == [3, 6, 7]
 
 
-def test_stops_when_the_lock_is_lost(store) -> None:
+def test_stops_when_the_lock_is_lost(fake_store) -> None:
     for _ in range(5):
         make_email(Status.QUEUED)
     queue = Queue()
@@ -225,7 +225,7 @@ def test_stops_when_the_lock_is_lost(store) -> None:
     assert result.aborted == "lost the rescan lock"
 
 
-def test_queue_outage_stops_the_scan_and_leaves_the_email_for_the_next(store) -> None:
+def test_queue_outage_stops_the_scan_and_leaves_the_email_for_the_next(fake_store) -> None:
     first = make_email(Status.QUEUED)
     second = make_email(Status.SCHEDULED, set__send_at=utcnow() - LONG_AGO)
     failing = Queue(fail_after=0)
@@ -241,7 +241,7 @@ def test_queue_outage_stops_the_scan_and_leaves_the_email_for_the_next(store) ->
     assert sorted(working.ids) == sorted([first, second])
 
 
-def test_due_scan_takes_only_scheduled_emails_past_send_at(store) -> None:
+def test_due_scan_takes_only_scheduled_emails_past_send_at(fake_store) -> None:
     now = utcnow()
     due = make_email(Status.SCHEDULED, set__send_at=now - timedelta(seconds=1))
     make_email(Status.SCHEDULED, set__send_at=now + timedelta(hours=1))
@@ -288,7 +288,7 @@ def test_default_crons_parse() -> None:
         parse_cron("every day")
 
 
-def test_a_backlog_waiting_on_the_queue_is_not_enqueued_twice(store) -> None:
+def test_a_backlog_waiting_on_the_queue_is_not_enqueued_twice(fake_store) -> None:
     now = utcnow()
     lost = make_email(Status.QUEUED, age=timedelta(hours=3))  # before the queue's head
     waiting = make_email(Status.QUEUED, age=timedelta(hours=1))  # behind it: just waiting
@@ -304,7 +304,7 @@ def test_a_backlog_waiting_on_the_queue_is_not_enqueued_twice(store) -> None:
     assert retry_waiting not in queue.ids
 
 
-def test_an_email_enqueued_again_is_not_doubled_while_its_message_waits(store) -> None:
+def test_an_email_enqueued_again_is_not_doubled_while_its_message_waits(fake_store) -> None:
     now = utcnow()
     dead_worker = make_email(Status.QUEUED, age=timedelta(hours=1))
     claims.claim(claims.load_claimable(dead_worker), owner="w1", lease_seconds=-3600)

@@ -61,7 +61,7 @@ def lose_the_insert(document):
     raise StorageOutcomeUnknown("storage did not answer in time (NetworkTimeout)")
 
 
-def test_an_unconfirmed_insert_that_landed_is_accepted_and_enqueued(store, make, monkeypatch):
+def test_an_unconfirmed_insert_that_landed_is_accepted_and_enqueued(fake_store, make, monkeypatch):
     monkeypatch.setattr(repository, "insert_email", insert_then_lose_the_answer)
     servicer, queue = make()
     context = Context()
@@ -71,7 +71,7 @@ def test_an_unconfirmed_insert_that_landed_is_accepted_and_enqueued(store, make,
     assert Email.objects(id=reply.id).first().status == Status.QUEUED
 
 
-def test_an_unconfirmed_insert_not_found_is_voided_and_answered_500(store, make, monkeypatch):
+def test_an_unconfirmed_insert_not_found_is_voided_and_answered_500(fake_store, make, monkeypatch):
     monkeypatch.setattr(repository, "insert_email", lose_the_insert)
     servicer, queue = make()
     with pytest.raises(StorageUnavailable) as info:
@@ -82,7 +82,7 @@ def test_an_unconfirmed_insert_not_found_is_voided_and_answered_500(store, make,
     assert turn.purpose == "void"
 
 
-def test_an_unresolvable_insert_is_503_and_voided_in_the_background(store, make, monkeypatch):
+def test_an_unresolvable_insert_is_503_and_voided_in_the_background(fake_store, make, monkeypatch):
     monkeypatch.setattr(repository, "insert_email", lose_the_insert)
     store_down = True
 
@@ -106,7 +106,7 @@ def test_an_unresolvable_insert_is_503_and_voided_in_the_background(store, make,
     assert EmailTurn.objects(key=f"{email_id}:1").first().purpose == "void"
 
 
-def test_an_enqueue_that_fails_is_retried_until_redis_answers(store, make):
+def test_an_enqueue_that_fails_is_retried_until_redis_answers(fake_store, make):
     queue = Queue(fail=True)
     servicer, _ = make(queue)
     reply = servicer.SendEmail(REQUEST, Context())

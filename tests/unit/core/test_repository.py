@@ -72,7 +72,7 @@ def test_new_email_document_is_what_the_mongoengine_document_stores(
     Email._from_son(document).validate()
 
 
-def test_a_second_insert_of_one_id_is_a_duplicate_key_and_stores_once(store) -> None:
+def test_a_second_insert_of_one_id_is_a_duplicate_key_and_stores_once(fake_store) -> None:
     oid = ObjectId()
     document = repository.new_email_document(
         FULL, message_id_domain="mail.test", email_id=oid, now=utcnow()
@@ -85,7 +85,7 @@ def test_a_second_insert_of_one_id_is_a_duplicate_key_and_stores_once(store) -> 
     assert Email.objects.count() == 1
 
 
-def test_a_voided_email_is_cancelled_and_never_claimed_even_when_it_lands_later(store) -> None:
+def test_a_voided_email_is_cancelled_and_never_claimed_even_when_it_lands_later(fake_store) -> None:
     early, late = ObjectId(), ObjectId()
     repository.create_email(MINIMAL, message_id_domain="t", email_id=early)
     assert repository.void_email(str(early))
@@ -102,7 +102,7 @@ def test_a_voided_email_is_cancelled_and_never_claimed_even_when_it_lands_later(
     assert "not accepted" in stored.last_error
 
 
-def test_an_idempotent_retry_and_a_void_exclude_each_other(store) -> None:
+def test_an_idempotent_retry_and_a_void_exclude_each_other(fake_store) -> None:
     voided, accepted = str(ObjectId()), str(ObjectId())
     assert repository.void_email(voided)
     assert repository.accept_email(voided) is None

@@ -40,7 +40,7 @@ def new_email(**kw) -> Email:
     return repository.create_email(repository.NewEmail(**fields), message_id_domain="test")
 
 
-def test_sent_records_one_attempt(store, settings):
+def test_sent_records_one_attempt(fake_store, settings):
     email = new_email()
     smtp = ScriptedProvider("smtp", SendResult("q-1", "250 2.0.0 queued as q-1"))
     assert (
@@ -55,7 +55,7 @@ def test_sent_records_one_attempt(store, settings):
     assert stored.claim_generation == 1
 
 
-def test_duplicate_message_sends_once(store, settings):
+def test_duplicate_message_sends_once(fake_store, settings):
     email = new_email()
     smtp = ScriptedProvider("smtp")
     router = Router({"smtp": smtp}, ["smtp"])
@@ -69,7 +69,7 @@ def hold(email_id, owner="w1", lease_seconds=60):
     return claims.claim(claims.load_claimable(email_id), owner=owner, lease_seconds=lease_seconds)
 
 
-def test_live_lease_blocks_a_second_worker(store, settings):
+def test_live_lease_blocks_a_second_worker(fake_store, settings):
     email = new_email()
     claim = hold(str(email.id))
     assert isinstance(claim, claims.Claim)
@@ -83,7 +83,7 @@ def test_live_lease_blocks_a_second_worker(store, settings):
     assert smtp.sent == []
 
 
-def test_error_before_sending_frees_the_email_at_once(store, settings, monkeypatch):
+def test_error_before_sending_frees_the_email_at_once(fake_store, settings, monkeypatch):
     email = new_email()
 
     def broken(_email):
@@ -103,7 +103,7 @@ def test_error_before_sending_frees_the_email_at_once(store, settings, monkeypat
     )
 
 
-def test_waiting_for_a_provider_spends_no_retries_and_keeps_one_entry(store, settings):
+def test_waiting_for_a_provider_spends_no_retries_and_keeps_one_entry(fake_store, settings):
     email = new_email()
     a = ScriptedProvider("a", MisconfiguredError("401"))
     router = Router({"a": a}, ["a"])
@@ -115,7 +115,7 @@ def test_waiting_for_a_provider_spends_no_retries_and_keeps_one_entry(store, set
     assert outcomes == ["MISCONFIGURED", "NO_PROVIDER"]
 
 
-def test_an_email_waiting_past_the_cap_goes_to_the_dead_letters(store, settings):
+def test_an_email_waiting_past_the_cap_goes_to_the_dead_letters(fake_store, settings):
     email = new_email()
     Email.objects(id=email.id).update_one(set__created_at=utcnow() - timedelta(hours=25))
     smtp = ScriptedProvider("smtp")
@@ -129,7 +129,7 @@ def test_an_email_waiting_past_the_cap_goes_to_the_dead_letters(store, settings)
     assert "gave up after 25" in stored.last_error
 
 
-def test_dead_letter_record_is_written_on_a_retry(store, settings):
+def test_dead_letter_record_is_written_on_a_retry(fake_store, settings):
     email = new_email()
     claims.fail_unclaimed(str(email.id), "retries exhausted after 4 attempts; last error: x")
     assert not dead_letters.has_dead_letter(str(email.id))
@@ -137,7 +137,7 @@ def test_dead_letter_record_is_written_on_a_retry(store, settings):
     assert dead_letters.has_dead_letter(str(email.id))
 
 
-def test_expired_lease_is_taken_over_and_recorded(store, settings):
+def test_expired_lease_is_taken_over_and_recorded(fake_store, settings):
     email = new_email()
     hold(str(email.id), owner="dead-worker", lease_seconds=-1)
     smtp = ScriptedProvider("smtp")
@@ -151,7 +151,7 @@ def test_expired_lease_is_taken_over_and_recorded(store, settings):
     assert smtp.sent[0].message_id == stored.message_id
 
 
-def test_transient_failure_retries_with_growing_backoff(store, settings):
+def test_transient_failure_retries_with_growing_backoff(fake_store, settings):
     email = new_email()
     smtp = ScriptedProvider("smtp", *[TransientError("451 try later")] * 4)
     router = Router({"smtp": smtp}, ["smtp"])
@@ -169,7 +169,7 @@ def test_transient_failure_retries_with_growing_backoff(store, settings):
     assert stored.last_error == "smtp: 451 try later"
 
 
-def test_permanent_failure_fails_at_once(store, settings):
+def test_permanent_failure_fails_at_once(fake_store, settings):
     email = new_email()
     smtp = ScriptedProvider("smtp", PermanentError("550 no such user"))
     status = deliver(str(email.id), settings=settings, router=Router({"smtp": smtp}, ["smtp"]))
@@ -180,7 +180,7 @@ def test_permanent_failure_fails_at_once(store, settings):
     assert [a.outcome for a in stored.attempts] == ["PERMANENT"]
 
 
-def test_throttled_waits_at_least_retry_after(store, settings):
+def test_throttled_waits_at_least_retry_after(fake_store, settings):
     email = new_email()
     smtp = ScriptedProvider("smtp", ThrottledError("429", retry_after=7))
     with pytest.raises(RetryDelivery) as info:
@@ -188,7 +188,7 @@ def test_throttled_waits_at_least_retry_after(store, settings):
     assert info.value.delay >= 7000
 
 
-def test_misconfigured_provider_moves_on(store, settings):
+def test_misconfigured_provider_moves_on(fake_store, settings):
     email = new_email()
     a = ScriptedProvider("a", MisconfiguredError("401 bad key"))
     b = ScriptedProvider("b")
@@ -200,7 +200,7 @@ def test_misconfigured_provider_moves_on(store, settings):
     assert repository.get_email(str(email.id)).provider == "b"
 
 
-def test_scheduled_email_is_not_claimed_early(store, settings):
+def test_scheduled_email_is_not_claimed_early(fake_store, settings):
     email = new_email(send_at=utcnow() + timedelta(hours=1))
     assert email.status == Status.SCHEDULED
     smtp = ScriptedProvider("smtp")
@@ -210,7 +210,7 @@ def test_scheduled_email_is_not_claimed_early(store, settings):
     assert smtp.sent == []
 
 
-def test_cancelled_email_is_never_sent(store, settings):
+def test_cancelled_email_is_never_sent(fake_store, settings):
     email = new_email()
     repository.cancel_email(str(email.id))
     smtp = ScriptedProvider("smtp")

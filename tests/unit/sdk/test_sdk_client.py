@@ -32,7 +32,7 @@ from mailroom import (
 )
 from mailroom.v1 import mail_pb2, mail_pb2_grpc
 
-README = Path(__file__).resolve().parents[2] / "sdk" / "README.md"
+README = Path(__file__).resolve().parents[3] / "sdk" / "README.md"
 FAST_RETRY = RetryPolicy(initial_backoff=0.05, max_backoff=0.2)
 MiB = 1024 * 1024
 
