@@ -115,6 +115,42 @@ def test_session_ferretdb_restarts_alone_and_keeps_data(
         client.close()
 
 
+def test_ferretdb_lookups_by_id_and_status_use_an_index_not_a_table_scan(
+    mongo_server: ManagedProcess, postgres_server: ManagedProcess
+) -> None:
+    client = _mongo(mongo_server.uri)
+    try:
+        client.gin_test.emails.insert_many(
+            [{"_id": f"e{i}", "status": "SENT"} for i in range(2000)]
+        )
+        port = int(postgres_server.url.rsplit(":", 1)[1].split("/")[0])
+        schema_tables = services._psql(
+            "127.0.0.1",
+            port,
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'gin_test' "
+            "AND tablename LIKE 'emails%'",
+            database="ferretdb",
+        )
+        [table] = schema_tables.split()
+        # The shape of FerretDB 1.24's pushed-down filter, as the PostgreSQL log shows it.
+        plans = {
+            field: services._psql(
+                "127.0.0.1",
+                port,
+                f"ANALYZE gin_test.{table}; EXPLAIN SELECT _jsonb FROM gin_test.{table} "
+                f"WHERE _jsonb->'{field}' @> '\"{value}\"'",
+                database="ferretdb",
+            )
+            for field, value in (("_id", "e7"), ("status", "QUEUED"))
+        }
+    finally:
+        client.drop_database("gin_test")
+        client.close()
+    assert "_id_gin" in plans["_id"], plans["_id"]
+    assert "status_gin" in plans["status"], plans["status"]
+    assert "Seq Scan" not in plans["_id"]
+
+
 # -- PostgreSQL and FerretDB -------------------------------------------------------------------
 
 
