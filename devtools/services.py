@@ -624,6 +624,28 @@ BEGIN
     END LOOP;
 END
 $$;
+-- Tables made before the trigger existed (a make dev cluster from an older checkout).
+DO $$
+DECLARE
+    existing record;
+    field text;
+BEGIN
+    FOR existing IN
+        SELECT c.relname, n.nspname FROM pg_attribute AS a
+        JOIN pg_class AS c ON c.oid = a.attrelid AND c.relkind = 'r'
+        JOIN pg_namespace AS n ON n.oid = c.relnamespace
+        WHERE a.attname = '_jsonb' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+    LOOP
+        FOREACH field IN ARRAY ARRAY['_id', 'status'] LOOP
+            EXECUTE format(
+                'CREATE INDEX IF NOT EXISTS %I ON %I.%I USING gin ((_jsonb->%L) jsonb_path_ops)',
+                left(existing.relname, 40) || '_' || trim(both '_' from field) || '_gin',
+                existing.nspname, existing.relname, field
+            );
+        END LOOP;
+    END LOOP;
+END
+$$;
 DROP EVENT TRIGGER IF EXISTS mailroom_ferretdb_gin;
 CREATE EVENT TRIGGER mailroom_ferretdb_gin ON ddl_command_end WHEN TAG IN ('CREATE TABLE')
     EXECUTE FUNCTION mailroom_index_ferretdb_table();
