@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable
 from datetime import datetime
 from types import TracebackType
-from typing import Protocol, Self, cast
+from typing import Protocol, Self, TypeVar, cast
 
 import grpc
 import grpc.aio
@@ -20,6 +20,9 @@ from mailroom.models import Email
 from mailroom.v1 import mail_pb2, mail_pb2_grpc
 
 __all__ = ["AsyncMailroomClient"]
+
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
 
 
 class _AsyncStub(Protocol):
@@ -80,6 +83,35 @@ class AsyncMailroomClient(ClientBase):
         """Close the client."""
         await self.close()
 
+    async def _call(
+        self,
+        rpc: grpc.aio.UnaryUnaryMultiCallable[_Request, _Response],
+        request: _Request,
+        timeout: float | None,
+    ) -> _Response:
+        """Make one RPC with the call's deadline and the client's metadata.
+
+        Every RPC of the client goes through here, the one place where a ``grpc.RpcError``
+        (``grpc.aio.AioRpcError`` is one) becomes the matching :class:`mailroom.MailroomError`
+        (chained to it). gRPC's retries happen inside ``rpc``, so only the final failure is
+        translated.
+
+        Args:
+            rpc: The stub's method, e.g. ``self._stub.GetEmail``.
+            request: The request message.
+            timeout: The call's deadline in seconds, or ``None`` for the client's.
+
+        Returns:
+            The response message.
+
+        Raises:
+            mailroom.MailroomError: The call failed; the subclass matches its status code.
+        """
+        try:
+            return await rpc(request, timeout=self._deadline(timeout), metadata=self._metadata)
+        except grpc.RpcError as err:
+            raise error_from_rpc(err) from err
+
     async def send_email(
         self,
         to: str | Iterable[str],
@@ -137,12 +169,7 @@ class AsyncMailroomClient(ClientBase):
             send_at=send_at,
             idempotency_key=idempotency_key,
         )
-        try:
-            response = await self._stub.SendEmail(
-                request, timeout=self._deadline(timeout), metadata=self._metadata
-            )
-        except grpc.RpcError as err:
-            raise error_from_rpc(err) from err
+        response = await self._call(self._stub.SendEmail, request, timeout)
         return response.id
 
     async def get_email(self, email_id: str, *, timeout: float | None = None) -> Email:
@@ -159,14 +186,8 @@ class AsyncMailroomClient(ClientBase):
             mailroom.NotFound: No email has this id.
             mailroom.MailroomError: Any other failure.
         """
-        try:
-            response = await self._stub.GetEmail(
-                mail_pb2.GetEmailRequest(id=email_id),
-                timeout=self._deadline(timeout),
-                metadata=self._metadata,
-            )
-        except grpc.RpcError as err:
-            raise error_from_rpc(err) from err
+        request = mail_pb2.GetEmailRequest(id=email_id)
+        response = await self._call(self._stub.GetEmail, request, timeout)
         return email_from_proto(response.email)
 
     async def cancel_email(self, email_id: str, *, timeout: float | None = None) -> Email:
@@ -185,14 +206,8 @@ class AsyncMailroomClient(ClientBase):
                 cancelled.
             mailroom.MailroomError: Any other failure.
         """
-        try:
-            response = await self._stub.CancelEmail(
-                mail_pb2.CancelEmailRequest(id=email_id),
-                timeout=self._deadline(timeout),
-                metadata=self._metadata,
-            )
-        except grpc.RpcError as err:
-            raise error_from_rpc(err) from err
+        request = mail_pb2.CancelEmailRequest(id=email_id)
+        response = await self._call(self._stub.CancelEmail, request, timeout)
         return email_from_proto(response.email)
 
     async def wait_for_delivery(self, email_id: str, timeout: float = 60.0) -> Email:

@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterable
 from datetime import datetime
 from types import TracebackType
-from typing import Protocol, Self, cast
+from typing import Protocol, Self, TypeVar, cast
 
 import grpc
 
@@ -18,6 +18,9 @@ from mailroom.models import Email
 from mailroom.v1 import mail_pb2, mail_pb2_grpc
 
 __all__ = ["MailroomClient"]
+
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
 
 
 class _Stub(Protocol):
@@ -75,6 +78,34 @@ class MailroomClient(ClientBase):
     ) -> None:
         """Close the client."""
         self.close()
+
+    def _call(
+        self,
+        rpc: grpc.UnaryUnaryMultiCallable[_Request, _Response],
+        request: _Request,
+        timeout: float | None,
+    ) -> _Response:
+        """Make one RPC with the call's deadline and the client's metadata.
+
+        Every RPC of the client goes through here, the one place where a ``grpc.RpcError``
+        becomes the matching :class:`mailroom.MailroomError` (chained to it). gRPC's retries
+        happen inside ``rpc``, so only the final failure is translated.
+
+        Args:
+            rpc: The stub's method, e.g. ``self._stub.GetEmail``.
+            request: The request message.
+            timeout: The call's deadline in seconds, or ``None`` for the client's.
+
+        Returns:
+            The response message.
+
+        Raises:
+            mailroom.MailroomError: The call failed; the subclass matches its status code.
+        """
+        try:
+            return rpc(request, timeout=self._deadline(timeout), metadata=self._metadata)
+        except grpc.RpcError as err:
+            raise error_from_rpc(err) from err
 
     def send_email(
         self,
@@ -134,12 +165,7 @@ class MailroomClient(ClientBase):
             send_at=send_at,
             idempotency_key=idempotency_key,
         )
-        try:
-            response = self._stub.SendEmail(
-                request, timeout=self._deadline(timeout), metadata=self._metadata
-            )
-        except grpc.RpcError as err:
-            raise error_from_rpc(err) from err
+        response = self._call(self._stub.SendEmail, request, timeout)
         return response.id
 
     def get_email(self, email_id: str, *, timeout: float | None = None) -> Email:
@@ -156,14 +182,8 @@ class MailroomClient(ClientBase):
             mailroom.NotFound: No email has this id.
             mailroom.MailroomError: Any other failure.
         """
-        try:
-            response = self._stub.GetEmail(
-                mail_pb2.GetEmailRequest(id=email_id),
-                timeout=self._deadline(timeout),
-                metadata=self._metadata,
-            )
-        except grpc.RpcError as err:
-            raise error_from_rpc(err) from err
+        request = mail_pb2.GetEmailRequest(id=email_id)
+        response = self._call(self._stub.GetEmail, request, timeout)
         return email_from_proto(response.email)
 
     def cancel_email(self, email_id: str, *, timeout: float | None = None) -> Email:
@@ -182,14 +202,8 @@ class MailroomClient(ClientBase):
                 cancelled.
             mailroom.MailroomError: Any other failure.
         """
-        try:
-            response = self._stub.CancelEmail(
-                mail_pb2.CancelEmailRequest(id=email_id),
-                timeout=self._deadline(timeout),
-                metadata=self._metadata,
-            )
-        except grpc.RpcError as err:
-            raise error_from_rpc(err) from err
+        request = mail_pb2.CancelEmailRequest(id=email_id)
+        response = self._call(self._stub.CancelEmail, request, timeout)
         return email_from_proto(response.email)
 
     def wait_for_delivery(self, email_id: str, timeout: float = 60.0) -> Email:
