@@ -105,7 +105,8 @@ class Email(Document):
 
     # The generation of the last EmailTurn whose change is written here (see EmailTurn). A
     # worker's claim is the turn after it, and holds the email until the turn's expires_at.
-    claim_generation = IntField(default=0)
+    # Stored as claim_generation, its name from when only claims took turns.
+    last_turn = IntField(db_field="claim_generation", default=0)
     attempt_count = IntField(default=0)
     # Attempts per provider, so a retry stays with a provider until its own budget is spent.
     provider_attempts = DictField()
@@ -122,7 +123,7 @@ class EmailTurn(Document):
     Inserted with ``_id = "E:N"``; a second insert of the same ``_id`` fails on MongoDB and
     FerretDB alike, which makes the turn the atomic step that find-and-modify is not on FerretDB.
     A worker's claim is a turn with an expiry (its lease): the email document is written once,
-    with the outcome, fenced by ``claim_generation``. Old turns are purged periodically; they
+    with the outcome, fenced by ``last_turn``. Old turns are purged periodically; they
     only matter while a writer holds them.
     """
 

@@ -139,7 +139,7 @@ def new_email_document(
         "message_id": make_message_id(str(email_id), message_id_domain),
         "created_at": now,
         "updated_at": now,
-        "claim_generation": 0,
+        "claim_generation": 0,  # Email.last_turn (its stored name predates cancels and replays)
         "attempt_count": 0,
         "provider_attempts": {},
         "provider": "",
@@ -235,7 +235,7 @@ def get_email_as_seen(email_id: str) -> Email:
     """
     email = get_email(email_id)
     if email.status in CLAIMABLE:
-        turn = read_turn(email_id, int(email.claim_generation or 0) + 1)
+        turn = read_turn(email_id, int(email.last_turn or 0) + 1)
         if turn is not None and turn.purpose == TurnPurpose.CLAIM and _live(turn, utcnow()):
             email.status = Status.SENDING
             email.provider = turn.provider or email.provider
@@ -289,7 +289,7 @@ class Turn:
     Attributes:
         before: The email as read before the change.
         email: The email after the change.
-        generation: The turn's generation (``Email.claim_generation`` now).
+        generation: The turn's generation (``Email.last_turn`` now).
     """
 
     before: Email
@@ -302,7 +302,7 @@ class TurnTaken:
     """A turn this writer holds.
 
     Attributes:
-        generation: Its generation; the writer's update sets ``claim_generation`` to it.
+        generation: Its generation; the writer's update sets ``last_turn`` to it.
         interrupted: An expired claim skipped on the way: a worker died (or stalled past its
             lease) mid-send, so the provider may have accepted the email already.
     """
@@ -403,7 +403,7 @@ def acquire_turn(
         StorageUnavailable: MongoDB is unreachable.
     """
     email_id = str(email.id)
-    read_generation = int(email.claim_generation or 0)
+    read_generation = int(email.last_turn or 0)
     generation = read_generation + 1
     interrupted: EmailTurn | None = None
     for _ in range(_MAX_SKIPPED_TURNS):
@@ -427,7 +427,7 @@ def acquire_turn(
             return TurnBlocked("busy")
         # Its writer died (or outlived its lease): skip the turn if it never wrote its change.
         current = find_email(email_id)
-        if current is None or int(current.claim_generation or 0) != read_generation:
+        if current is None or int(current.last_turn or 0) != read_generation:
             return TurnBlocked("moved")
         log.warning(
             "email %s: turn %d (%s by %s) was never written; skipping it",
@@ -471,12 +471,12 @@ def take_turn(
     if isinstance(taken, TurnBlocked):
         return None
     changes = {
-        "set__claim_generation": taken.generation,
+        "set__last_turn": taken.generation,
         "set__updated_at": now,
         **updates(before, now),
     }
     with map_mongo_errors():
-        Email.objects(id=before.id, claim_generation__lt=taken.generation).update_one(**changes)
+        Email.objects(id=before.id, last_turn__lt=taken.generation).update_one(**changes)
     return Turn(before, get_email(email_id), taken.generation)
 
 
@@ -516,10 +516,10 @@ def cancel_void(email_id: str, *, generation: int) -> None:
     """Write the CANCELLED outcome of a void turn (idempotent; nothing when the email is absent)."""
     now = utcnow()
     with map_mongo_errors():
-        Email.objects(id=parse_email_id(email_id), claim_generation__lt=generation).update_one(
+        Email.objects(id=parse_email_id(email_id), last_turn__lt=generation).update_one(
             set__status=Status.CANCELLED,
             set__last_error=VOID_REASON,
-            set__claim_generation=generation,
+            set__last_turn=generation,
             set__updated_at=now,
         )
 

@@ -495,7 +495,7 @@ def test_soak_kills_and_a_flaky_provider_lose_nothing(
         except AssertionError as exc:
             stuck = [
                 f"{e.id} {e.status} updated {e.updated_at} next {e.next_attempt_at} "
-                f"generation {e.claim_generation} attempts {[a.outcome for a in e.attempts]}"
+                f"generation {e.last_turn} attempts {[a.outcome for a in e.attempts]}"
                 for e in Email.objects(status__nin=[Status.SENT, Status.FAILED])[:10]
             ]
             raise AssertionError(

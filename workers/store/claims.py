@@ -2,7 +2,7 @@
 
 A claim is the email's next turn (:func:`core.store.repository.acquire_turn`) with an expiry,
 the lease: one insert, and the email document is not written until the outcome. Every outcome
-write is fenced by the claim's generation (``claim_generation < mine``), so a worker whose lease
+write is fenced by the claim's generation (``last_turn < mine``), so a worker whose lease
 was taken over after it expired does not overwrite the newer claim's outcome. A first-attempt
 delivery costs three round trips to the store: read the email, insert the claim, write SENT.
 """
@@ -34,7 +34,7 @@ class Claim:
 
     Attributes:
         email: The email as it was read before the claim (its stored status is unchanged).
-        generation: The claim's turn; outcome writes set ``claim_generation`` to it.
+        generation: The claim's turn; outcome writes set ``last_turn`` to it.
         owner: The worker holding it.
         interrupted: The attempt to record when the previous holder's lease expired mid-send
             (the provider may have accepted the email already), else None.
@@ -113,7 +113,7 @@ def claim(
         if taken.reason == "held" and taken.until is not None:
             return Held(taken.until)
         if taken.reason == "void":
-            cancel_void(str(email.id), generation=int(email.claim_generation or 0) + 1)
+            cancel_void(str(email.id), generation=int(email.last_turn or 0) + 1)
         return None
     interrupted = None
     if taken.interrupted is not None:
@@ -135,7 +135,7 @@ def claim(
 def _write_outcome(held: Claim, updates: dict[str, Any], attempt: Attempt | None) -> bool:
     attempts = [a for a in (held.interrupted, attempt) if a is not None]
     changes: dict[str, Any] = {
-        "set__claim_generation": held.generation,
+        "set__last_turn": held.generation,
         "set__updated_at": utcnow(),
         **updates,
     }
@@ -147,7 +147,7 @@ def _write_outcome(held: Claim, updates: dict[str, Any], attempt: Attempt | None
             changes[f"inc__provider_attempts__{attempt.provider}"] = 1
     with map_mongo_errors():
         updated = Email.objects(
-            id=parse_email_id(held.email_id), claim_generation__lt=held.generation
+            id=parse_email_id(held.email_id), last_turn__lt=held.generation
         ).update_one(**changes)
     return bool(updated)
 

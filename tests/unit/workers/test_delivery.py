@@ -52,7 +52,7 @@ def test_sent_records_one_attempt(fake_store, settings):
     assert stored.provider_message_id == "q-1"
     assert [a.outcome for a in stored.attempts] == ["DELIVERED"]
     assert stored.attempts[0].response == "250 2.0.0 queued as q-1"
-    assert stored.claim_generation == 1
+    assert stored.last_turn == 1
 
 
 def test_duplicate_message_sends_once(fake_store, settings):
