@@ -30,7 +30,7 @@ from core.errors import (
 from core.queue import DeliveryQueue
 from core.settings import Settings
 from core.store import idempotency, repository
-from core.store.documents import utcnow
+from core.store.documents import delay_ms, utcnow
 from mailroom.v1 import mail_pb2, mail_pb2_grpc
 from server.backlog import RetryBacklog
 from server.convert import email_to_proto
@@ -213,10 +213,7 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
 
     def _enqueue_now(self, item: tuple[str, datetime | None]) -> None:
         email_id, send_at = item
-        delay_ms: int | None = None
-        if send_at is not None:
-            delay_ms = max(0, int((send_at - utcnow()).total_seconds() * 1000)) or None
-        self._queue.enqueue_delivery(email_id, delay_ms=delay_ms)
+        self._queue.enqueue_delivery(email_id, delay_ms=delay_ms(send_at, utcnow()))
 
     def _void(self, email_id: str) -> None:
         if repository.void_email(email_id):

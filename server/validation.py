@@ -134,8 +134,6 @@ def validate_send_request(
                     "send_at", f"must be at most {settings.max_schedule_days} days ahead"
                 )
             )
-        if send_at is not None and send_at <= current:
-            send_at = None  # in the past: send now
 
     if violations:
         raise InvalidArgument(violations)

@@ -49,6 +49,26 @@ class Status(StrEnum):
 FINAL_STATUSES = frozenset({Status.SENT, Status.FAILED, Status.CANCELLED})
 
 
+def is_scheduled(send_at: datetime | None, now: datetime) -> bool:
+    """The one rule for "is it scheduled?": it waits while ``send_at`` is later than ``now``.
+
+    A ``send_at`` in the past means "send now" (it is kept, for the record).
+    """
+    return send_at is not None and send_at > now
+
+
+def initial_status(send_at: datetime | None, now: datetime) -> Status:
+    """The status a new email is stored with: SCHEDULED or QUEUED."""
+    return Status.SCHEDULED if is_scheduled(send_at, now) else Status.QUEUED
+
+
+def delay_ms(send_at: datetime | None, now: datetime) -> int | None:
+    """How long a new email's delivery message waits on the queue (None: not at all)."""
+    if send_at is None or not is_scheduled(send_at, now):
+        return None
+    return int((send_at - now).total_seconds() * 1000)
+
+
 class Outcome(StrEnum):
     """How one attempt ended; mirrors ``mailroom.v1.AttemptOutcome``."""
 

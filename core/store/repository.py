@@ -41,6 +41,7 @@ from core.store.documents import (
     Email,
     EmailTurn,
     Status,
+    initial_status,
     utcnow,
 )
 
@@ -124,10 +125,9 @@ def new_email_document(
     Built by hand because it is the API's hot path: the mongoengine document costs about a
     tenth of a SendEmail's CPU. A unit test keeps the two equal.
     """
-    scheduled = new.send_at is not None and new.send_at > now
     document: dict[str, Any] = {
         "_id": email_id,
-        "status": str(Status.SCHEDULED if scheduled else Status.QUEUED),
+        "status": str(initial_status(new.send_at, now)),
         "to": list(new.to),
         "cc": list(new.cc),
         "bcc": list(new.bcc),

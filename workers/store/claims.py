@@ -13,7 +13,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from core.store.documents import FINAL_STATUSES, Attempt, Email, Outcome, Status, utcnow
+from core.store.documents import (
+    FINAL_STATUSES,
+    Attempt,
+    Email,
+    Outcome,
+    Status,
+    is_scheduled,
+    utcnow,
+)
 from core.store.repository import (
     CLAIMABLE,
     TurnBlocked,
@@ -67,7 +75,7 @@ def is_claimable(email: Email, now: datetime) -> bool:
     """
     if email.status not in CLAIMABLE:
         return False
-    return email.status != Status.SCHEDULED or email.send_at is None or email.send_at <= now
+    return email.status != Status.SCHEDULED or not is_scheduled(email.send_at, now)
 
 
 def load_claimable(email_id: str) -> Email | None:

@@ -4,6 +4,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from core.errors import InvalidArgument
+from core.store.documents import Status, delay_ms, initial_status
 from mailroom.v1 import mail_pb2
 from server.validation import validate_send_request
 
@@ -110,7 +111,12 @@ def test_send_at(settings):
     past = validate_send_request(
         request(send_at=ts(datetime(2025, 1, 1, tzinfo=UTC))), settings, now=now
     )
-    assert past.send_at is None
+    # Kept as given; a send_at in the past means "send now" (core.store.documents.is_scheduled).
+    assert past.send_at == datetime(2025, 1, 1)
+    assert initial_status(past.send_at, now) == Status.QUEUED
+    assert initial_status(future.send_at, now) == Status.SCHEDULED
+    assert delay_ms(past.send_at, now) is None
+    assert delay_ms(future.send_at, now) == 12 * 3600 * 1000
     too_far = request(send_at=ts(datetime(2026, 1, 1, 12, tzinfo=UTC) + timedelta(days=31)))
     assert violated_fields(too_far, settings, now=now) == ["send_at"]
 
