@@ -25,6 +25,7 @@ import redis
 from core.errors import NotFound, QueueUnavailable, StorageUnavailable
 from core.logs import configure_logging
 from core.queue import DeliveryQueue
+from core.redis_errors import map_redis_errors
 from core.settings import Settings, get_settings
 from core.store.connection import connect
 from workers.breaker_state import RedisState, connect_redis
@@ -46,10 +47,8 @@ def _table(rows: list[list[str]], out: TextIO) -> None:
 
 def _redis(settings: Settings) -> redis.Redis:
     client = connect_redis(settings)
-    try:
+    with map_redis_errors(f"Redis at {settings.redis_url} is unreachable"):
         client.ping()
-    except redis.RedisError as exc:
-        raise QueueUnavailable(f"Redis at {settings.redis_url} is unreachable: {exc}") from exc
     return client
 
 

@@ -3,29 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import dramatiq
-import redis
 from dramatiq.brokers.redis import RedisBroker
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from core.errors import QueueUnavailable
+from core.redis_errors import map_redis_errors
 
 log = logging.getLogger(__name__)
 
 DELIVER_ACTOR = "deliver"
-
-
-@contextmanager
-def map_redis_errors() -> Iterator[None]:
-    """Translate Redis and Dramatiq broker errors into :class:`QueueUnavailable`."""
-    try:
-        yield
-    except (redis.RedisError, dramatiq.DramatiqError, OSError) as exc:
-        raise QueueUnavailable(f"queue unavailable: {type(exc).__name__}: {exc}") from exc
 
 
 class DeliveryQueue:

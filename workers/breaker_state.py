@@ -16,6 +16,8 @@ from typing import Protocol
 import pybreaker
 import redis
 
+from core.errors import QueueUnavailable
+from core.redis_errors import map_redis_errors
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -152,8 +154,9 @@ class RedisState:
     ``mailroom:breaker:{name}:probe`` (the probe slot) and
     ``mailroom:breaker:{name}:out-of-rotation`` (the reason, expiring).
 
-    When Redis fails, breakers fall back to closed (pybreaker's behaviour) and probes are allowed:
-    without Redis the queue is down too, and refusing sends would only add a second outage.
+    When Redis fails (:func:`~core.redis_errors.map_redis_errors` says so), breakers fall back to
+    closed (pybreaker's behaviour) and probes are allowed: without Redis the queue is down too, and
+    refusing sends would only add a second outage.
 
     Args:
         client: A Redis client that does not decode responses.
@@ -168,58 +171,71 @@ class RedisState:
         return f"{breaker_namespace(name)}:{what}"
 
     def storage(self, name: str) -> pybreaker.CircuitBreakerStorage:
-        """Return pybreaker's Redis storage in ``name``'s own namespace."""
-        return pybreaker.CircuitRedisStorage(
-            STATE_CLOSED, self.client, namespace=breaker_namespace(name)
-        )
+        """Return pybreaker's Redis storage in ``name``'s own namespace.
+
+        Raises:
+            QueueUnavailable: Redis could not be reached to initialise the state.
+        """
+        with map_redis_errors():
+            return pybreaker.CircuitRedisStorage(
+                STATE_CLOSED, self.client, namespace=breaker_namespace(name)
+            )
 
     def acquire_probe(self, name: str, token: str, ttl_seconds: float) -> bool:
         """``SET NX PX``: one probe at a time across every process."""
         try:
-            return bool(
-                self.client.set(
-                    self._key(name, "probe"), token, nx=True, px=max(int(ttl_seconds * 1000), 1)
+            with map_redis_errors():
+                return bool(
+                    self.client.set(
+                        self._key(name, "probe"),
+                        token,
+                        nx=True,
+                        px=max(int(ttl_seconds * 1000), 1),
+                    )
                 )
-            )
-        except redis.RedisError:
+        except QueueUnavailable:
             log.warning("provider %s: Redis unavailable, probing without a slot", name)
             return True
 
     def release_probe(self, name: str, token: str | None = None) -> None:
         """Free the slot if ``token`` holds it (any holder when None)."""
         try:
-            if token is None:
-                self.client.delete(self._key(name, "probe"))
-            else:
-                self._release(keys=[self._key(name, "probe")], args=[token])
-        except redis.RedisError:
+            with map_redis_errors():
+                if token is None:
+                    self.client.delete(self._key(name, "probe"))
+                else:
+                    self._release(keys=[self._key(name, "probe")], args=[token])
+        except QueueUnavailable:
             log.warning("provider %s: could not free the probe slot (it expires)", name)
 
     def probing(self, name: str) -> bool:
         """Return whether the slot is held."""
         try:
-            return bool(self.client.exists(self._key(name, "probe")))
-        except redis.RedisError:
+            with map_redis_errors():
+                return bool(self.client.exists(self._key(name, "probe")))
+        except QueueUnavailable:
             return False
 
     def take_out(self, name: str, reason: str, seconds: float) -> None:
         """Set the expiring out-of-rotation mark."""
         try:
-            self.client.set(
-                self._key(name, "out-of-rotation"), reason, px=max(int(seconds * 1000), 1)
-            )
-        except redis.RedisError:
+            with map_redis_errors():
+                self.client.set(
+                    self._key(name, "out-of-rotation"), reason, px=max(int(seconds * 1000), 1)
+                )
+        except QueueUnavailable:
             log.warning("provider %s: Redis unavailable, out-of-rotation mark not shared", name)
 
     def out_of_rotation(self, name: str) -> tuple[str, float] | None:
         """Return the mark's reason and its remaining TTL."""
         key = self._key(name, "out-of-rotation")
         try:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.get(key)
-            pipe.pttl(key)
-            reason, pttl = pipe.execute()
-        except redis.RedisError:
+            with map_redis_errors():
+                pipe = self.client.pipeline(transaction=False)
+                pipe.get(key)
+                pipe.pttl(key)
+                reason, pttl = pipe.execute()
+        except QueueUnavailable:
             return None
         if reason is None:
             return None
@@ -228,5 +244,10 @@ class RedisState:
         return text, left
 
     def restore(self, name: str) -> None:
-        """Delete the mark."""
-        self.client.delete(self._key(name, "out-of-rotation"))
+        """Delete the mark.
+
+        Raises:
+            QueueUnavailable: Redis could not be reached.
+        """
+        with map_redis_errors():
+            self.client.delete(self._key(name, "out-of-rotation"))

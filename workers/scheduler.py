@@ -48,9 +48,10 @@ import periodiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
-from core.errors import MailroomError
+from core.errors import MailroomError, QueueUnavailable
 from core.logs import configure_logging
 from core.queue import DeliveryQueue
+from core.redis_errors import map_redis_errors
 from core.settings import Settings, get_settings
 from core.store import idempotency, repository
 from core.store.connection import connect, ensure_indexes_in_background
@@ -139,7 +140,11 @@ class Jobs:
         self.marks = EnqueueMarks(self.redis)
 
     def run(self, job: str) -> dict[str, Any]:
-        """Run one job by name and return its JSON-friendly result."""
+        """Run one job by name and return its JSON-friendly result.
+
+        Raises:
+            MailroomError: Redis (``QueueUnavailable``) or MongoDB could not be reached.
+        """
         if job == "rescan":
             return self.rescan().as_dict()
         if job == "due":
@@ -195,7 +200,10 @@ class Jobs:
         requeue_spacing: timedelta | None = None,
     ) -> RescanResult:
         rescan_settings = self.settings.rescan
-        with hold(self.redis, lock_name, ttl_seconds=rescan_settings.lock_seconds) as lock:
+        with (
+            map_redis_errors(),
+            hold(self.redis, lock_name, ttl_seconds=rescan_settings.lock_seconds) as lock,
+        ):
             if lock is None:
                 result = RescanResult(lock_busy=True)
             else:
@@ -262,7 +270,7 @@ def _logged(name: str, job: Callable[[], object]) -> Callable[[], None]:
     def run() -> None:
         try:
             job()
-        except (redis.RedisError, MailroomError) as exc:
+        except MailroomError as exc:
             # An outage of Redis or MongoDB: the next tick tries again.
             log.error("%s failed: %s: %s", name, type(exc).__name__, exc)
 
@@ -277,8 +285,9 @@ class _Scheduler(periodiq.Scheduler):  # type: ignore[misc]
     def send_actors(self, actors: list[dramatiq.Actor[Any, Any]], now: Any) -> None:
         for actor in actors:
             try:
-                super().send_actors([actor], now)
-            except (redis.RedisError, dramatiq.DramatiqError) as exc:
+                with map_redis_errors():
+                    super().send_actors([actor], now)
+            except QueueUnavailable as exc:
                 log.error("could not send %s at %s: %s", actor.actor_name, now, exc)
 
 
@@ -328,7 +337,7 @@ def run_once(settings: Settings, job: str) -> int:
     jobs = Jobs(settings)
     try:
         result = jobs.run(job)
-    except (redis.RedisError, MailroomError) as exc:
+    except MailroomError as exc:
         log.error("%s failed: %s: %s", job, type(exc).__name__, exc)
         print(json.dumps({"job": job, "error": f"{type(exc).__name__}: {exc}"}), flush=True)
         return 1
