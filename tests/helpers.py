@@ -8,7 +8,10 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from aiosmtpd.controller import Controller
+from bson import ObjectId
 
+from core.store import repository
+from core.store.documents import Email, utcnow
 from devtools.smtp_sink import ReceivedMessage, SinkHandler, Stage, make_controller
 
 T = TypeVar("T")
@@ -104,3 +107,14 @@ class SmtpSink:
     def delay(self, seconds: float) -> None:
         """Answer each DATA only after ``seconds`` (0 turns it off)."""
         self.handler.delay(seconds)
+
+
+def create_email(
+    new: repository.NewEmail, *, message_id_domain: str = "test", email_id: ObjectId | None = None
+) -> Email:
+    """Store a new email as the API does (QUEUED, or SCHEDULED for a future ``send_at``)."""
+    document = repository.new_email_document(
+        new, message_id_domain=message_id_domain, email_id=email_id or ObjectId(), now=utcnow()
+    )
+    repository.insert_email(document)
+    return Email._from_son(document)

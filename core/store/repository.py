@@ -167,29 +167,6 @@ def insert_email(document: dict[str, Any]) -> None:
         Email._get_collection().insert_one(document)
 
 
-def create_email(
-    new: NewEmail, *, message_id_domain: str, email_id: ObjectId | None = None
-) -> Email:
-    """Insert a new email, QUEUED (or SCHEDULED when ``send_at`` is in the future).
-
-    Args:
-        new: The validated email.
-        message_id_domain: The right-hand side of the generated Message-ID.
-        email_id: A pre-allocated id.
-
-    Returns:
-        The stored document.
-
-    Raises:
-        StorageUnavailable: MongoDB is unreachable or refused the write.
-    """
-    document = new_email_document(
-        new, message_id_domain=message_id_domain, email_id=email_id or ObjectId(), now=utcnow()
-    )
-    insert_email(document)
-    return Email._from_son(document)  # type: ignore[no-any-return]
-
-
 def find_email(email_id: str) -> Email | None:
     """Return the email with this id, or None when there is none (or the id is malformed).
 

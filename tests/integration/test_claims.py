@@ -14,6 +14,7 @@ from core.errors import FailedPrecondition
 from core.store import repository
 from core.store.connection import connect
 from core.store.documents import Attempt, Status, utcnow
+from helpers import create_email
 from workers.store import claims
 
 
@@ -35,7 +36,7 @@ class CommandCounter(monitoring.CommandListener):
 
 
 def new_email() -> str:
-    email = repository.create_email(
+    email = create_email(
         repository.NewEmail(to=["a@example.com"], subject="s", text="t", from_address="f@x.org"),
         message_id_domain="test",
     )

@@ -17,6 +17,7 @@ from core.errors import (
 )
 from core.store import repository
 from core.store.documents import Email, Status, utcnow
+from helpers import create_email
 from workers.store import claims
 
 FULL = repository.NewEmail(
@@ -87,13 +88,13 @@ def test_a_second_insert_of_one_id_is_a_duplicate_key_and_stores_once(fake_store
 
 def test_a_voided_email_is_cancelled_and_never_claimed_even_when_it_lands_later(fake_store) -> None:
     early, late = ObjectId(), ObjectId()
-    repository.create_email(MINIMAL, message_id_domain="t", email_id=early)
+    create_email(MINIMAL, message_id_domain="t", email_id=early)
     assert repository.void_email(str(early))
     assert repository.get_email(str(early)).status == Status.CANCELLED
 
     # The insert lands after the void: the claim meets the void and cancels the email.
     assert repository.void_email(str(late))
-    repository.create_email(MINIMAL, message_id_domain="t", email_id=late)
+    create_email(MINIMAL, message_id_domain="t", email_id=late)
     email = claims.load_claimable(str(late))
     assert email is not None
     assert claims.claim(email, owner="w", lease_seconds=60) is None
@@ -111,7 +112,7 @@ def test_an_idempotent_retry_and_a_void_exclude_each_other(fake_store) -> None:
     assert repository.accept_email(accepted) is False
     assert not repository.void_email(accepted)
     # The accept turn writes nothing: a worker skips it and claims the next turn.
-    repository.create_email(MINIMAL, message_id_domain="t", email_id=ObjectId(accepted))
+    create_email(MINIMAL, message_id_domain="t", email_id=ObjectId(accepted))
     claim = claims.claim(claims.load_claimable(accepted), owner="w", lease_seconds=60)
     assert isinstance(claim, claims.Claim)
     assert claim.generation == 2

@@ -6,6 +6,7 @@ import pytest
 
 from core.store import repository
 from core.store.documents import Email, Status, utcnow
+from helpers import create_email
 from workers.delivery import RetryDelivery, backoff_ms, dead_letter, deliver
 from workers.mta.base import (
     MisconfiguredError,
@@ -37,7 +38,7 @@ class ScriptedProvider:
 def new_email(**kw) -> Email:
     fields = dict(to=["a@example.com"], subject="Hi", text="body", from_address="f@example.com")
     fields.update(kw)
-    return repository.create_email(repository.NewEmail(**fields), message_id_domain="test")
+    return create_email(repository.NewEmail(**fields), message_id_domain="test")
 
 
 def test_sent_records_one_attempt(fake_store, settings):

@@ -12,6 +12,7 @@ from bson import ObjectId
 from core.errors import QueueUnavailable
 from core.store import repository
 from core.store.documents import Attempt, DeadLetter, Email, Outcome, Status, utcnow
+from helpers import create_email
 from workers.rescan import rescan
 from workers.scheduler import parse_cron
 from workers.store import claims
@@ -56,7 +57,7 @@ class Marks:
 def make_email(status: Status, *, age: timedelta = LONG_AGO, **fields: object) -> str:
     """An email accepted ``age`` ago (its id made then, as the API makes it) and left so."""
     then = utcnow() - age
-    email = repository.create_email(
+    email = create_email(
         repository.NewEmail(
             to=["to@example.com"], subject="s", text="t", from_address="from@example.com"
         ),
