@@ -23,12 +23,7 @@ from core.settings import Settings
 from core.store import repository
 from core.store.documents import Attempt, Email, Outcome, Status, utcnow
 from workers.mime import build_outgoing
-from workers.mta.base import (
-    DeliveryError,
-    MisconfiguredError,
-    PermanentError,
-    ThrottledError,
-)
+from workers.mta.base import DeliveryError, ThrottledError
 from workers.routing import Router
 from workers.store import claims, dead_letters
 
@@ -228,11 +223,8 @@ def _record_failure(
 ) -> Status:
     email_id = held.email_id
     error = f"{provider}: {exc.message}"
-    outcome = {
-        PermanentError: Outcome.PERMANENT,
-        ThrottledError: Outcome.THROTTLED,
-        MisconfiguredError: Outcome.MISCONFIGURED,
-    }.get(type(exc), Outcome.TRANSIENT)
+    # The error's class says what it means; a subclass behaves like its parent.
+    outcome = exc.outcome
     attempt = Attempt(
         provider=provider,
         started_at=started_at,
@@ -242,12 +234,12 @@ def _record_failure(
         response=exc.response,
         worker=held.owner,
     )
-    if isinstance(exc, PermanentError):
+    if outcome == Outcome.PERMANENT:
         claims.record_failed_attempt(held, attempt, status=Status.FAILED, error=error)
         log.warning("email %s: permanently rejected: %s", email_id, error)
         return Status.FAILED
 
-    if isinstance(exc, MisconfiguredError):
+    if outcome == Outcome.MISCONFIGURED:
         router.take_out_of_rotation(provider, exc.message)
         delay = MISCONFIGURED_RETRY_MS
         exhausted = False

@@ -1,13 +1,17 @@
 """The one Protocol every mail provider implements, and the outcomes a send can have.
 
 Each provider module classifies every outcome of its API in one place (its ``map_*_errors()``
-context manager) into the exceptions below; nothing else escapes ``Provider.send``.
+context manager) into the exceptions below; nothing else escapes ``Provider.send``. Each class
+carries the :class:`~core.store.documents.Outcome` its attempts are recorded with (as the API's
+errors carry their gRPC status), so a subclass is recorded and handled like its parent.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import ClassVar, Protocol
+
+from core.store.documents import Outcome
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,9 @@ class SendResult:
 
 
 class DeliveryError(Exception):
-    """A send did not succeed. Subclasses say what to do next."""
+    """A send did not succeed. Subclasses say what to do next (``outcome``)."""
+
+    outcome: ClassVar[Outcome] = Outcome.TRANSIENT
 
     def __init__(self, message: str, *, response: str = "") -> None:
         super().__init__(message)
@@ -74,9 +80,13 @@ class PermanentError(DeliveryError):
     Does not count against the provider's circuit breaker.
     """
 
+    outcome = Outcome.PERMANENT
+
 
 class TransientError(DeliveryError):
     """Timeout, connection error, 5xx: retry; counts against the provider's breaker."""
+
+    outcome = Outcome.TRANSIENT
 
 
 class ThrottledError(DeliveryError):
@@ -84,6 +94,8 @@ class ThrottledError(DeliveryError):
 
     Does not open the breaker by itself.
     """
+
+    outcome = Outcome.THROTTLED
 
     def __init__(
         self, message: str, *, retry_after: float | None = None, response: str = ""
@@ -94,6 +106,8 @@ class ThrottledError(DeliveryError):
 
 class MisconfiguredError(DeliveryError):
     """The provider refused our credentials (401/403): take it out of rotation, try another."""
+
+    outcome = Outcome.MISCONFIGURED
 
 
 @dataclass

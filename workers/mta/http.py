@@ -1,8 +1,9 @@
 """Shared httpx plumbing of the HTTP providers: one client factory and one error classifier.
 
 Every HTTP provider sends inside :func:`map_http_errors` and calls ``raise_for_status()`` on the
-response, so the status-code table below is the only place where an HTTP outcome becomes a
-:class:`~workers.mta.base.DeliveryError`.
+response, so the status-code table below (:func:`error_class_for_status`) is the only place where
+an HTTP outcome becomes a :class:`~workers.mta.base.DeliveryError`; SES reads the same table for
+the codes it does not know.
 """
 
 from __future__ import annotations
@@ -112,6 +113,26 @@ def response_excerpt(response: httpx.Response) -> str:
     return f"{response.status_code} {response.text.strip()}"[:MAX_RESPONSE_CHARS]
 
 
+def error_class_for_status(status: int) -> type[DeliveryError]:
+    """The status-code table: which DeliveryError a non-2xx HTTP status means.
+
+    Args:
+        status: The HTTP status code.
+
+    Returns:
+        Throttled for 429, Misconfigured for 401/403 (and 3xx, 402, 404, 405, 407), Permanent
+        for 400/413/422, Transient for 408, 5xx and anything unexpected.
+    """
+    if status == 429:
+        return ThrottledError
+    if status in PERMANENT_STATUSES:
+        return PermanentError
+    if status in MISCONFIGURED_STATUSES or 300 <= status < 400:
+        return MisconfiguredError
+    # 408, 5xx, and any other status we do not expect: retry, and let the breaker count it.
+    return TransientError
+
+
 def classify_status(provider: str, response: httpx.Response) -> DeliveryError:
     """Turn a non-2xx response into the DeliveryError saying what to do next.
 
@@ -120,21 +141,17 @@ def classify_status(provider: str, response: httpx.Response) -> DeliveryError:
         response: The failed response.
 
     Returns:
-        The error to raise: Throttled for 429, Misconfigured for 401/403 (and 3xx, 402, 404,
-        405, 407), Permanent for 400/413/422, Transient for 408, 5xx and anything unexpected.
+        The error to raise (see :func:`error_class_for_status`); a 429 carries its
+        ``Retry-After``.
     """
     status = response.status_code
     excerpt = response_excerpt(response)
     message = f"{provider}: HTTP {status} {response.reason_phrase}".rstrip()
-    if status == 429:
+    error_class = error_class_for_status(status)
+    if error_class is ThrottledError:
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         return ThrottledError(message, retry_after=retry_after, response=excerpt)
-    if status in PERMANENT_STATUSES:
-        return PermanentError(message, response=excerpt)
-    if status in MISCONFIGURED_STATUSES or 300 <= status < 400:
-        return MisconfiguredError(message, response=excerpt)
-    # 408, 5xx, and any other status we do not expect: retry, and let the breaker count it.
-    return TransientError(message, response=excerpt)
+    return error_class(message, response=excerpt)
 
 
 @contextmanager

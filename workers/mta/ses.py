@@ -8,7 +8,6 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import boto3
-import httpx
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -33,7 +32,7 @@ from workers.mta.base import (
     ThrottledError,
     TransientError,
 )
-from workers.mta.http import classify_status
+from workers.mta.http import error_class_for_status
 
 if TYPE_CHECKING:
     from mypy_boto3_sesv2 import SESV2Client
@@ -89,8 +88,8 @@ def _classify_client_error(exc: ClientError) -> DeliveryError:
     if 200 <= status < 300 or status == 0:
         return TransientError(message, response=text)
     # An unknown code: the HTTP status says which class (5xx transient, 403 misconfigured…).
-    by_status = classify_status("ses", httpx.Response(status, text=text))
-    return type(by_status)(message, response=text)
+    # SES sends no Retry-After, so a 429 is throttled without one.
+    return error_class_for_status(status)(message, response=text)
 
 
 @contextmanager

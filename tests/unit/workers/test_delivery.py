@@ -201,6 +201,26 @@ def test_misconfigured_provider_moves_on(fake_store, settings):
     assert repository.get_email(str(email.id)).provider == "b"
 
 
+class SlowDown(ThrottledError):
+    """A provider's own kind of throttling."""
+
+
+class NoSuchUser(PermanentError):
+    """A provider's own kind of permanent refusal."""
+
+
+def test_a_delivery_error_subclass_is_recorded_and_handled_like_its_parent(fake_store, settings):
+    email = new_email()
+    smtp = ScriptedProvider("smtp", SlowDown("429", retry_after=7), NoSuchUser("550 no such user"))
+    router = Router({"smtp": smtp}, ["smtp"])
+    with pytest.raises(RetryDelivery) as info:
+        deliver(str(email.id), settings=settings, router=router)
+    assert info.value.delay >= 7000
+    assert deliver(str(email.id), settings=settings, router=router) == Status.FAILED
+    stored = repository.get_email(str(email.id))
+    assert [a.outcome for a in stored.attempts] == ["THROTTLED", "PERMANENT"]
+
+
 def test_scheduled_email_is_not_claimed_early(fake_store, settings):
     email = new_email(send_at=utcnow() + timedelta(hours=1))
     assert email.status == Status.SCHEDULED

@@ -6,16 +6,22 @@ the exceptions their libraries raise.
 
 from __future__ import annotations
 
+import builtins
+import inspect
 import logging
 import smtplib
 import socket
 import ssl
+import string
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
+from types import ModuleType
 from typing import Any
 
+import botocore.exceptions
 import httpx
 import pytest
 from botocore.exceptions import (
@@ -36,6 +42,7 @@ from core.settings import (
     Settings,
     SmtpSettings,
 )
+from core.store.documents import Outcome
 from workers.mta.base import (
     DeliveryError,
     MisconfiguredError,
@@ -44,15 +51,36 @@ from workers.mta.base import (
     ThrottledError,
     TransientError,
 )
-from workers.mta.http import classify_status, map_http_errors, parse_retry_after
+from workers.mta.http import (
+    classify_status,
+    error_class_for_status,
+    map_http_errors,
+    parse_retry_after,
+)
 from workers.mta.mailgun import MailgunProvider
-from workers.mta.postmark import PostmarkProvider
+from workers.mta.postmark import PostmarkProvider, classify_error_code
 from workers.mta.registry import build_providers, describe
 from workers.mta.sendgrid import SendGridProvider
 from workers.mta.ses import SesProvider, map_ses_errors
 from workers.mta.smtp import SmtpProvider, map_smtp_errors, queue_id
 
 FOUR = (PermanentError, TransientError, ThrottledError, MisconfiguredError)
+
+
+def test_each_delivery_error_class_carries_its_outcome() -> None:
+    assert {cls: cls.outcome for cls in FOUR} == {
+        PermanentError: Outcome.PERMANENT,
+        TransientError: Outcome.TRANSIENT,
+        ThrottledError: Outcome.THROTTLED,
+        MisconfiguredError: Outcome.MISCONFIGURED,
+    }
+    # The bare base class is retried, as a transient failure is.
+    assert DeliveryError("?").outcome == Outcome.TRANSIENT
+
+    class Refinement(ThrottledError):
+        pass
+
+    assert Refinement("slow down").outcome == Outcome.THROTTLED
 
 
 def make_email() -> OutgoingEmail:
@@ -366,6 +394,119 @@ def test_ses_classification(exc: BaseException, expected: type[DeliveryError]) -
     assert type(caught.value) is expected
     if isinstance(exc, ClientError):
         assert exc.response["Error"]["Code"] in caught.value.response
+
+
+def test_ses_reads_the_http_status_table_for_codes_it_does_not_know() -> None:
+    for status in range(300, 600):
+        with pytest.raises(DeliveryError) as caught, map_ses_errors():
+            raise client_error("SomethingNew", status)
+        assert type(caught.value) is error_class_for_status(status), status
+        assert f"HTTP {status}" in caught.value.message
+
+
+# --- No foreign exception escapes a provider's mapping -----------------------------------------
+
+
+def exception_classes(*modules: ModuleType) -> list[type[Exception]]:
+    """Every Exception class the modules define or export, each once."""
+    found = {
+        value
+        for module in modules
+        for value in vars(module).values()
+        if inspect.isclass(value) and issubclass(value, Exception)
+    }
+    return sorted(found, key=lambda cls: f"{cls.__module__}.{cls.__qualname__}")
+
+
+# What the providers' libraries raise (and Python itself): every one must come out of every
+# mapping as one of the four classes.
+FOREIGN = exception_classes(httpx, smtplib, ssl, socket, botocore.exceptions, builtins)
+
+REQUEST = httpx.Request("POST", "https://api.example.com/send")
+# Required constructor arguments, by name, as the libraries raise these exceptions.
+ARGUMENT_BY_NAME: dict[str, object] = {
+    "message": "boom",
+    "request": REQUEST,
+    "response": httpx.Response(503, text="down", request=REQUEST),
+    "code": 451,
+    "msg": b"4.3.0 try later",
+    "sender": "s@example.com",
+    "recipients": {"a@example.com": (550, b"5.1.1 no such user")},
+    "error_response": {
+        "Error": {"Code": "SomethingNew", "Message": "?"},
+        "ResponseMetadata": {"HTTPStatusCode": 500},
+    },
+    "operation_name": "SendEmail",
+    "name": "waiter",
+    "reason": "boom",
+    "last_response": {},
+}
+# Python's own exceptions have no signature to read: a message, nothing, or their own tuple.
+POSITIONAL: tuple[tuple[object, ...], ...] = (
+    ("boom",),
+    (),
+    ("utf-8", b"\xff", 0, 1, "invalid start byte"),
+    ("ascii", "é", 0, 1, "ordinal not in range"),
+    ("é", 0, 1, "no mapping"),
+    ("boom", [ValueError("inner")]),
+)
+
+
+def instance_of(cls: type[Exception]) -> Exception:
+    """An instance of ``cls`` built with the arguments its library raises it with."""
+    try:
+        parameters = list(inspect.signature(cls).parameters.values())
+    except ValueError:
+        parameters = []
+    kwargs = {
+        p.name: ARGUMENT_BY_NAME[p.name]
+        for p in parameters
+        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    }
+    # botocore formats its message from keyword arguments named in ``fmt``.
+    for _, field_name, _, _ in string.Formatter().parse(getattr(cls, "fmt", "") or ""):
+        if field_name:
+            kwargs[field_name] = "x"
+    if kwargs:
+        return cls(**kwargs)
+    for args in POSITIONAL:
+        try:
+            return cls(*args)
+        except TypeError:
+            continue
+    raise AssertionError(f"cannot build {cls.__qualname__}: add its arguments above")
+
+
+MAPPINGS: dict[str, Callable[[], AbstractContextManager[None]]] = {
+    "http": lambda: map_http_errors("sendgrid"),
+    "http+postmark": lambda: map_http_errors("postmark", classify=classify_error_code),
+    "smtp": map_smtp_errors,
+    "ses": map_ses_errors,
+}
+
+
+def test_the_libraries_still_define_what_this_test_enumerates() -> None:
+    names = {cls.__name__ for cls in FOREIGN}
+    assert {"HTTPStatusError", "SMTPRecipientsRefused", "ClientError", "SSLError"} <= names
+    assert len(FOREIGN) > 150
+
+
+@pytest.mark.parametrize("mapping", sorted(MAPPINGS))
+def test_no_foreign_exception_escapes_a_provider_mapping(
+    mapping: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    escaped = []
+    for cls in FOREIGN:
+        exc = instance_of(cls)
+        try:
+            with MAPPINGS[mapping]():
+                raise exc
+        except DeliveryError as error:
+            if type(error) not in FOUR or error.__cause__ is not exc:
+                escaped.append(f"{cls.__qualname__} -> {type(error).__name__}")
+        except Exception as error:
+            escaped.append(f"{cls.__qualname__} -> {type(error).__name__}: {error}")
+    assert escaped == []
 
 
 # --- Registry --------------------------------------------------------------------------------
