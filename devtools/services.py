@@ -615,7 +615,8 @@ BEGIN
         ) THEN
             FOREACH field IN ARRAY ARRAY['_id', 'status'] LOOP
                 EXECUTE format(
-                    'CREATE INDEX IF NOT EXISTS %I ON %I.%I USING gin ((_jsonb->%L) jsonb_path_ops)',
+                    'CREATE INDEX IF NOT EXISTS %I ON %I.%I '
+                    'USING gin ((_jsonb->%L) jsonb_path_ops)',
                     left(created.relname, 40) || '_' || trim(both '_' from field) || '_gin',
                     created.nspname, created.relname, field
                 );
@@ -638,7 +639,8 @@ BEGIN
     LOOP
         FOREACH field IN ARRAY ARRAY['_id', 'status'] LOOP
             EXECUTE format(
-                'CREATE INDEX IF NOT EXISTS %I ON %I.%I USING gin ((_jsonb->%L) jsonb_path_ops)',
+                'CREATE INDEX IF NOT EXISTS %I ON %I.%I '
+                'USING gin ((_jsonb->%L) jsonb_path_ops)',
                 left(existing.relname, 40) || '_' || trim(both '_' from field) || '_gin',
                 existing.nspname, existing.relname, field
             );

@@ -22,7 +22,7 @@ import pymongo
 from grpc_health.v1 import health, health_pb2
 
 from core.errors import StorageUnavailable
-from core.store.repository import map_mongo_errors
+from core.store.mapping import map_mongo_errors
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from core.errors import (
 )
 from core.queue import DeliveryQueue
 from core.settings import Settings
-from core.store import idempotency, repository
+from core.store import idempotency, repository, turns
 from core.store.documents import delay_ms, utcnow
 from mailroom.v1 import mail_pb2, mail_pb2_grpc
 from server.backlog import RetryBacklog
@@ -172,7 +172,7 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
             if repository.find_email(email_id) is not None:
                 log.info("email %s: insert unconfirmed, but it is stored: accepted", email_id)
                 return
-            if not repository.void_email(email_id):
+            if not turns.void_email(email_id):
                 return  # an idempotent retry accepted it meanwhile
         except StorageUnavailable as exc:
             self.voids.add(email_id)
@@ -192,7 +192,7 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
             The email's id, and whether to enqueue it (this call accepted or stored it).
         """
         for _ in range(MAX_VOID_HOPS):
-            accepted = repository.accept_email(str(email_id))
+            accepted = turns.accept_email(str(email_id))
             if accepted is None:
                 email_id = successor_id(email_id)
                 continue
@@ -216,7 +216,7 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
         self._queue.enqueue_delivery(email_id, delay_ms=delay_ms(send_at, utcnow()))
 
     def _void(self, email_id: str) -> None:
-        if repository.void_email(email_id):
+        if turns.void_email(email_id):
             log.info("email %s: voided (its request was answered 503)", email_id)
         else:
             log.info("email %s: an idempotent retry accepted it before the void", email_id)
@@ -225,14 +225,12 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
         self, request: mail_pb2.GetEmailRequest, context: grpc.ServicerContext
     ) -> mail_pb2.GetEmailResponse:
         """Return one email with its status and attempts."""
-        return mail_pb2.GetEmailResponse(
-            email=email_to_proto(repository.get_email_as_seen(request.id))
-        )
+        return mail_pb2.GetEmailResponse(email=email_to_proto(turns.get_email_as_seen(request.id)))
 
     def CancelEmail(
         self, request: mail_pb2.CancelEmailRequest, context: grpc.ServicerContext
     ) -> mail_pb2.CancelEmailResponse:
         """Cancel a SCHEDULED or QUEUED email no worker has claimed."""
-        email = repository.cancel_email(request.id)
+        email = turns.cancel_email(request.id)
         log.info("email %s cancelled", request.id)
         return mail_pb2.CancelEmailResponse(email=email_to_proto(email))

@@ -53,7 +53,7 @@ from core.logs import configure_logging
 from core.queue import DeliveryQueue
 from core.redis_errors import map_redis_errors
 from core.settings import Settings, get_settings
-from core.store import idempotency, repository
+from core.store import idempotency, turns
 from core.store.connection import connect, ensure_indexes_in_background
 from core.store.documents import Status, utcnow
 from workers.broker import setup_broker
@@ -186,9 +186,9 @@ class Jobs:
     def purge(self) -> dict[str, int]:
         """Delete expired idempotency keys and old email turns; return how many of each."""
         keys = idempotency.purge_idempotency_keys()
-        turns = repository.purge_turns(TURNS_KEPT)
-        log.info("purged %d expired idempotency keys and %d old email turns", keys, turns)
-        return {"purged": keys, "purged_turns": turns}
+        purged = turns.purge_turns(TURNS_KEPT)
+        log.info("purged %d expired idempotency keys and %d old email turns", keys, purged)
+        return {"purged": keys, "purged_turns": purged}
 
     def _scan(
         self,

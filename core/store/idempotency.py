@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 from core.errors import AlreadyExists, DuplicateKey, StorageUnavailable
 from core.store.documents import IdempotencyKey, utcnow
-from core.store.repository import map_mongo_errors
+from core.store.mapping import map_mongo_errors
 
 
 def reserve_idempotency_key(

@@ -11,7 +11,7 @@ import pytest
 from pymongo import monitoring
 
 from core.errors import FailedPrecondition
-from core.store import repository
+from core.store import repository, turns
 from core.store.connection import connect
 from core.store.documents import Attempt, Status, utcnow
 from helpers import create_email
@@ -80,14 +80,14 @@ def test_one_of_many_concurrent_claims_wins(real_store, trial):
     assert len(winners) == 1
     # The others see the winner's live claim, and wait for it rather than drop the message.
     assert all(isinstance(r, claims.Held) for r in results if r is not winners[0])
-    assert repository.get_email_as_seen(email_id).status == Status.SENDING
+    assert turns.get_email_as_seen(email_id).status == Status.SENDING
     sent = claims.record_sent(
         winners[0],
         Attempt(provider="smtp", started_at=utcnow(), outcome="DELIVERED"),
         provider_message_id="q1",
     )
     assert sent
-    assert repository.get_email_as_seen(email_id).status == Status.SENT
+    assert turns.get_email_as_seen(email_id).status == Status.SENT
 
 
 @pytest.mark.parametrize("trial", range(5))
@@ -99,7 +99,7 @@ def test_cancel_and_claim_race_has_one_winner(real_store, trial):
             taken = claim(email_id, f"w{i}")
             return taken if isinstance(taken, claims.Claim) else None
         try:
-            return repository.cancel_email(email_id)
+            return turns.cancel_email(email_id)
         except FailedPrecondition:
             return None
 
@@ -108,7 +108,7 @@ def test_cancel_and_claim_race_has_one_winner(real_store, trial):
     winners = [r for r in results if r is not None]
     assert len(winners) == 1
     expected = Status.SENDING if isinstance(winners[0], claims.Claim) else Status.CANCELLED
-    assert repository.get_email_as_seen(email_id).status == expected
+    assert turns.get_email_as_seen(email_id).status == expected
 
 
 def test_an_expired_lease_is_taken_over_once(real_store):

@@ -1,6 +1,6 @@
 """Claims and outcomes: how a worker takes an email, and what it writes after each attempt.
 
-A claim is the email's next turn (:func:`core.store.repository.acquire_turn`) with an expiry,
+A claim is the email's next turn (:func:`core.store.turns.acquire_turn`) with an expiry,
 the lease: one insert, and the email document is not written until the outcome. Every outcome
 write is fenced by the claim's generation (``last_turn < mine``), so a worker whose lease
 was taken over after it expired does not overwrite the newer claim's outcome. A first-attempt
@@ -22,16 +22,14 @@ from core.store.documents import (
     is_scheduled,
     utcnow,
 )
-from core.store.repository import (
-    CLAIMABLE,
+from core.store.mapping import map_mongo_errors
+from core.store.repository import CLAIMABLE, find_email, parse_email_id
+from core.store.turns import (
     TurnBlocked,
     TurnPurpose,
     acquire_turn,
     cancel_void,
     failed_updates,
-    find_email,
-    map_mongo_errors,
-    parse_email_id,
     take_turn,
 )
 

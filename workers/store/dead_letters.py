@@ -15,7 +15,9 @@ from bson.errors import InvalidId
 
 from core.errors import NotFound
 from core.store.documents import DeadLetter, Email, Status, utcnow
-from core.store.repository import TurnPurpose, get_email, map_mongo_errors, take_turn
+from core.store.mapping import map_mongo_errors
+from core.store.repository import get_email
+from core.store.turns import TurnPurpose, take_turn
 
 log = logging.getLogger(__name__)
 

@@ -29,9 +29,9 @@ from bson import ObjectId
 from mongoengine import Q
 
 from core.errors import NotFound
-from core.store import repository
+from core.store import turns
 from core.store.documents import Email, Outcome, Status
-from core.store.repository import map_mongo_errors
+from core.store.mapping import map_mongo_errors
 
 #: The statuses the rescan looks at, in the order it walks them.
 PENDING_STATUSES: tuple[Status, ...] = (Status.QUEUED, Status.SCHEDULED, Status.RETRYING)
@@ -160,7 +160,7 @@ def stale_batches(
 def fail_stale(email: PendingEmail, *, reason: str) -> bool:
     """Mark a stale email FAILED with ``reason``, if nothing changed it since it was read.
 
-    An exclusive change (:func:`core.store.repository.take_turn`): a worker claiming the email
+    An exclusive change (:func:`core.store.turns.take_turn`): a worker claiming the email
     at the same moment either goes first (then the email moved and is left alone) or finds it
     FAILED.
 
@@ -179,11 +179,11 @@ def fail_stale(email: PendingEmail, *, reason: str) -> bool:
         )
 
     try:
-        turn = repository.take_turn(
+        turn = turns.take_turn(
             email.id,
-            purpose=repository.TurnPurpose.FAIL,
+            purpose=turns.TurnPurpose.FAIL,
             allowed=unchanged,
-            updates=lambda _c, _n: repository.failed_updates(reason),
+            updates=lambda _c, _n: turns.failed_updates(reason),
         )
     except NotFound:
         return False

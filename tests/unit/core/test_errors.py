@@ -10,7 +10,7 @@ from mongoengine.errors import OperationError
 from core import errors
 from core.errors import FieldViolation, InvalidArgument, MailroomError
 from core.redis_errors import map_redis_errors
-from core.store.repository import map_mongo_errors
+from core.store.mapping import map_mongo_errors
 from server.interceptors import ErrorInterceptor
 
 

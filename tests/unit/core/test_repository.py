@@ -15,7 +15,7 @@ from core.errors import (
     StorageOutcomeUnknown,
     StorageUnavailable,
 )
-from core.store import repository
+from core.store import repository, turns
 from core.store.documents import Email, Status, utcnow
 from helpers import create_email
 from workers.store import claims
@@ -89,11 +89,11 @@ def test_a_second_insert_of_one_id_is_a_duplicate_key_and_stores_once(fake_store
 def test_a_voided_email_is_cancelled_and_never_claimed_even_when_it_lands_later(fake_store) -> None:
     early, late = ObjectId(), ObjectId()
     create_email(MINIMAL, message_id_domain="t", email_id=early)
-    assert repository.void_email(str(early))
+    assert turns.void_email(str(early))
     assert repository.get_email(str(early)).status == Status.CANCELLED
 
     # The insert lands after the void: the claim meets the void and cancels the email.
-    assert repository.void_email(str(late))
+    assert turns.void_email(str(late))
     create_email(MINIMAL, message_id_domain="t", email_id=late)
     email = claims.load_claimable(str(late))
     assert email is not None
@@ -105,12 +105,12 @@ def test_a_voided_email_is_cancelled_and_never_claimed_even_when_it_lands_later(
 
 def test_an_idempotent_retry_and_a_void_exclude_each_other(fake_store) -> None:
     voided, accepted = str(ObjectId()), str(ObjectId())
-    assert repository.void_email(voided)
-    assert repository.accept_email(voided) is None
+    assert turns.void_email(voided)
+    assert turns.accept_email(voided) is None
 
-    assert repository.accept_email(accepted) is True
-    assert repository.accept_email(accepted) is False
-    assert not repository.void_email(accepted)
+    assert turns.accept_email(accepted) is True
+    assert turns.accept_email(accepted) is False
+    assert not turns.void_email(accepted)
     # The accept turn writes nothing: a worker skips it and claims the next turn.
     create_email(MINIMAL, message_id_domain="t", email_id=ObjectId(accepted))
     claim = claims.claim(claims.load_claimable(accepted), owner="w", lease_seconds=60)

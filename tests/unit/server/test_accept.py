@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.errors import NotAccepted, QueueUnavailable, StorageOutcomeUnknown, StorageUnavailable
-from core.store import repository
+from core.store import repository, turns
 from core.store.documents import Email, EmailTurn, Status
 from helpers import wait_until
 from mailroom.v1 import mail_pb2
@@ -91,8 +91,8 @@ def test_an_unresolvable_insert_is_503_and_voided_in_the_background(fake_store, 
             raise StorageUnavailable("storage unavailable (ServerSelectionTimeoutError)")
         return real_void(email_id)
 
-    real_void = repository.void_email
-    monkeypatch.setattr(repository, "void_email", void_when_back)
+    real_void = turns.void_email
+    monkeypatch.setattr(turns, "void_email", void_when_back)
     monkeypatch.setattr(repository, "find_email", lambda _id: void_when_back(_id))
     servicer, queue = make()
     with pytest.raises(NotAccepted) as info:
