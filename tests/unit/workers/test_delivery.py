@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import pytest
 
-from core.store import repository
+from core.store import repository, turns
 from core.store.documents import Email, Status, utcnow
 from helpers import create_email
 from workers.delivery import RetryDelivery, backoff_ms, dead_letter, deliver
@@ -74,7 +74,7 @@ def test_live_lease_blocks_a_second_worker(fake_store, settings):
     email = new_email()
     claim = hold(str(email.id))
     assert isinstance(claim, claims.Claim)
-    assert repository.get_email_as_seen(str(email.id)).status == Status.SENDING
+    assert turns.get_email_as_seen(str(email.id)).status == Status.SENDING
     smtp = ScriptedProvider("smtp")
     with pytest.raises(RetryDelivery) as info:
         deliver(str(email.id), settings=settings, router=Router({"smtp": smtp}, ["smtp"]))
@@ -94,7 +94,7 @@ def test_error_before_sending_frees_the_email_at_once(fake_store, settings, monk
     smtp = ScriptedProvider("smtp")
     with pytest.raises(RuntimeError):
         deliver(str(email.id), settings=settings, router=Router({"smtp": smtp}, ["smtp"]))
-    stored = repository.get_email_as_seen(str(email.id))
+    stored = turns.get_email_as_seen(str(email.id))
     assert stored.status == Status.RETRYING
     assert "mime bug" in stored.last_error
     monkeypatch.undo()
@@ -233,7 +233,7 @@ def test_scheduled_email_is_not_claimed_early(fake_store, settings):
 
 def test_cancelled_email_is_never_sent(fake_store, settings):
     email = new_email()
-    repository.cancel_email(str(email.id))
+    turns.cancel_email(str(email.id))
     smtp = ScriptedProvider("smtp")
     assert (
         deliver(str(email.id), settings=settings, router=Router({"smtp": smtp}, ["smtp"])) is None
