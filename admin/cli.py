@@ -28,7 +28,7 @@ from core.queue import DeliveryQueue
 from core.redis_errors import map_redis_errors
 from core.settings import Settings, get_settings
 from core.store.connection import connect
-from workers.breaker_state import RedisState, connect_redis
+from workers.breaker_state import STATE_OPEN, RedisState, connect_redis
 from workers.breakers import BreakerBoard
 from workers.mta.registry import build_providers, close_providers
 from workers.store import dead_letters
@@ -129,7 +129,7 @@ def cmd_providers(args: argparse.Namespace, settings: Settings, out: TextIO) -> 
                 str(row["priority"] or "-"),
                 row["state"],
                 f"{row['fail_counter']}/{row['fail_max']}",
-                f"{row['seconds_to_half_open']:.1f}s" if row["state"] == "open" else "-",
+                f"{row['seconds_to_half_open']:.1f}s" if row["state"] == STATE_OPEN else "-",
                 note,
             ]
         )

@@ -22,7 +22,11 @@ from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# A breaker's states, as pybreaker names them. This module is their one home: the breakers, the
+# strategy, the router and mailroom-admin compare against these.
 STATE_CLOSED = pybreaker.STATE_CLOSED
+STATE_OPEN = pybreaker.STATE_OPEN
+STATE_HALF_OPEN = pybreaker.STATE_HALF_OPEN
 
 KEY_PREFIX = "mailroom:breaker"
 # A provider refusing our credentials stays out of rotation this long, then one email tries it

@@ -44,14 +44,10 @@ from datetime import UTC, datetime, timedelta
 import pybreaker
 
 from core.settings import Settings
-from workers.breaker_state import SharedState
+from workers.breaker_state import STATE_CLOSED, STATE_HALF_OPEN, STATE_OPEN, SharedState
 from workers.mta.base import TransientError
 
 log = logging.getLogger(__name__)
-
-STATE_CLOSED = pybreaker.STATE_CLOSED
-STATE_OPEN = pybreaker.STATE_OPEN
-STATE_HALF_OPEN = pybreaker.STATE_HALF_OPEN
 
 
 @dataclass(frozen=True)

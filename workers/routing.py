@@ -22,18 +22,14 @@ from core.settings import Settings
 from core.store.documents import Email
 from workers.breaker_state import (
     OUT_OF_ROTATION_SECONDS,
+    STATE_CLOSED,
     MemoryState,
     RedisState,
     connect_redis,
 )
 from workers.breakers import BreakerBoard, BreakerStatus
 from workers.mta.base import OutgoingEmail, Provider, SendResult
-from workers.strategy import (
-    DEFAULT_PER_PROVIDER_ATTEMPTS,
-    STATE_CLOSED,
-    ProviderHealth,
-    Strategy,
-)
+from workers.strategy import DEFAULT_PER_PROVIDER_ATTEMPTS, ProviderHealth, Strategy
 
 log = logging.getLogger(__name__)
 

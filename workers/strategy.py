@@ -32,9 +32,7 @@ import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-STATE_CLOSED = "closed"
-STATE_OPEN = "open"
-STATE_HALF_OPEN = "half-open"
+from workers.breaker_state import STATE_CLOSED, STATE_OPEN
 
 DEFAULT_PER_PROVIDER_ATTEMPTS = 3
 # How long to wait for another worker's half-open probe to finish before looking again.
