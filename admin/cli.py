@@ -140,7 +140,7 @@ def cmd_providers(args: argparse.Namespace, settings: Settings, out: TextIO) -> 
 def cmd_providers_reset(names: list[str], settings: Settings, out: TextIO) -> int:
     """Close the named providers' breakers and put them back into rotation."""
     client = _redis(settings)
-    board = BreakerBoard(names, RedisState(client))
+    board = BreakerBoard.from_settings(names, settings, RedisState(client))
     for name in names:
         board[name].reset()
         out.write(f"{name}: breaker closed, in rotation\n")

@@ -180,3 +180,8 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Return the process's settings, read from the environment on first use."""
     return Settings()
+
+
+#: Every setting at its default, read from nothing: what a keyword argument elsewhere defaults to
+#: when it mirrors a setting (this module is the only home for defaults).
+DEFAULTS = Settings.model_construct()

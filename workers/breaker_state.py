@@ -29,9 +29,6 @@ STATE_OPEN = pybreaker.STATE_OPEN
 STATE_HALF_OPEN = pybreaker.STATE_HALF_OPEN
 
 KEY_PREFIX = "mailroom:breaker"
-# A provider refusing our credentials stays out of rotation this long, then one email tries it
-# again (credentials may have been fixed meanwhile; `mailroom-admin providers reset` is faster).
-OUT_OF_ROTATION_SECONDS = 600.0
 
 
 def breaker_namespace(name: str) -> str:

@@ -43,7 +43,7 @@ from datetime import UTC, datetime, timedelta
 
 import pybreaker
 
-from core.settings import Settings
+from core.settings import DEFAULTS, Settings
 from workers.breaker_state import STATE_CLOSED, STATE_HALF_OPEN, STATE_OPEN, SharedState
 from workers.mta.base import TransientError
 
@@ -241,7 +241,7 @@ class BreakerBoard:
         shared: Where the state lives (:class:`~workers.breaker_state.RedisState` in workers).
         fail_max: Consecutive transient failures that open a breaker.
         reset_timeout: Seconds before an open breaker allows a probe.
-        probe_ttl: Longest a probe slot is held.
+        probe_ttl: Longest a probe slot is held (a lease, as :meth:`from_settings` sets it).
     """
 
     def __init__(
@@ -249,9 +249,9 @@ class BreakerBoard:
         names: Iterable[str],
         shared: SharedState,
         *,
-        fail_max: int = 5,
-        reset_timeout: float = 60.0,
-        probe_ttl: float = 120.0,
+        fail_max: int = DEFAULTS.breaker.fail_max,
+        reset_timeout: float = DEFAULTS.breaker.reset_timeout_seconds,
+        probe_ttl: float = DEFAULTS.lease_seconds,
     ) -> None:
         self.shared = shared
         self._breakers = {

@@ -18,18 +18,12 @@ from dataclasses import dataclass, replace
 
 import redis
 
-from core.settings import Settings
+from core.settings import DEFAULTS, Settings
 from core.store.documents import Email
-from workers.breaker_state import (
-    OUT_OF_ROTATION_SECONDS,
-    STATE_CLOSED,
-    MemoryState,
-    RedisState,
-    connect_redis,
-)
+from workers.breaker_state import STATE_CLOSED, MemoryState, RedisState, connect_redis
 from workers.breakers import BreakerBoard, BreakerStatus
 from workers.mta.base import OutgoingEmail, Provider, SendResult
-from workers.strategy import DEFAULT_PER_PROVIDER_ATTEMPTS, ProviderHealth, Strategy
+from workers.strategy import ProviderHealth, Strategy
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +63,8 @@ class Router:
         weights: ``Settings.provider_weights``.
         breakers: The providers' breakers; by default in-memory ones (this process only).
         per_provider_attempts: Attempts of one email through one provider before moving on.
-        out_of_rotation_seconds: How long a provider that refused our credentials is skipped.
+        out_of_rotation_seconds: How long a provider that refused our credentials is skipped;
+            then one email tries it again (``mailroom-admin providers reset`` is faster).
         rng: Source of the weighted draw (tests pass a seeded one).
     """
 
@@ -80,8 +75,8 @@ class Router:
         *,
         weights: Mapping[str, float] | None = None,
         breakers: BreakerBoard | None = None,
-        per_provider_attempts: int = DEFAULT_PER_PROVIDER_ATTEMPTS,
-        out_of_rotation_seconds: float = OUT_OF_ROTATION_SECONDS,
+        per_provider_attempts: int = DEFAULTS.retry.per_provider_attempts,
+        out_of_rotation_seconds: float = DEFAULTS.breaker.out_of_rotation_seconds,
         rng: random.Random | None = None,
     ) -> None:
         self.providers = providers

@@ -32,9 +32,9 @@ import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from core.settings import DEFAULTS
 from workers.breaker_state import STATE_CLOSED, STATE_OPEN
 
-DEFAULT_PER_PROVIDER_ATTEMPTS = 3
 # How long to wait for another worker's half-open probe to finish before looking again.
 PROBE_WAIT_SECONDS = 5.0
 # Nothing to wait for (no provider at all): look again after this long.
@@ -118,7 +118,7 @@ class Strategy:
 
     groups: tuple[tuple[str, ...], ...]
     weights: Mapping[str, float] = field(default_factory=dict)
-    per_provider_attempts: int = DEFAULT_PER_PROVIDER_ATTEMPTS
+    per_provider_attempts: int = DEFAULTS.retry.per_provider_attempts
     probe_wait: float = PROBE_WAIT_SECONDS
 
     @classmethod
@@ -128,7 +128,7 @@ class Strategy:
         enabled: Iterable[str],
         *,
         weights: Mapping[str, float] | None = None,
-        per_provider_attempts: int = DEFAULT_PER_PROVIDER_ATTEMPTS,
+        per_provider_attempts: int = DEFAULTS.retry.per_provider_attempts,
         probe_wait: float = PROBE_WAIT_SECONDS,
     ) -> Strategy:
         """Keep the enabled providers of ``order``, in its groups.

@@ -1,4 +1,6 @@
-from core.settings import Settings
+import os
+
+from core.settings import DEFAULTS, Settings
 
 
 def test_environment_with_prefix_and_nested_delimiter(monkeypatch):
@@ -31,3 +33,13 @@ def test_secrets_have_no_defaults():
     assert settings.providers.ses.secret_access_key is None
     assert settings.api_keys == []
     assert "sg-key" not in repr(Settings(providers={"sendgrid": {"api_key": "sg-key"}}))
+
+
+def test_defaults_are_the_settings_own_whatever_the_environment(monkeypatch):
+    for key in list(os.environ):
+        if key.startswith("MAILROOM_"):
+            monkeypatch.delenv(key)
+    assert DEFAULTS.model_dump() == Settings().model_dump()
+    monkeypatch.setenv("MAILROOM_LEASE_SECONDS", "5")
+    assert Settings().lease_seconds == 5
+    assert Settings.model_construct().lease_seconds == DEFAULTS.lease_seconds != 5

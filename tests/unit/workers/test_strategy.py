@@ -6,6 +6,7 @@ from collections import Counter
 
 import pytest
 
+from core.settings import DEFAULTS
 from core.store.documents import Email
 from workers.breaker_state import MemoryState
 from workers.breakers import BreakerBoard
@@ -188,3 +189,14 @@ def test_router_gives_the_half_open_probe_to_one_email_only():
     second.join()
     assert results == {"first": "a", "second": "b"}
     assert board["a"].status().state == "half-open"
+
+
+def test_keyword_defaults_are_the_settings_defaults():
+    board = BreakerBoard(["a"], MemoryState())
+    assert board["a"].breaker.fail_max == DEFAULTS.breaker.fail_max
+    assert board["a"].breaker.reset_timeout == DEFAULTS.breaker.reset_timeout_seconds
+    assert board["a"].probe_ttl == DEFAULTS.lease_seconds
+    router = Router({}, [])
+    assert router.out_of_rotation_seconds == DEFAULTS.breaker.out_of_rotation_seconds
+    assert router.strategy.per_provider_attempts == DEFAULTS.retry.per_provider_attempts
+    assert Strategy(groups=()).per_provider_attempts == DEFAULTS.retry.per_provider_attempts
