@@ -21,11 +21,12 @@ import dramatiq
 from core.errors import StorageUnavailable
 from core.settings import Settings
 from core.store import repository
-from core.store.documents import Attempt, Email, Outcome, Status, utcnow
+from core.store.documents import Attempt, Outcome, Status, utcnow
 from workers.mime import build_outgoing
 from workers.mta.base import DeliveryError, ThrottledError
 from workers.routing import Router
 from workers.store import claims, dead_letters
+from workers.store.pending import spent_retries
 
 log = logging.getLogger(__name__)
 
@@ -53,19 +54,6 @@ def backoff_ms(attempt: int, settings: Settings) -> int:
     )
     # Half fixed, half random: the delay still grows, and retries of many emails spread out.
     return int(ceiling / 2 + random.uniform(0, ceiling / 2))
-
-
-def _failed_attempts(email: Email) -> int:
-    """Attempts that count against the retry budget (not interruptions or waits).
-
-    Only the last ``attempt_count`` recorded attempts count: a dead-letter replay resets
-    ``attempt_count`` to give the email a fresh budget while its history stays. INTERRUPTED
-    entries are pushed by claims without counting, so they are skipped when walking back.
-    """
-    counted = {Outcome.TRANSIENT, Outcome.THROTTLED}
-    recorded = [a for a in email.attempts if a.outcome != Outcome.INTERRUPTED]
-    recent = recorded[max(len(recorded) - int(email.attempt_count or 0), 0) :]
-    return sum(1 for a in recent if a.outcome in counted)
 
 
 def deliver(email_id: str, *, settings: Settings, router: Router) -> Status | None:
@@ -244,7 +232,8 @@ def _record_failure(
         delay = MISCONFIGURED_RETRY_MS
         exhausted = False
     else:
-        failures = _failed_attempts(held.email) + 1
+        outcomes = [a.outcome for a in held.email.attempts]
+        failures = spent_retries(outcomes, int(held.email.attempt_count or 0)) + 1
         exhausted = failures > settings.retry.max_retries
         delay = backoff_ms(failures, settings)
         if isinstance(exc, ThrottledError) and exc.retry_after is not None:

@@ -36,13 +36,14 @@ from core.store.mapping import map_mongo_errors
 #: The statuses the rescan looks at, in the order it walks them.
 PENDING_STATUSES: tuple[Status, ...] = (Status.QUEUED, Status.SCHEDULED, Status.RETRYING)
 
-#: Attempt outcomes that spend the retry budget (as in :mod:`workers.delivery`).
+#: Attempt outcomes that spend the retry budget.
 BUDGET_OUTCOMES = frozenset({Outcome.TRANSIENT.value, Outcome.THROTTLED.value})
 
 
 def spent_retries(outcomes: list[str], attempt_count: int) -> int:
-    """Count the attempts that spent the retry budget, as the delivery code does.
+    """Count the attempts that spent the retry budget: the one rule, for delivery and rescan.
 
+    Waits for a provider (NO_PROVIDER) and refusals (PERMANENT, MISCONFIGURED) spend nothing.
     Only the last ``attempt_count`` recorded attempts count (a dead-letter replay resets it to
     give a fresh budget); INTERRUPTED entries are pushed by claims without being counted.
 
