@@ -1,7 +1,9 @@
 """The Dramatiq actors: ``deliver`` and ``dead_letter``. The top layer of the workers.
 
-``mailroom-worker`` runs ``dramatiq workers.actors``; each worker process imports this module and
-connects to MongoDB itself (pymongo clients are not fork-safe).
+``mailroom-worker`` runs ``dramatiq workers.actors``; each worker process imports this module,
+which reads the settings and declares the actors without touching the network, then connects to
+MongoDB itself once booted (:class:`~workers.broker.ConnectStore`: pymongo clients are not
+fork-safe).
 """
 
 from __future__ import annotations
@@ -13,9 +15,8 @@ import dramatiq
 
 from core.logs import configure_logging
 from core.settings import get_settings
-from core.store.connection import connect
 from workers import delivery
-from workers.broker import setup_broker
+from workers.broker import ConnectStore, setup_broker
 from workers.mta.registry import build_providers, describe
 from workers.routing import Router, build_router
 
@@ -24,7 +25,7 @@ log = logging.getLogger("workers")
 settings = get_settings()
 configure_logging(settings.log_level)
 broker = setup_broker(settings)
-connect(settings.mongodb_uri, timeout_ms=max(settings.mongodb_timeout_ms, 5_000))
+broker.add_middleware(ConnectStore(settings))
 
 
 _router: Router | None = None

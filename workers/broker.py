@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
 from core.settings import Settings
+from core.store.connection import connect
+
+log = logging.getLogger(__name__)
 
 
 def setup_broker(settings: Settings, *, metrics: bool = True) -> RedisBroker:
@@ -25,3 +30,34 @@ def setup_broker(settings: Settings, *, metrics: bool = True) -> RedisBroker:
         broker.add_middleware(Prometheus())
     dramatiq.set_broker(broker)
     return broker
+
+
+class ConnectStore(dramatiq.Middleware):
+    """Connects each worker process to MongoDB once it has booted, not when it imports the actors.
+
+    pymongo clients are not fork-safe, so each worker process makes its own after the fork:
+    Dramatiq's CLI emits ``after_process_boot`` in every worker process, after importing the
+    actors' module and before the worker takes a message.
+
+    Args:
+        settings: The MongoDB URI and timeout.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def after_process_boot(self, broker: dramatiq.Broker) -> None:
+        """Register this process's MongoDB connection (no network yet: pymongo connects lazily).
+
+        Raises:
+            SystemExit: The connection could not be set up (e.g. an invalid URI). Dramatiq logs
+                and ignores a middleware's exception, so this stops the process instead, as a
+                failed import of the actors does, and ``mailroom-worker`` with it.
+        """
+        try:
+            connect(
+                self.settings.mongodb_uri, timeout_ms=max(self.settings.mongodb_timeout_ms, 5_000)
+            )
+        except Exception as exc:
+            log.critical("cannot set up the MongoDB connection: %s", exc, exc_info=True)
+            raise SystemExit(1) from exc
