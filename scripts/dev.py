@@ -57,9 +57,17 @@ def _port_answers(port: int, host: str = "127.0.0.1") -> Callable[[], bool]:
 
 
 def _port_free(port: int) -> bool:
+    """Whether a server could listen on ``port`` of 127.0.0.1 now.
+
+    With ``SO_REUSEADDR``, as the servers themselves bind: the connections of a ``make dev``
+    just stopped linger in TIME_WAIT for a minute, and without it they would make the port
+    look taken although every server could listen on it.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
+            sock.listen(1)
         except OSError:
             return False
     return True
