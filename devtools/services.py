@@ -6,12 +6,14 @@ deadline, and a process that exits early or never answers raises :class:`Service
 end of its log.
 
 Children run in their own session so that a Ctrl-C in the terminal reaches only the parent,
-which then stops them in order.
+which then stops them in order. They also die with the parent (Linux): a parent killed outright
+(SIGKILL, a closed terminal) leaves no orphans holding the ports, see :func:`_die_with_parent`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import os
 import pwd
@@ -155,6 +157,51 @@ def find_binary(name: str) -> str:
     raise BinaryNotFoundError(f"{name} not found on PATH nor in {searched}: {hint}")
 
 
+#: ``prctl(PR_SET_PDEATHSIG, sig)``: the kernel sends ``sig`` to the process when the thread that
+#: forked it exits (from <linux/prctl.h>).
+PR_SET_PDEATHSIG = 1
+
+
+def _load_prctl() -> Callable[[int, int], int] | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl: Callable[[int, int], int] = libc.prctl
+    except (OSError, AttributeError):  # not Linux
+        return None
+    return prctl
+
+
+# Looked up once here: the pre-exec hook runs between fork and exec, where it should do as little
+# as possible (no dlopen).
+_prctl = _load_prctl()
+
+
+def _die_with_parent(signum: int, parent: int) -> Callable[[], None] | None:
+    """Return a ``preexec_fn`` that makes the child get ``signum`` when its parent dies.
+
+    ``PR_SET_PDEATHSIG`` survives ``execve`` (of a binary that is not set-user-ID) but is
+    cleared when the process's credentials change: :class:`subprocess.Popen` switches the user
+    (``user=``, PostgreSQL as ``postgres``) *before* it calls ``preexec_fn``, so the signal set
+    here stays. The kernel ties it to the forking thread: call this from the main thread
+    only, or the child dies when that thread ends. If the parent died before the hook ran, the
+    child is reparented already and signals itself.
+
+    Returns:
+        The hook, or None where ``prctl`` is missing (not Linux): there a parent killed
+        outright leaves its children running.
+    """
+    prctl = _prctl
+    if prctl is None:
+        return None
+
+    def hook() -> None:
+        prctl(PR_SET_PDEATHSIG, signum)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signum)
+
+    return hook
+
+
 class _UserArgs(TypedDict, total=False):
     user: int
     group: int
@@ -188,6 +235,8 @@ class ManagedProcess:
         echo: Also copy each output line to this stream, prefixed with ``name``.
         user: Run the child as this user (with its groups); only root can ask for that.
         stop_signal: The signal :meth:`stop` sends first (PostgreSQL: SIGINT, a fast shutdown).
+            The child also gets it when this process dies, however it dies (Linux), if it was
+            started from the main thread (the kernel ties that signal to the forking thread).
     """
 
     def __init__(
@@ -263,6 +312,11 @@ class ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in _cleanup()
         env = {**os.environ, **self._env}
+        die_with_parent = (
+            _die_with_parent(self.stop_signal, os.getpid())
+            if threading.current_thread() is threading.main_thread()
+            else None
+        )
         self._proc = subprocess.Popen(
             self.argv,
             stdin=subprocess.DEVNULL,
@@ -271,6 +325,7 @@ class ManagedProcess:
             env=env,
             cwd=self._cwd,
             start_new_session=True,
+            preexec_fn=die_with_parent,
             **_as_user(self._user),
         )
         if self._echo is not None:
