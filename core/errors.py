@@ -64,6 +64,12 @@ class FailedPrecondition(MailroomError):
     grpc_status_code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class Aborted(MailroomError):
+    """Another request changed the email at the same moment; retrying is safe (HTTP 409)."""
+
+    grpc_status_code = grpc.StatusCode.ABORTED
+
+
 class StorageUnavailable(MailroomError):
     """MongoDB could not be reached or refused the write: nothing was written."""
 

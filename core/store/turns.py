@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from core.errors import DuplicateKey, FailedPrecondition
+from core.errors import Aborted, DuplicateKey, FailedPrecondition
 from core.store.documents import Email, EmailTurn, Status, utcnow
 from core.store.mapping import map_mongo_errors
 from core.store.repository import (
@@ -51,9 +51,16 @@ def get_email_as_seen(email_id: str) -> Email:
 def cancel_email(email_id: str) -> Email:
     """Cancel a SCHEDULED or QUEUED email that no worker has claimed.
 
+    A cancel racing a worker takes the email's next turn like the worker's claim: one of them
+    wins. A cancel that loses to the claim is refused as "already being sent"; one that meets
+    another writer between its turn and its write (a second cancel, a dead-lettering) is
+    :class:`Aborted`, to be retried: the retry sees the outcome.
+
     Raises:
         NotFound: No such email.
-        FailedPrecondition: The email is in another status (named in the message).
+        FailedPrecondition: The email is being sent, or is in another status (named in the
+            message).
+        Aborted: Another writer is changing the email right now; try again.
     """
 
     def cancellable(email: Email, _now: datetime) -> bool:
@@ -62,14 +69,20 @@ def cancel_email(email_id: str) -> Email:
     def cancel(_email: Email, _now: datetime) -> dict[str, Any]:
         return {"set__status": Status.CANCELLED, "set__last_error": "cancelled by request"}
 
-    turn = take_turn(email_id, purpose=TurnPurpose.CANCEL, allowed=cancellable, updates=cancel)
-    if turn is not None:
+    turn = _take_turn(email_id, purpose=TurnPurpose.CANCEL, allowed=cancellable, updates=cancel)
+    if isinstance(turn, Turn):
         return turn.email
+    refused = "only SCHEDULED or QUEUED emails can be cancelled"
     current = get_email(email_id)
-    status = current.status if current.status not in CANCELLABLE else Status.SENDING
-    raise FailedPrecondition(
-        f"email {email_id} is {status}; only SCHEDULED or QUEUED emails can be cancelled"
-    )
+    if current.status not in CANCELLABLE:  # a worker's outcome, another cancel's, a void's
+        raise FailedPrecondition(f"email {email_id} is {current.status}; {refused}")
+    if turn is None:  # cancellable as read again: it moved back (a replay) since the first read
+        raise Aborted(f"email {email_id} changed while it was being cancelled; try again")
+    if turn.reason == "held":
+        raise FailedPrecondition(f"email {email_id} is already being sent (SENDING); {refused}")
+    if turn.reason == "void":  # its CANCELLED is being written
+        raise FailedPrecondition(f"email {email_id} was not accepted (CANCELLED); {refused}")
+    raise Aborted(f"email {email_id} is being changed by another request; try again")
 
 
 # --- turns: one writer per state change ------------------------------------------------------
@@ -269,13 +282,25 @@ def take_turn(
         NotFound: No such email.
         StorageUnavailable: MongoDB is unreachable.
     """
+    turn = _take_turn(email_id, purpose=purpose, allowed=allowed, updates=updates)
+    return turn if isinstance(turn, Turn) else None
+
+
+def _take_turn(
+    email_id: str,
+    *,
+    purpose: TurnPurpose,
+    allowed: Callable[[Email, datetime], bool],
+    updates: Callable[[Email, datetime], dict[str, Any]],
+) -> Turn | TurnBlocked | None:
+    """:func:`take_turn`, saying why another writer won (None: the state did not permit it)."""
     before = get_email(email_id)
     now = utcnow()
     if not allowed(before, now):
         return None
     taken = acquire_turn(before, purpose)
     if isinstance(taken, TurnBlocked):
-        return None
+        return taken
     changes = {
         "set__last_turn": taken.generation,
         "set__updated_at": now,

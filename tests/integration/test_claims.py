@@ -5,12 +5,13 @@ EmailTurn: each test makes many threads contend at the same moment and expects o
 """
 
 import threading
+from collections import Counter
 
 import mongoengine
 import pytest
 from pymongo import monitoring
 
-from core.errors import FailedPrecondition
+from core.errors import Aborted, FailedPrecondition
 from core.store import repository, turns
 from core.store.connection import connect
 from core.store.documents import Attempt, Status, utcnow
@@ -109,6 +110,52 @@ def test_cancel_and_claim_race_has_one_winner(real_store, trial):
     assert len(winners) == 1
     expected = Status.SENDING if isinstance(winners[0], claims.Claim) else Status.CANCELLED
     assert turns.get_email_as_seen(email_id).status == expected
+
+
+def test_cancels_racing_a_worker_get_one_answer_each_never_an_error(real_store):
+    """A worker claims and sends while three cancels race it (60 trials, 4 at once).
+
+    Each cancel either wins (CANCELLED, nothing sent), or is refused: FAILED_PRECONDITION when
+    the worker won ("already being sent", or the final status), ABORTED when another cancel is
+    between its turn and its write. Nothing else escapes: no storage error, no 500.
+    """
+    outcomes = Counter()
+    for _ in range(60):
+        email_id = new_email()
+
+        def contend(i, email_id=email_id):
+            if i == 0:
+                taken = claim(email_id, "w")
+                if not isinstance(taken, claims.Claim):
+                    return ("claim lost", "")
+                attempt = Attempt(provider="smtp", started_at=utcnow(), outcome="DELIVERED")
+                assert claims.record_sent(taken, attempt, provider_message_id="q")
+                return ("sent", "")
+            try:
+                return ("cancelled", turns.cancel_email(email_id).status)
+            except (FailedPrecondition, Aborted) as exc:
+                return (type(exc).__name__, exc.message)
+
+        results, errors = race(4, contend)
+        assert errors == []
+        kinds = [kind for kind, _ in results]
+        outcomes.update(kinds)
+        final = repository.get_email(email_id).status
+        if "sent" in kinds:  # the worker won: every cancel refused, as being sent or sent
+            assert final == Status.SENT
+            assert "cancelled" not in kinds
+            for kind, message in results[1:]:
+                assert kind == "FailedPrecondition", message
+                assert "already being sent" in message or "is SENT" in message, message
+        else:  # one cancel won; the others saw it, or met it between its turn and its write
+            assert final == Status.CANCELLED
+            assert kinds.count("cancelled") == 1
+            assert results[kinds.index("cancelled")][1] == Status.CANCELLED
+            for kind, message in results[1:]:
+                if kind == "FailedPrecondition":
+                    assert "is CANCELLED" in message, message
+    # Both sides won some trials (a race that one side always wins would test nothing).
+    assert outcomes["sent"] and outcomes["cancelled"], outcomes
 
 
 def test_an_expired_lease_is_taken_over_once(real_store):
