@@ -19,15 +19,16 @@ def setup_broker(settings: Settings, *, metrics: bool = True) -> RedisBroker:
     Args:
         settings: The Redis URL and the metrics port.
         metrics: Add Dramatiq's Prometheus middleware (a worker's exposition server) when the
-            metrics port is not 0.
+            metrics port is not 0, with its delayed-messages gauge fixed
+            (:class:`workers.prometheus.MailroomPrometheus`).
     """
     broker = RedisBroker(url=settings.redis_url)  # type: ignore[no-untyped-call]
     if metrics and settings.metrics_port:
         # Imported here: the middleware reads its port from the environment at import time,
         # which ``mailroom-worker`` sets from the settings.
-        from dramatiq.middleware.prometheus import Prometheus
+        from workers.prometheus import MailroomPrometheus
 
-        broker.add_middleware(Prometheus())
+        broker.add_middleware(MailroomPrometheus())
     dramatiq.set_broker(broker)
     return broker
 
