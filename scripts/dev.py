@@ -8,8 +8,10 @@ the first run and reused by the next), FerretDB on it (port 27017; its state in
 in front and also kept in ``var/log/<name>.log``.
 
 ``MAILROOM_MONGODB_URI`` / ``MAILROOM_REDIS_URL`` in the environment point Mailroom at existing
-servers instead of starting PostgreSQL and FerretDB / Redis. Ctrl-C or SIGTERM stops everything;
-if one child exits, the script says which and stops the others (exit status 1).
+servers instead of starting PostgreSQL and FerretDB / Redis. Ctrl-C, SIGTERM or SIGHUP (a closed
+terminal) stops everything; if one child exits, the script says which and stops the others (exit
+status 1). Killed outright (SIGKILL), it cannot: then the kernel sends each child its stop signal
+(Linux, see ``devtools.services``), so no orphan keeps a port and the next run starts at once.
 """
 
 from __future__ import annotations
@@ -131,6 +133,7 @@ def main() -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
 
     children: list[ManagedProcess] = []
     status = 0
