@@ -16,10 +16,9 @@ import socket
 import ssl
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from email.message import EmailMessage
 from pathlib import Path
@@ -397,20 +396,23 @@ def test_http_rate_limit_is_throttled_with_retry_after(
 def test_http_slow_answer_times_out_as_transient(fake: HTTPServer, api_name: str) -> None:
     api = HTTP_APIS[api_name]
     release = threading.Event()
+    answered = threading.Event()
 
     def slow() -> Response:
+        # Held until released, or for 10 s: far beyond the 0.3 s timeout, well below the
+        # 30 s default a provider ignoring its setting would use.
         release.wait(10)
+        answered.set()
         return api.success
 
     answer(fake, api.path, slow)
     provider = api.build(fake, 0.3)
-    started = time.monotonic()
     try:
         with pytest.raises(TransientError, match="timed out"):
             provider.send(EMAIL)
+        assert not answered.is_set(), "the provider waited for the answer instead of timing out"
     finally:
         release.set()
-    assert time.monotonic() - started < 3
 
 
 @pytest.mark.parametrize("api_name", sorted(HTTP_APIS))
@@ -504,19 +506,20 @@ def test_ses_errors(
 
 def test_ses_slow_answer_times_out_as_transient(fake: HTTPServer) -> None:
     release = threading.Event()
+    answered = threading.Event()
 
     def slow() -> Response:
-        release.wait(10)
+        release.wait(10)  # held far beyond the 0.3 s timeout, below the 30 s default
+        answered.set()
         return json_response(200, {"MessageId": "late"})
 
     seen = answer(fake, SES_PATH, slow)
-    started = time.monotonic()
     try:
         with pytest.raises(TransientError):
             ses(fake, timeout=0.3).send(EMAIL)
+        assert not answered.is_set(), "the provider waited for the answer instead of timing out"
     finally:
         release.set()
-    assert time.monotonic() - started < 3
     assert len(seen) == 1
 
 
@@ -676,26 +679,57 @@ def test_smtp_nothing_listening_is_transient() -> None:
 
 def test_smtp_silent_server_times_out_as_transient() -> None:
     # Listening but never accepting: the TCP connect succeeds, the greeting never comes.
+    pool = ThreadPoolExecutor(max_workers=1)
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
-        started = time.monotonic()
-        with pytest.raises(TransientError):
-            smtp(listener.getsockname()[1], timeout_seconds=0.3).send(EMAIL)
-        assert time.monotonic() - started < 2
+        sending = pool.submit(smtp(listener.getsockname()[1], timeout_seconds=0.3).send, EMAIL)
+        try:
+            # Without its timeout the send would wait for the greeting for ever: the test waits
+            # at most 10 s (over 30 times the timeout), then fails with TimeoutError.
+            with pytest.raises(TransientError):
+                sending.result(timeout=10)
+        finally:
+            pool.shutdown(wait=False)
 
 
-def test_smtp_concurrent_sends_do_not_mix_up_replies(sink: Sink, smtp_port: int) -> None:
-    sink.delay = 0.5
-    provider = smtp(smtp_port)
+class OverlapSink(Sink):
+    """A :class:`Sink` that holds each DATA until ``expected`` are in DATA at once.
+
+    It waits ``hold`` seconds at most, then answers anyway; ``most_open`` is the largest number
+    of DATA commands it held at the same moment.
+    """
+
+    def __init__(self, expected: int, hold: float) -> None:
+        super().__init__()
+        self.expected = expected
+        self.hold = hold
+        self.open = 0
+        self.most_open = 0
+        self._all_in = asyncio.Event()  # bound to the server's loop on first use
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.open += 1
+        self.most_open = max(self.most_open, self.open)
+        if self.open >= self.expected:
+            self._all_in.set()
+        try:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._all_in.wait(), self.hold)
+            return await super().handle_DATA(server, session, envelope)
+        finally:
+            self.open -= 1
+
+
+def test_smtp_concurrent_sends_do_not_mix_up_replies() -> None:
+    # Sends made one after another would each be alone in DATA and wait out the hold.
+    sink = OverlapSink(expected=4, hold=5.0)
     emails = [make_email(f"<m{i}@mailroom.local>") for i in range(4)]
-    started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    with run_server(sink) as port, ThreadPoolExecutor(max_workers=4) as pool:
+        provider = smtp(port, timeout_seconds=10.0)
         results = list(pool.map(provider.send, emails))
-    elapsed = time.monotonic() - started
 
-    # Four sends one after another would take 2 s.
-    assert elapsed < 1.5
+    assert sink.most_open == len(emails)
     by_queue_id = {r.queue_id: email.message_from_bytes(r.content) for r in sink.received}
     for sent, result in zip(emails, results, strict=True):
         assert by_queue_id[result.provider_message_id]["Message-ID"] == sent.message_id

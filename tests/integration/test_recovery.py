@@ -119,11 +119,14 @@ def queued_messages(client: redis.Redis) -> Counter[str]:
 
 def test_lock_is_exclusive_expires_and_is_released_only_by_its_owner(redis_client) -> None:
     name = "mailroom:test:lock"
-    with hold(redis_client, name, ttl_seconds=0.5) as first:
+    with hold(redis_client, name, ttl_seconds=60) as first:
         assert first is not None
+        assert 0 < redis_client.pttl(name) <= 60_000  # it expires by itself
         with hold(redis_client, name, ttl_seconds=5) as second:
             assert second is None  # held: not taken
-        # The first holder stalls past its expiry; a second owner takes the lock.
+        # The first holder stalls past its expiry (brought forward here, not waited for); a
+        # second owner takes the lock.
+        redis_client.pexpire(name, 1)
         wait_until(lambda: redis_client.get(name) is None, timeout=5, message="lock expired")
         with hold(redis_client, name, ttl_seconds=5) as third:
             assert third is not None
@@ -193,8 +196,13 @@ def test_an_api_that_died_before_enqueueing_is_covered_by_the_minute_scan(
 def test_worker_killed_mid_delivery_is_replaced_after_the_lease_and_sent_once(
     mail_client, start_worker, smtp_sink, service_env, real_store
 ) -> None:
-    # The lease is longer than the provider timeout, as in production, only shorter.
-    short = {"MAILROOM_LEASE_SECONDS": "5", "MAILROOM_SMTP__TIMEOUT_SECONDS": "4"}
+    # The lease is longer than the provider timeout, as in production, only shorter; the
+    # timeout leaves the test 10 s to kill the worker while it is still inside DATA.
+    lease_seconds = 12
+    short = {
+        "MAILROOM_LEASE_SECONDS": str(lease_seconds),
+        "MAILROOM_SMTP__TIMEOUT_SECONDS": "10",
+    }
     first = start_worker(**short)
     smtp_sink.delay(30)  # slow SMTP: the worker is inside DATA when it dies
     email_id = send(mail_client, "killed mid-delivery")
@@ -206,7 +214,9 @@ def test_worker_killed_mid_delivery_is_replaced_after_the_lease_and_sent_once(
     assert (claim.purpose, claim.provider) == ("claim", "smtp")
     start_worker(**short)
 
-    wait_until(lambda: claim.expires_at < utcnow(), timeout=10, message="lease expired")
+    wait_until(
+        lambda: claim.expires_at < utcnow(), timeout=lease_seconds + 20, message="lease expired"
+    )
     quick = {"MAILROOM_RESCAN__QUICK_BUFFER_SECONDS": "1", **short}
     result = run_scheduler_once(service_env, "due", **quick)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,8 +18,17 @@ from mailroom.v1 import mail_pb2
 BIN = Path(sys.executable).parent
 DOMAIN = "mailroom.test"
 MAIL_QUEUE = "dramatiq:mail"
-# Long enough that at least one tick of the scheduler's minute scan passes before send_at.
-AHEAD = timedelta(seconds=70)
+# The minute scan ticks at hh:mm:00 (cron "* * * * *"). send_at is put half-way between two
+# ticks, at least AHEAD from now so that one tick passes while the emails wait for it.
+AHEAD = timedelta(seconds=45)
+TICK = timedelta(minutes=1)
+
+
+def half_past_a_minute(at_least: timedelta) -> datetime:
+    """Return the first hh:mm:30 that is at least ``at_least`` from now."""
+    earliest = datetime.now(UTC) + at_least
+    at = earliest.replace(second=30, microsecond=0)
+    return at if at >= earliest else at + TICK
 
 
 def send(client, subject: str, send_at: datetime | None = None) -> str:
@@ -78,7 +86,8 @@ def test_scheduled_email_waits_for_send_at_and_goes_out_within_a_minute(
     mail_client, redis_server, start_worker, smtp_sink, scheduler
 ) -> None:
     start_worker()
-    send_at = (datetime.now(UTC) + AHEAD).replace(microsecond=0)
+    send_at = half_past_a_minute(AHEAD)
+    next_tick = send_at + TICK / 2  # the first scan that finds the emails due
     # Accepted while Redis is down: no delayed message at all, only the scheduler can send it.
     redis_server.stop()
     lost = send(mail_client, "scheduled, message lost", send_at)
@@ -91,14 +100,14 @@ def test_scheduled_email_waits_for_send_at_and_goes_out_within_a_minute(
     assert reply.email.status == mail_pb2.EMAIL_STATUS_CANCELLED
     assert get(mail_client, delayed).status == mail_pb2.EMAIL_STATUS_SCHEDULED
     assert get(mail_client, lost).status == mail_pb2.EMAIL_STATUS_SCHEDULED
-    remaining = (send_at - datetime.now(UTC)).total_seconds()
+    remaining = (next_tick + TICK - datetime.now(UTC)).total_seconds()
     arrivals = wait_until(
         lambda: (
             [arrival(smtp_sink, i) for i in (delayed, lost)]
             if arrival(smtp_sink, delayed) and arrival(smtp_sink, lost)
             else None
         ),
-        timeout=remaining + 75,
+        timeout=remaining + 30,
         interval=0.2,
         message="both scheduled emails delivered",
     )
@@ -106,9 +115,9 @@ def test_scheduled_email_waits_for_send_at_and_goes_out_within_a_minute(
     late = [(at - send_at).total_seconds() for at in arrivals]
     print(f"\nscheduled: sent {late[0]:.1f}s (delayed message), {late[1]:.1f}s (minute scan)")
     assert all(seconds >= 0 for seconds in late), f"delivered before send_at: {late}"
-    assert late[0] <= 60, f"the delayed message arrived {late[0]:.1f}s after send_at"
-    # One tick of the minute scan, plus the delivery itself.
-    assert late[1] <= 62, f"the minute scan sent it {late[1]:.1f}s after send_at"
+    # Ticks, not durations: sent by the first scan that found them due at the latest (30 s
+    # after send_at), so before the scan after it; a slow machine only eats into that minute.
+    assert all(at < next_tick + TICK for at in arrivals), f"missed the first due scan: {late}"
     assert get(mail_client, delayed).status == mail_pb2.EMAIL_STATUS_SENT
     assert get(mail_client, lost).status == mail_pb2.EMAIL_STATUS_SENT
     assert arrival(smtp_sink, cancelled) is None
@@ -166,7 +175,6 @@ def test_cancelling_a_sent_email_is_refused_naming_its_status(
 
 def test_send_at_more_than_30_days_ahead_is_rejected_naming_send_at(envoy) -> None:
     too_far = datetime.now(UTC) + timedelta(days=30, hours=1)
-    started = time.monotonic()
 
     status, _, body = envoy.request(
         "POST",
@@ -187,4 +195,3 @@ def test_send_at_more_than_30_days_ahead_is_rejected_naming_send_at(envoy) -> No
     ]
     assert [v["field"] for v in violations] == ["send_at"], body
     assert "30 days" in violations[0]["description"]
-    assert time.monotonic() - started < 5

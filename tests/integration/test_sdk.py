@@ -97,11 +97,13 @@ def test_server_stopped_gives_unavailable_after_retries_within_the_deadline(api)
     with MailroomClient(api.target, timeout=15) as client:
         api.stop()
         started = time.monotonic()
+        # Unavailable, not DeadlineExceeded: the retries gave up before the 15 s deadline.
         with pytest.raises(mailroom.Unavailable):
             client.send_email("alice@example.com", "t", "c")
         elapsed = time.monotonic() - started
-    # The default policy waits ~0.5 + 1 + 2 + 4 s (±20 %) between its five attempts.
-    assert 5.0 < elapsed < 15.0
+    # The default policy waits ~0.5 + 1 + 2 + 4 s (±20 %, so at least 6 s) between its five
+    # attempts.
+    assert elapsed > 5.0
 
 
 def test_a_call_made_while_the_server_restarts_succeeds_once(api, worker, smtp_sink):

@@ -289,7 +289,8 @@ def test_sink_refuses_recipient_permanently(smtp_sink: SmtpSink) -> None:
 
 
 def test_sink_delay_slows_each_delivery_without_serializing_them(smtp_sink: SmtpSink) -> None:
-    smtp_sink.delay(0.6)
+    delay = 2.0
+    smtp_sink.delay(delay)
     errors: list[BaseException] = []
 
     def send(i: int) -> None:
@@ -298,17 +299,27 @@ def test_sink_delay_slows_each_delivery_without_serializing_them(smtp_sink: Smtp
         except BaseException as exc:
             errors.append(exc)
 
+    def all_inside_data_at_once() -> bool:
+        # Read the DATA count first: messages only grow, so none was accepted when it was 3.
+        inside = smtp_sink.data_commands
+        return inside == 3 and smtp_sink.messages == []
+
     started = time.monotonic()
     threads = [threading.Thread(target=send, args=(i,)) for i in range(3)]
     for t in threads:
         t.start()
+    # Not serialized: all three are held in DATA at the same moment (one after another, the
+    # second DATA would only come after the first message was accepted).
+    wait_until(
+        all_inside_data_at_once, timeout=10, interval=0.01, message="three DATA held at once"
+    )
     for t in threads:
         t.join(timeout=10)
     elapsed = time.monotonic() - started
 
     assert errors == []
     assert len(smtp_sink.messages) == 3
-    assert 0.6 <= elapsed < 1.5, elapsed
+    assert elapsed >= delay  # each delivery waited
 
 
 def test_wait_for_count_fails_with_a_clear_message(smtp_sink: SmtpSink) -> None:
