@@ -46,6 +46,15 @@ class Unauthenticated(MailroomError):
     grpc_status_code = grpc.StatusCode.UNAUTHENTICATED
 
 
+class PermissionDenied(MailroomError):
+    """The caller may not do this, e.g. send from a domain outside ``allowed_from_domains``.
+
+    The message starts with the refused field (``from: ...``); Envoy answers HTTP 403.
+    """
+
+    grpc_status_code = grpc.StatusCode.PERMISSION_DENIED
+
+
 class NotFound(MailroomError):
     """No such email."""
 

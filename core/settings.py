@@ -137,6 +137,11 @@ class Settings(BaseSettings):
     default_from: str = "Mailroom <mailroom@localhost>"
     message_id_domain: str = "mailroom.local"
     max_recipients: int = 50
+    # The longest subject (title), in characters: RFC 5322's line limit. Longer ones are refused.
+    max_title_chars: int = Field(default=998, ge=1, le=998)
+    # Domains a request's `from` may use (IDNA or Unicode, exact match, case-insensitive); empty
+    # allows any. Outside them SendEmail answers PERMISSION_DENIED (HTTP 403) naming `from`.
+    allowed_from_domains: list[str] = Field(default_factory=list)
     max_email_bytes: int = 10 * MiB
     max_schedule_days: int = 30
     idempotency_ttl_hours: float = 24.0

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC
 from email.message import EmailMessage
-from email.policy import SMTP
+from email.policy import SMTP, SMTPUTF8
 from email.utils import format_datetime
 
+from core.addresses import address_header, encode_header_text, needs_smtputf8
 from core.store.documents import Email
 from workers.mta.base import OutgoingEmail
 
@@ -16,16 +17,23 @@ def build_mime(email: Email) -> bytes:
 
     Plain text, with an HTML alternative when there is one. Bcc is never in the headers (the
     envelope carries it). The Message-ID is derived from the email id, the same on every attempt,
-    so receiving servers can drop a duplicate.
+    so receiving servers can drop a duplicate. Headers are 7-bit (RFC 2047 encoded words)
+    unless an address has a non-ASCII local part, which only SMTPUTF8 can carry: then they are
+    UTF-8 (the SMTP provider sends with SMTPUTF8 exactly then).
     """
-    msg = EmailMessage(policy=SMTP)
-    msg["From"] = email.from_address
-    msg["To"] = ", ".join(email.to)
+    addresses = [email.from_address, email.reply_to or "", *email.to, *email.cc]
+    smtputf8 = any(needs_smtputf8(a) for a in addresses if a)
+    # Lines up to RFC 5322's 998 (an address alone may be 254): the headers below are folded by
+    # core.addresses, whose encoded words read back exactly; the email package's folder would
+    # refold them.
+    msg = EmailMessage(policy=(SMTPUTF8 if smtputf8 else SMTP).clone(max_line_length=998))
+    msg.set_raw("From", address_header([email.from_address]))
+    msg.set_raw("To", address_header(email.to))
     if email.cc:
-        msg["Cc"] = ", ".join(email.cc)
+        msg.set_raw("Cc", address_header(email.cc))
     if email.reply_to:
-        msg["Reply-To"] = email.reply_to
-    msg["Subject"] = email.subject
+        msg.set_raw("Reply-To", address_header([email.reply_to]))
+    msg.set_raw("Subject", encode_header_text(email.subject))
     msg["Message-ID"] = email.message_id
     msg["Date"] = format_datetime(email.created_at.replace(tzinfo=UTC))
     msg["X-Mailroom-Id"] = str(email.id)
