@@ -59,8 +59,24 @@ class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             return handler
         inner = handler.unary_unary
         method = handler_call_details.method
+        deserialize = handler.request_deserializer
+
+        def tolerant_deserializer(data: bytes) -> Any:
+            # gRPC answers INTERNAL when a deserializer raises; a malformed request is the
+            # caller's error: the wrapper answers INVALID_ARGUMENT for it.
+            try:
+                return deserialize(data) if deserialize is not None else data
+            except Exception as exc:  # protobuf's DecodeError, and any other
+                return _Malformed(f"{type(exc).__name__}")
 
         def wrapper(request: Any, context: grpc.ServicerContext) -> Any:
+            if isinstance(request, _Malformed):
+                log.info("%s answered INVALID_ARGUMENT: malformed request (%s)", method, request)
+                status = status_pb2.Status(
+                    code=code_pb2.INVALID_ARGUMENT,
+                    message="invalid request: the message is not a valid protobuf of its type",
+                )
+                context.abort_with_status(rpc_status.to_status(status))
             try:
                 return inner(request, context)
             except MailroomError as exc:
@@ -75,9 +91,13 @@ class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
 
         return grpc.unary_unary_rpc_method_handler(
             wrapper,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=tolerant_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+class _Malformed(str):
+    """Stands for a request that did not deserialize (the text names the error class)."""
 
 
 class ApiKeyInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
