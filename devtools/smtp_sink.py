@@ -275,13 +275,18 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def make_controller(handler: SinkHandler, host: str, port: int) -> Controller:
-    """Return an unstarted aiosmtpd Controller serving ``handler`` on ``host:port``."""
+def make_controller(
+    handler: SinkHandler, host: str, port: int, *, smtputf8: bool = True
+) -> Controller:
+    """Return an unstarted aiosmtpd Controller serving ``handler`` on ``host:port``.
+
+    ``smtputf8=False`` plays a relay that does not offer SMTPUTF8 (most of them).
+    """
     return Controller(
         handler,
         hostname=host,
         port=port,
-        enable_SMTPUTF8=True,
+        enable_SMTPUTF8=smtputf8,
         data_size_limit=DATA_SIZE_LIMIT,
     )
 

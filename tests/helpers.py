@@ -67,11 +67,15 @@ class SmtpSink:
         port: Port it listens on.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int | None = None, *, smtputf8: bool = True
+    ) -> None:
         self.host = host
         self.port = port or free_port()
         self.handler = SinkHandler()
-        self._controller: Controller = make_controller(self.handler, self.host, self.port)
+        self._controller: Controller = make_controller(
+            self.handler, self.host, self.port, smtputf8=smtputf8
+        )
 
     def start(self) -> SmtpSink:
         """Start listening."""

@@ -3,7 +3,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from core.errors import InvalidArgument
+from core.errors import FieldViolation, InvalidArgument, PermissionDenied
 from core.store.documents import Status, delay_ms, initial_status
 from mailroom.v1 import mail_pb2
 from server.validation import validate_send_request
@@ -124,3 +124,68 @@ def test_send_at(settings):
 def test_idempotency_key_from_metadata_wins(settings):
     new = validate_send_request(request(idempotency_key="body"), settings, idempotency_key="hdr")
     assert new.idempotency_key == "hdr"
+
+
+# Issue 11: IDN, one address per entry, limits, the sender policy.
+
+
+def test_idn_domains_are_kept_in_idna_form_when_the_local_part_is_ascii(settings):
+    new = validate_send_request(
+        request(
+            to=["Bob <bob@xn--bcher-kva.example>", "user@Bücher.example"],
+            cc=["Ann Müller <ann@bücher.example>"],
+            from_address="Shop <shop@bücher.example>",
+        ),
+        settings,
+    )
+    assert new.to == ["Bob <bob@xn--bcher-kva.example>", "user@xn--bcher-kva.example"]
+    assert new.cc == ['"Ann Müller" <ann@xn--bcher-kva.example>']
+    assert new.from_address == "Shop <shop@xn--bcher-kva.example>"
+
+
+def test_a_non_ascii_local_part_keeps_its_unicode_domain(settings):
+    new = validate_send_request(request(to=["Jo <ü@bücher.example>"]), settings)
+    assert new.to == ["Jo <ü@bücher.example>"]
+
+
+def test_two_addresses_in_one_entry_are_refused(settings):
+    with pytest.raises(InvalidArgument) as info:
+        validate_send_request(request(to=["a@x.com, b@x.com"]), settings)
+    [violation] = info.value.violations
+    assert violation == FieldViolation("to[0]", "one address per entry")
+
+
+def test_title_and_address_limits(settings):
+    assert violated_fields(request(title="x" * (settings.max_title_chars + 1)), settings) == [
+        "title"
+    ]
+    validate_send_request(request(title="x" * settings.max_title_chars), settings)
+    assert violated_fields(request(to=["a" * 64 + "@" + "b" * 60 + "." + "c" * 200]), settings)
+    short = settings.model_copy(update={"max_title_chars": 10})
+    assert violated_fields(request(title="x" * 11), short) == ["title"]
+
+
+@pytest.mark.parametrize(
+    ("sender", "allowed"),
+    [
+        ("a@shop.example", True),
+        ("Shop <a@SHOP.example>", True),
+        ("a@xn--bcher-kva.example", True),
+        ("a@bücher.example", True),
+        ("a@sub.shop.example", False),
+        ("CEO <ceo@bank.example>", False),
+    ],
+)
+def test_the_sender_policy(settings, sender, allowed):
+    policy = settings.model_copy(
+        update={"allowed_from_domains": ["shop.example", "Bücher.example"]}
+    )
+    if allowed:
+        validate_send_request(request(from_address=sender), policy)
+    else:
+        with pytest.raises(PermissionDenied) as info:
+            validate_send_request(request(from_address=sender), policy)
+        assert info.value.message.startswith("from:")
+    # Empty: any sender; no from: the default sender, whatever the list.
+    validate_send_request(request(from_address=sender), settings)
+    validate_send_request(request(), policy)
