@@ -32,6 +32,9 @@ class SmtpSettings(BaseModel):
     username: str | None = None
     password: SecretStr | None = None
     timeout_seconds: float = 30.0
+    # A worker thread's SMTP connection is kept open between sends, and closed after this long
+    # without one; 0 opens a connection per send.
+    idle_seconds: float = 30.0
     enabled: bool = True
 
 

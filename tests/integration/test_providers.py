@@ -585,6 +585,11 @@ def sink() -> Sink:
     return Sink()
 
 
+# The providers smtp() made, closed (QUIT) before their server stops: aiosmtpd's Controller
+# would leave the connections they keep open unclosed.
+_providers: list[SmtpProvider] = []
+
+
 @contextmanager
 def run_server(sink: Sink, **kwargs: Any) -> Iterator[int]:
     port = free_port()
@@ -593,6 +598,8 @@ def run_server(sink: Sink, **kwargs: Any) -> Iterator[int]:
     try:
         yield port
     finally:
+        while _providers:
+            _providers.pop().close()
         controller.stop()
 
 
@@ -605,11 +612,13 @@ def smtp_port(sink: Sink) -> Iterator[int]:
 def smtp(port: int, **settings: Any) -> SmtpProvider:
     ssl_context = settings.pop("ssl_context", None)
     settings.setdefault("timeout_seconds", 2.0)
-    return SmtpProvider(
+    provider = SmtpProvider(
         SmtpSettings(host="127.0.0.1", port=port, **settings),
         ssl_context=ssl_context,
         local_hostname="mailroom.test",
     )
+    _providers.append(provider)
+    return provider
 
 
 def test_smtp_delivers_to_every_recipient_without_a_bcc_header(sink: Sink, smtp_port: int) -> None:

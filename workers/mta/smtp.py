@@ -1,16 +1,35 @@
 """SMTP relay through smtplib: plain, STARTTLS or implicit TLS, with optional login.
 
-Each send opens its own connection, so concurrent sends share nothing but the (thread-safe)
-TLS context.
+Each thread keeps one connection open (greeted, through STARTTLS and logged in once) and sends
+its messages one transaction after another on it, so concurrent sends share nothing but the
+(thread-safe) TLS context. Opening a connection, EHLO and QUIT cost more than a transaction.
+
+* Before reusing a connection idle for a second or more, one zero-timeout poll of its socket
+  (no round trip) tells whether the server closed it (or wrote to it, e.g. a ``421`` idle
+  timeout): then it is dropped.
+* A kept connection that fails before the message was handed over (a disconnect, a socket error,
+  a ``421`` to MAIL or RCPT) is replaced by a new one and the send is tried once more on it (so
+  a send that timed out on the kept connection can take twice ``timeout_seconds``). Once the
+  DATA command is sent the message is never sent again by this module: the server may have
+  accepted it, and the failure is reported (transient) like any other.
+* After a refused transaction smtplib has said RSET; the connection is kept only if the RSET was
+  accepted, and it is closed after any other failure.
+* A connection idle for ``SmtpSettings.idle_seconds`` is closed (QUIT) by a background thread of
+  the provider (0 turns reuse off: a connection per send); the one of a thread that ends is closed
+  with it, and :meth:`SmtpProvider.close` closes them all.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import select
 import smtplib
 import socket
 import ssl
+import threading
+import time
+import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from email.utils import parseaddr
@@ -36,23 +55,41 @@ _QUEUE_ID = re.compile(r"queued as\s+<?([^\s<>]+)|\bid=([^\s;]+)", re.IGNORECASE
 
 
 class _SMTP(smtplib.SMTP):
-    """smtplib's client, keeping the DATA reply that ``sendmail`` throws away."""
+    """smtplib's client, keeping the DATA reply that ``sendmail`` throws away.
+
+    It also notes whether the transaction got as far as DATA (after which the message must not be
+    sent again) and the reply to the RSET that ``sendmail`` says after a refusal.
+    """
 
     data_reply: tuple[int, bytes] = (0, b"")
+    data_started: bool = False
+    rset_reply: tuple[int, bytes] | None = None
 
     def data(self, msg: Buffer | str) -> tuple[int, bytes]:
+        self.data_started = True
         self.data_reply = super().data(msg)
         return self.data_reply
+
+    def rset(self) -> tuple[int, bytes]:
+        self.rset_reply = super().rset()
+        return self.rset_reply
 
 
 class _SMTPSSL(smtplib.SMTP_SSL):
-    """The implicit-TLS client, keeping the DATA reply like :class:`_SMTP`."""
+    """The implicit-TLS client, keeping the same notes as :class:`_SMTP`."""
 
     data_reply: tuple[int, bytes] = (0, b"")
+    data_started: bool = False
+    rset_reply: tuple[int, bytes] | None = None
 
     def data(self, msg: Buffer | str) -> tuple[int, bytes]:
+        self.data_started = True
         self.data_reply = super().data(msg)
         return self.data_reply
+
+    def rset(self) -> tuple[int, bytes]:
+        self.rset_reply = super().rset()
+        return self.rset_reply
 
 
 def _text(reply: bytes | str) -> str:
@@ -156,6 +193,113 @@ def queue_id(reply: str) -> str | None:
     return match.group(1) or match.group(2)
 
 
+# QUIT of a connection nobody waits for (idle, thread ended, shutdown) waits at most this long.
+_QUIT_TIMEOUT = 2.0
+# A kept connection idle at least this long is polled before reuse (see _take_kept_session).
+_POLL_AFTER_IDLE = 1.0
+
+
+def _connection_lost(exc: BaseException | None) -> bool:
+    """Whether ``exc`` says the connection itself is gone, rather than the message refused.
+
+    A disconnect, a socket error (reset, broken pipe, timeout) or a ``421`` ("closing the
+    transmission channel", which smtplib answers by closing). A TLS certificate that is not
+    trusted, or any other SMTP reply, is about the server or the message: a new connection would
+    meet it again.
+    """
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return True
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return any(code == 421 for code, _ in exc.recipients.values())
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return exc.smtp_code == 421
+    if isinstance(exc, smtplib.SMTPException | ssl.SSLCertVerificationError):
+        return False
+    return isinstance(exc, OSError)
+
+
+def _still_usable(smtp: _SMTP | _SMTPSSL, cause: BaseException | None) -> bool:
+    """Whether a connection whose send just failed can carry the next one.
+
+    Yes after a refusal of the sender, of every recipient or of the data that smtplib followed
+    with an accepted RSET (the transaction is then over on both sides), and after our own refusal
+    before MAIL (``cause`` None: nothing was said). No after anything else.
+    """
+    if smtp.sock is None:
+        return False
+    if cause is None:
+        return not smtp.data_started and smtp.rset_reply is None
+    refusal = (smtplib.SMTPSenderRefused, smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError)
+    return (
+        isinstance(cause, refusal)
+        and smtp.rset_reply is not None
+        and 200 <= smtp.rset_reply[0] < 300
+    )
+
+
+def _looks_open(smtp: _SMTP | _SMTPSSL) -> bool:
+    """Whether an idle connection is still open: one zero-timeout poll, no round trip.
+
+    Between transactions the server has nothing to say; if its side is readable it has closed
+    the connection (EOF, reset) or announced that it will (``421``), so it cannot be reused.
+    """
+    sock = smtp.sock
+    if sock is None:
+        return False
+    try:
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return False
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(sock, select.POLLIN | select.POLLPRI)
+            return not poller.poll(0)
+        readable, _, _ = select.select([sock], [], [], 0)
+        return not readable
+    except (OSError, ValueError):
+        return False
+
+
+class _Session:
+    """One open SMTP connection, greeted and logged in, kept by one thread between its sends.
+
+    ``in_use`` and ``closed`` change under the provider's lock: the owning thread takes the
+    session (``in_use``) only if it is not ``closed``, and the idle reaper or ``close()`` close
+    only sessions that are not ``in_use`` (a busy one is closed by its owner after the send).
+    When the session is dropped without being closed (its thread ended, the provider was
+    dropped) or at interpreter exit, its finalizer says QUIT.
+    """
+
+    __slots__ = ("__weakref__", "_finalizer", "closed", "in_use", "last_used", "smtp")
+
+    def __init__(self, smtp: _SMTP | _SMTPSSL) -> None:
+        self.smtp = smtp
+        self.last_used = time.monotonic()
+        self.in_use = True
+        self.closed = False
+        self._finalizer = weakref.finalize(self, _quit_quietly, smtp, _QUIT_TIMEOUT)
+
+    def close(self, *, quit: bool) -> None:
+        """Close the connection, after a QUIT if ``quit`` (not on a failed one: no second wait)."""
+        self.closed = True
+        if quit:
+            self._finalizer()
+        elif self._finalizer.detach() is not None:
+            self.smtp.close()
+
+
+def _close_idle_sessions(provider_ref: weakref.ReferenceType[SmtpProvider]) -> None:
+    """The idle reaper: close idle connections until the provider keeps none (or is dropped)."""
+    while True:
+        provider = provider_ref()
+        if provider is None:
+            return
+        wait = provider._close_idle()
+        del provider
+        if wait is None:
+            return
+        time.sleep(wait)
+
+
 class SmtpProvider:
     """Sends the MIME bytes to an SMTP relay, envelope recipients to + cc + bcc.
 
@@ -164,6 +308,9 @@ class SmtpProvider:
         ssl_context: The TLS context for STARTTLS and implicit TLS; defaults to the system
             trust store with hostname checking (pass another to trust a private CA).
         local_hostname: The name to give in EHLO; defaults to this host's FQDN, looked up once.
+
+    Each thread sending through it keeps one connection open between its sends, closed after
+    ``settings.idle_seconds`` without a send (see the module docstring).
 
     Raises:
         ValueError: ``host`` is not set.
@@ -189,6 +336,14 @@ class SmtpProvider:
         self._ssl_context = ssl_context or ssl.create_default_context()
         # smtplib would look the FQDN up on every connection.
         self._local_hostname = local_hostname or socket.getfqdn()
+        self._idle_seconds = settings.idle_seconds
+        # Each thread's kept session; dropped (and so closed) when the thread ends.
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        # Every open session, for the idle reaper and close(); weak, so that a thread's end
+        # still drops its session.
+        self._sessions: weakref.WeakSet[_Session] = weakref.WeakSet()
+        self._reaper: threading.Thread | None = None
 
     def _connect(self) -> _SMTP | _SMTPSSL:
         if self._security == "ssl":
@@ -213,6 +368,10 @@ class SmtpProvider:
     def send(self, email: OutgoingEmail) -> SendResult:
         """Send ``email.mime`` with envelope recipients to + cc + bcc.
 
+        On this thread's kept connection if it is still open, else on a new one; a kept
+        connection lost before the message was handed over is replaced once (see the module
+        docstring).
+
         Args:
             email: The email to send.
 
@@ -225,6 +384,60 @@ class SmtpProvider:
         """
         sender = _addr_spec(email.from_address)
         recipients = _unique(_addr_spec(r) for r in email.recipients)
+        session = self._take_kept_session()
+        if session is not None:
+            try:
+                return self._send_on(session, sender, recipients, email, may_reconnect=True)
+            except _ConnectionLost as lost:
+                logger.info(
+                    "smtp: the kept connection was lost before the message was sent (%s); "
+                    "sending it on a new connection",
+                    lost.__cause__,
+                )
+        return self._send_on(self._open_session(), sender, recipients, email, may_reconnect=False)
+
+    def close(self) -> None:
+        """Close every kept connection (QUIT): idle ones now, busy ones when their send ends.
+
+        For worker shutdown (``workers.mta.registry.close_providers``); the provider stays
+        usable, later sends open new connections.
+        """
+        with self._lock:
+            idle = []
+            for session in list(self._sessions):
+                if not session.closed:
+                    session.closed = True
+                    if not session.in_use:
+                        idle.append(session)
+                        self._sessions.discard(session)
+        for session in idle:
+            session.close(quit=True)
+
+    def _take_kept_session(self) -> _Session | None:
+        """This thread's kept session, now in use, if it is still open and not idle too long."""
+        session: _Session | None = getattr(self._local, "session", None)
+        if session is None:
+            return None
+        self._local.session = None
+        with self._lock:
+            if session.closed:
+                return None
+            session.in_use = True
+        idle = time.monotonic() - session.last_used
+        if idle >= self._idle_seconds:
+            self._drop(session, quit=True)
+            return None
+        # Not between sends in a row: the poll releases the GIL, and getting it back behind the
+        # other sending threads costs more than the check is worth (a lost connection is caught
+        # by the send anyway).
+        if idle >= _POLL_AFTER_IDLE and not _looks_open(session.smtp):
+            logger.debug("smtp: the server closed the kept connection; opening a new one")
+            self._drop(session, quit=False)
+            return None
+        return session
+
+    def _open_session(self) -> _Session:
+        """Connect, STARTTLS if so configured, EHLO, and log in: a session in use."""
         smtp: _SMTP | _SMTPSSL | None = None
         try:
             with map_smtp_errors():
@@ -234,24 +447,135 @@ class SmtpProvider:
                 smtp.ehlo_or_helo_if_needed()
                 if self._username:
                     smtp.login(self._username, self._password)
-                options = self._mail_options(smtp, [sender, *recipients])
-                refused = smtp.sendmail(sender, recipients, email.mime, mail_options=options)
-                reply = _reply(*smtp.data_reply)
-                _quit_quietly(smtp)
-        except DeliveryError:
+        except BaseException:
             # No QUIT on a failed connection: a server that stopped answering would make us
             # wait a second timeout for nothing.
             if smtp is not None:
                 smtp.close()
             raise
+        session = _Session(smtp)
+        with self._lock:
+            self._sessions.add(session)
+        return session
+
+    def _send_on(
+        self,
+        session: _Session,
+        sender: str,
+        recipients: list[str],
+        email: OutgoingEmail,
+        *,
+        may_reconnect: bool,
+    ) -> SendResult:
+        """One transaction on ``session``; keep the session for the next send or close it.
+
+        Raises:
+            _ConnectionLost: ``may_reconnect`` and the connection was lost before DATA.
+            DeliveryError: Any other failure.
+        """
+        smtp = session.smtp
+        smtp.data_reply = (0, b"")
+        smtp.data_started = False
+        smtp.rset_reply = None
+        try:
+            with map_smtp_errors():
+                options = self._mail_options(smtp, [sender, *recipients])
+                refused = smtp.sendmail(sender, recipients, email.mime, mail_options=options)
+                reply = _reply(*smtp.data_reply)
+        except DeliveryError as error:
+            cause = error.__cause__
+            if may_reconnect and not smtp.data_started and _connection_lost(cause):
+                self._drop(session, quit=False)
+                raise _ConnectionLost from cause
+            if _still_usable(smtp, cause):
+                self._keep(session)
+            else:
+                self._drop(session, quit=False)
+            raise
+        except BaseException:
+            # E.g. Dramatiq's time limit, raised in the middle of anything.
+            self._drop(session, quit=False)
+            raise
+        self._keep(session)
         if refused:
             reply = f"{reply}; refused: {_refused_text(refused)}"
         return SendResult(provider_message_id=queue_id(reply) or email.message_id, response=reply)
 
+    def _keep(self, session: _Session) -> None:
+        """The send is over: keep the session for this thread's next one, or close it."""
+        if self._idle_seconds <= 0:
+            self._drop(session, quit=True)
+            return
+        with self._lock:
+            session.in_use = False
+            session.last_used = time.monotonic()
+            closing = session.closed  # close() was called during the send
+            if closing:
+                self._sessions.discard(session)
+            elif self._reaper is None:
+                self._reaper = threading.Thread(
+                    target=_close_idle_sessions,
+                    args=(weakref.ref(self),),
+                    name="smtp-idle-reaper",
+                    daemon=True,
+                )
+                self._reaper.start()
+        if closing:
+            session.close(quit=True)
+        else:
+            self._local.session = session
 
-def _quit_quietly(smtp: smtplib.SMTP) -> None:
-    """Say QUIT and close; the message is already accepted, so nothing here may fail the send."""
+    def _drop(self, session: _Session, *, quit: bool) -> None:
+        with self._lock:
+            session.closed = True
+            self._sessions.discard(session)
+        session.close(quit=quit)
+
+    def _close_idle(self) -> float | None:
+        """Close the sessions idle for ``idle_seconds``; seconds until the next may be, or None.
+
+        None (no session left) also ends the reaper thread, which the next kept session starts
+        again.
+        """
+        now = time.monotonic()
+        expired = []
+        next_due: float | None = None
+        with self._lock:
+            for session in list(self._sessions):
+                if session.closed:
+                    continue
+                if session.in_use:
+                    due = now + self._idle_seconds
+                else:
+                    due = session.last_used + self._idle_seconds
+                    if due <= now:
+                        session.closed = True
+                        self._sessions.discard(session)
+                        expired.append(session)
+                        continue
+                next_due = due if next_due is None else min(next_due, due)
+            if next_due is None:
+                self._reaper = None
+        for session in expired:
+            logger.debug("smtp: closing a connection idle for %gs", self._idle_seconds)
+            session.close(quit=True)
+        return None if next_due is None else max(next_due - now, 0.01)
+
+
+class _ConnectionLost(Exception):
+    """A kept connection was lost before DATA: the send may be tried on a new connection."""
+
+
+def _quit_quietly(smtp: smtplib.SMTP, timeout: float | None = None) -> None:
+    """Say QUIT and close; nobody waits for the answer, so nothing here may fail.
+
+    Args:
+        smtp: The connection.
+        timeout: At most this many seconds for the QUIT (the connection's own timeout if None).
+    """
     try:
+        if timeout is not None and smtp.sock is not None:
+            smtp.sock.settimeout(min(timeout, smtp.sock.gettimeout() or timeout))
         smtp.quit()
     except Exception:
         logger.debug("smtp: QUIT failed", exc_info=True)
