@@ -151,7 +151,10 @@ class AlreadyExists(MailroomError):
 
 
 class PermissionDenied(MailroomError):
-    """The API key may not perform this call (gRPC ``PERMISSION_DENIED``)."""
+    """The call is not allowed (gRPC ``PERMISSION_DENIED``).
+
+    E.g. a ``from`` outside the server's allowed sender domains; the message names the field.
+    """
 
     code = grpc.StatusCode.PERMISSION_DENIED
 
