@@ -142,9 +142,9 @@ LOCAL_HOSTNAME = socket.getfqdn()
 def send_all(messages: list[Outgoing], port: int, threads: int, *, reuse: bool = False) -> SendRun:
     """Send every message from ``threads`` threads.
 
-    Each message on a connection of its own (connect, EHLO, MAIL, RCPT…, DATA, QUIT), as the
-    worker's SMTP provider sends; with ``reuse``, each thread keeps one connection for all its
-    messages instead (what a pooled provider would save).
+    Each message on a connection of its own (connect, EHLO, MAIL, RCPT…, DATA, QUIT); with
+    ``reuse``, each thread keeps one connection for all its messages, as the worker's SMTP
+    provider does (``MAILROOM_SMTP__IDLE_SECONDS`` > 0): the raw baseline uses that.
     """
     run = SendRun()
     lock = threading.Lock()
@@ -369,7 +369,7 @@ def run(
         messages = build_messages(documents)
         sink_alone(sinks, messages[: min(len(messages), 600)])
 
-        raw_before = send_all(messages, port, WORKER_THREADS)
+        raw_before = send_all(messages, port, WORKER_THREADS, reuse=True)
 
         began = time.monotonic()
         store_batch(db, documents)
@@ -401,7 +401,7 @@ def run(
             worker.stop(timeout=30)
         received = sink_count(sink) - sink_before
 
-        raw_after = send_all(messages, port, WORKER_THREADS)
+        raw_after = send_all(messages, port, WORKER_THREADS, reuse=True)
 
         stored = list(
             db.emails.find({}, {"status": 1, "created_at": 1, "sent_at": 1, "attempts": 1})
