@@ -77,7 +77,10 @@ def hold(client: redis.Redis, name: str, *, ttl_seconds: float) -> Iterator[Held
     """
     lock = client.lock(name, timeout=ttl_seconds, blocking=False)
     token = owner_token()
-    if not lock.acquire(blocking=False, token=token):
+    taken = lock.acquire(blocking=False, token=token) or (
+        _drop_unreleased(client, name) and lock.acquire(blocking=False, token=token)
+    )
+    if not taken:
         holder = client.get(name)
         log.info("lock %s is held by %r; not taking it", name, holder)
         yield None
@@ -92,5 +95,33 @@ def hold(client: redis.Redis, name: str, *, ttl_seconds: float) -> Iterator[Held
             # Our expiry passed and another owner may hold it now: theirs to release.
             log.warning("lock %s expired before release; left to its current owner", name)
         except redis.RedisError as exc:
-            # It will expire on its own.
+            # Redis was down as the work ended. Its append-only file may bring the key back
+            # with the rest of its lifetime (up to lock_seconds): this process drops it itself
+            # at its next try instead of skipping every scan until then.
+            _unreleased[name] = token
             log.warning("could not release lock %s: %s", name, exc)
+
+
+#: Tokens of locks this process finished with but could not release (Redis was down).
+_unreleased: dict[str, str] = {}
+
+
+def _drop_unreleased(client: redis.Redis, name: str) -> bool:
+    """Delete lock ``name`` if it still holds a token this process failed to release.
+
+    Returns:
+        Whether it was deleted (the caller may take the lock now).
+    """
+    token = _unreleased.get(name)
+    if token is None:
+        return False
+    stale = client.lock(name)
+    stale.local.token = token.encode()
+    try:
+        stale.release()  # compare-and-delete: only while the key still holds that token
+    except LockError:
+        _unreleased.pop(name, None)  # expired, or another owner's now
+        return False
+    _unreleased.pop(name, None)
+    log.info("lock %s: dropped the one this process could not release during an outage", name)
+    return True

@@ -14,8 +14,9 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -36,6 +37,7 @@ from devtools.services import ManagedProcess
 from devtools.smtp_sink import SinkHandler, make_controller
 from helpers import free_port, wait_until
 from mailroom.v1 import mail_pb2, mail_pb2_grpc
+from workers import locks
 from workers.locks import hold
 from workers.scheduler import RESCAN_LOCK, Jobs
 
@@ -74,6 +76,17 @@ def wait_sent(client, email_id: str) -> None:
 
 def status(client, email_id: str) -> int:
     return client.GetEmail(mail_pb2.GetEmailRequest(id=email_id), timeout=10).email.status
+
+
+@contextmanager
+def locks_of_another_process() -> Iterator[None]:
+    """Take locks as another scheduler process would: without this one's unreleased tokens."""
+    saved = dict(locks._unreleased)
+    locks._unreleased.clear()
+    try:
+        yield
+    finally:
+        locks._unreleased.update(saved)
 
 
 def run_scheduler_once(service_env: dict[str, str], job: str = "rescan", **settings: str):
@@ -137,6 +150,29 @@ def test_lock_is_exclusive_expires_and_is_released_only_by_its_owner(redis_clien
     with hold(redis_client, name, ttl_seconds=5) as fourth:
         assert fourth is not None
         assert redis_client.get(name).decode() == fourth.token
+
+
+def test_a_lock_left_by_a_redis_outage_is_dropped_by_its_owner_not_by_others(
+    redis_server, redis_client
+) -> None:
+    name = f"mailroom:lock:outage-{os.getpid()}"
+    client = redis.Redis.from_url(redis_server.url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        with hold(client, name, ttl_seconds=600) as lock:
+            assert lock is not None
+            redis_server.stop()  # the scan ends while Redis is down: the release fails
+        redis_server.start()
+        # Redis's append-only file brought the lock back, with most of its 600 s to live.
+        assert redis_client.get(name) is not None
+        other = redis.Redis.from_url(redis_server.url)
+        with locks_of_another_process(), hold(other, name, ttl_seconds=600) as taken:
+            assert taken is None
+        other.close()
+        with hold(client, name, ttl_seconds=600) as again:
+            assert again is not None
+        assert redis_client.get(name) is None
+    finally:
+        client.close()
 
 
 # -- scenarios ---------------------------------------------------------------------------------
