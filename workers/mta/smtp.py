@@ -22,269 +22,48 @@ its messages one transaction after another on it, so concurrent sends share noth
 from __future__ import annotations
 
 import logging
-import re
-import select
 import smtplib
 import socket
 import ssl
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from email.utils import parseaddr
 from typing import TYPE_CHECKING
 
 from core.settings import SmtpSettings
 from workers.mta.base import (
     DeliveryError,
-    MisconfiguredError,
     OutgoingEmail,
     PermanentError,
     SendResult,
-    TransientError,
+)
+
+# The client classes and the error mapping live in smtp_errors; re-exported for callers.
+from workers.mta.smtp_errors import (
+    _SMTP,
+    _SMTPSSL,
+    _addr_spec,
+    _refused_text,
+    _reply,
+    _unique,
+    map_smtp_errors,
+    queue_id,
+)
+from workers.mta.smtp_sessions import (
+    _POLL_AFTER_IDLE,
+    _connection_lost,
+    _ConnectionLost,
+    _looks_open,
+    _Session,
+    _still_usable,
 )
 
 if TYPE_CHECKING:
-    from typing_extensions import Buffer
+    pass
 
 logger = logging.getLogger(__name__)
 
-# Postfix "queued as 4Xyz", Exim "id=1abc-000X-AB".
-_QUEUE_ID = re.compile(r"queued as\s+<?([^\s<>]+)|\bid=([^\s;]+)", re.IGNORECASE)
-
-
-class _SMTP(smtplib.SMTP):
-    """smtplib's client, keeping the DATA reply that ``sendmail`` throws away.
-
-    It also notes whether the transaction got as far as DATA (after which the message must not be
-    sent again) and the reply to the RSET that ``sendmail`` says after a refusal.
-    """
-
-    data_reply: tuple[int, bytes] = (0, b"")
-    data_started: bool = False
-    rset_reply: tuple[int, bytes] | None = None
-
-    def data(self, msg: Buffer | str) -> tuple[int, bytes]:
-        self.data_started = True
-        self.data_reply = super().data(msg)
-        return self.data_reply
-
-    def rset(self) -> tuple[int, bytes]:
-        self.rset_reply = super().rset()
-        return self.rset_reply
-
-
-class _SMTPSSL(smtplib.SMTP_SSL):
-    """The implicit-TLS client, keeping the same notes as :class:`_SMTP`."""
-
-    data_reply: tuple[int, bytes] = (0, b"")
-    data_started: bool = False
-    rset_reply: tuple[int, bytes] | None = None
-
-    def data(self, msg: Buffer | str) -> tuple[int, bytes]:
-        self.data_started = True
-        self.data_reply = super().data(msg)
-        return self.data_reply
-
-    def rset(self) -> tuple[int, bytes]:
-        self.rset_reply = super().rset()
-        return self.rset_reply
-
-
-def _text(reply: bytes | str) -> str:
-    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
-    return " ".join(text.split())
-
-
-def _reply(code: int, reply: bytes | str) -> str:
-    return f"{code} {_text(reply)}".strip()
-
-
-def _refused_text(refused: dict[str, tuple[int, bytes]]) -> str:
-    return "; ".join(f"{rcpt}: {_reply(code, reply)}" for rcpt, (code, reply) in refused.items())
-
-
-def _addr_spec(value: str) -> str:
-    """The bare address of ``Name <a@b>``: what MAIL FROM and RCPT TO take."""
-    return parseaddr(value)[1] or value.strip()
-
-
-def _unique(values: Iterable[str]) -> list[str]:
-    seen: set[str] = set()
-    result = []
-    for value in values:
-        if value.lower() not in seen:
-            seen.add(value.lower())
-            result.append(value)
-    return result
-
-
-def _is_permanent(code: int) -> bool:
-    return 500 <= code < 600
-
-
-@contextmanager
-def map_smtp_errors() -> Iterator[None]:
-    """Classify everything that can go wrong in an SMTP send into a DeliveryError.
-
-    5xx refusals of the sender, the recipients or the data are permanent; 4xx (421 included),
-    disconnects, timeouts and socket errors are transient; a refused login (535) or a missing
-    server feature (STARTTLS, AUTH) or an untrusted certificate is a misconfiguration.
-
-    Yields:
-        Nothing; exceptions raised in the block are translated.
-
-    Raises:
-        DeliveryError: Always one of its four subclasses.
-    """
-    try:
-        yield
-    except DeliveryError:
-        raise
-    except smtplib.SMTPRecipientsRefused as exc:
-        refused = exc.recipients
-        detail = _refused_text(refused)
-        if all(_is_permanent(code) for code, _ in refused.values()):
-            raise PermanentError("smtp: every recipient was refused", response=detail) from exc
-        raise TransientError("smtp: recipients refused for now", response=detail) from exc
-    except smtplib.SMTPAuthenticationError as exc:
-        reply = _reply(exc.smtp_code, exc.smtp_error)
-        if _is_permanent(exc.smtp_code):
-            raise MisconfiguredError("smtp: login refused", response=reply) from exc
-        raise TransientError("smtp: login failed for now", response=reply) from exc
-    except smtplib.SMTPConnectError as exc:
-        reply = _reply(exc.smtp_code, exc.smtp_error)
-        raise TransientError("smtp: server refused the connection", response=reply) from exc
-    except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
-        reply = _reply(exc.smtp_code, exc.smtp_error)
-        what = "sender" if isinstance(exc, smtplib.SMTPSenderRefused) else "message"
-        if _is_permanent(exc.smtp_code):
-            raise PermanentError(f"smtp: {what} refused", response=reply) from exc
-        raise TransientError(f"smtp: {what} deferred", response=reply) from exc
-    except smtplib.SMTPResponseException as exc:
-        # What is left: HELO/EHLO and STARTTLS refusals. A 5xx there is about our setup.
-        reply = _reply(exc.smtp_code, exc.smtp_error)
-        if _is_permanent(exc.smtp_code):
-            raise MisconfiguredError("smtp: server refused us", response=reply) from exc
-        raise TransientError("smtp: server deferred us", response=reply) from exc
-    except smtplib.SMTPNotSupportedError as exc:
-        raise MisconfiguredError(f"smtp: {exc}") from exc
-    except smtplib.SMTPServerDisconnected as exc:
-        raise TransientError(f"smtp: disconnected: {exc}") from exc
-    except smtplib.SMTPException as exc:
-        raise TransientError(f"smtp: {exc}") from exc
-    except ssl.SSLCertVerificationError as exc:
-        # Retrying will not make the certificate trusted.
-        raise MisconfiguredError(f"smtp: TLS certificate not trusted: {exc}") from exc
-    except OSError as exc:
-        # Connection refused, timeouts, DNS failures, TLS handshake errors.
-        raise TransientError(f"smtp: {type(exc).__name__}: {exc}") from exc
-    except Exception as exc:
-        logger.exception("smtp: unexpected error while sending")
-        raise TransientError(f"smtp: unexpected {type(exc).__name__}: {exc}") from exc
-
-
-def queue_id(reply: str) -> str | None:
-    """Return the queue id in a DATA reply such as ``250 2.0.0 Ok: queued as 4XyZ``."""
-    match = _QUEUE_ID.search(reply)
-    if match is None:
-        return None
-    return match.group(1) or match.group(2)
-
-
-# QUIT of a connection nobody waits for (idle, thread ended, shutdown) waits at most this long.
-_QUIT_TIMEOUT = 2.0
-# A kept connection idle at least this long is polled before reuse (see _take_kept_session).
-_POLL_AFTER_IDLE = 1.0
-
-
-def _connection_lost(exc: BaseException | None) -> bool:
-    """Whether ``exc`` says the connection itself is gone, rather than the message refused.
-
-    A disconnect, a socket error (reset, broken pipe, timeout) or a ``421`` ("closing the
-    transmission channel", which smtplib answers by closing). A TLS certificate that is not
-    trusted, or any other SMTP reply, is about the server or the message: a new connection would
-    meet it again.
-    """
-    if isinstance(exc, smtplib.SMTPServerDisconnected):
-        return True
-    if isinstance(exc, smtplib.SMTPRecipientsRefused):
-        return any(code == 421 for code, _ in exc.recipients.values())
-    if isinstance(exc, smtplib.SMTPResponseException):
-        return exc.smtp_code == 421
-    if isinstance(exc, smtplib.SMTPException | ssl.SSLCertVerificationError):
-        return False
-    return isinstance(exc, OSError)
-
-
-def _still_usable(smtp: _SMTP | _SMTPSSL, cause: BaseException | None) -> bool:
-    """Whether a connection whose send just failed can carry the next one.
-
-    Yes after a refusal of the sender, of every recipient or of the data that smtplib followed
-    with an accepted RSET (the transaction is then over on both sides), and after our own refusal
-    before MAIL (``cause`` None: nothing was said). No after anything else.
-    """
-    if smtp.sock is None:
-        return False
-    if cause is None:
-        return not smtp.data_started and smtp.rset_reply is None
-    refusal = (smtplib.SMTPSenderRefused, smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError)
-    return (
-        isinstance(cause, refusal)
-        and smtp.rset_reply is not None
-        and 200 <= smtp.rset_reply[0] < 300
-    )
-
-
-def _looks_open(smtp: _SMTP | _SMTPSSL) -> bool:
-    """Whether an idle connection is still open: one zero-timeout poll, no round trip.
-
-    Between transactions the server has nothing to say; if its side is readable it has closed
-    the connection (EOF, reset) or announced that it will (``421``), so it cannot be reused.
-    """
-    sock = smtp.sock
-    if sock is None:
-        return False
-    try:
-        if isinstance(sock, ssl.SSLSocket) and sock.pending():
-            return False
-        if hasattr(select, "poll"):
-            poller = select.poll()
-            poller.register(sock, select.POLLIN | select.POLLPRI)
-            return not poller.poll(0)
-        readable, _, _ = select.select([sock], [], [], 0)
-        return not readable
-    except (OSError, ValueError):
-        return False
-
-
-class _Session:
-    """One open SMTP connection, greeted and logged in, kept by one thread between its sends.
-
-    ``in_use`` and ``closed`` change under the provider's lock: the owning thread takes the
-    session (``in_use``) only if it is not ``closed``, and the idle reaper or ``close()`` close
-    only sessions that are not ``in_use`` (a busy one is closed by its owner after the send).
-    When the session is dropped without being closed (its thread ended, the provider was
-    dropped) or at interpreter exit, its finalizer says QUIT.
-    """
-
-    __slots__ = ("__weakref__", "_finalizer", "closed", "in_use", "last_used", "smtp")
-
-    def __init__(self, smtp: _SMTP | _SMTPSSL) -> None:
-        self.smtp = smtp
-        self.last_used = time.monotonic()
-        self.in_use = True
-        self.closed = False
-        self._finalizer = weakref.finalize(self, _quit_quietly, smtp, _QUIT_TIMEOUT)
-
-    def close(self, *, quit: bool) -> None:
-        """Close the connection, after a QUIT if ``quit`` (not on a failed one: no second wait)."""
-        self.closed = True
-        if quit:
-            self._finalizer()
-        elif self._finalizer.detach() is not None:
-            self.smtp.close()
+__all__ = ["SmtpProvider", "map_smtp_errors", "queue_id"]
 
 
 def _close_idle_sessions(provider_ref: weakref.ReferenceType[SmtpProvider]) -> None:
@@ -560,24 +339,3 @@ class SmtpProvider:
             logger.debug("smtp: closing a connection idle for %gs", self._idle_seconds)
             session.close(quit=True)
         return None if next_due is None else max(next_due - now, 0.01)
-
-
-class _ConnectionLost(Exception):
-    """A kept connection was lost before DATA: the send may be tried on a new connection."""
-
-
-def _quit_quietly(smtp: smtplib.SMTP, timeout: float | None = None) -> None:
-    """Say QUIT and close; nobody waits for the answer, so nothing here may fail.
-
-    Args:
-        smtp: The connection.
-        timeout: At most this many seconds for the QUIT (the connection's own timeout if None).
-    """
-    try:
-        if timeout is not None and smtp.sock is not None:
-            smtp.sock.settimeout(min(timeout, smtp.sock.gettimeout() or timeout))
-        smtp.quit()
-    except Exception:
-        logger.debug("smtp: QUIT failed", exc_info=True)
-    finally:
-        smtp.close()
