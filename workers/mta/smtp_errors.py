@@ -52,21 +52,8 @@ class _SMTP(smtplib.SMTP):
         return self.rset_reply
 
 
-class _SMTPSSL(smtplib.SMTP_SSL):
-    """The implicit-TLS client, keeping the same notes as :class:`_SMTP`."""
-
-    data_reply: tuple[int, bytes] = (0, b"")
-    data_started: bool = False
-    rset_reply: tuple[int, bytes] | None = None
-
-    def data(self, msg: Buffer | str) -> tuple[int, bytes]:
-        self.data_started = True
-        self.data_reply = super().data(msg)
-        return self.data_reply
-
-    def rset(self) -> tuple[int, bytes]:
-        self.rset_reply = super().rset()
-        return self.rset_reply
+class _SMTPSSL(_SMTP, smtplib.SMTP_SSL):
+    """The implicit-TLS client (``SMTP_SSL``'s socket), keeping the same notes as :class:`_SMTP`."""
 
 
 def _text(reply: bytes | str) -> str:
