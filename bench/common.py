@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import threading
 import time
@@ -23,7 +22,7 @@ from bson import ObjectId
 from core.store.documents import utcnow
 from core.store.repository import NewEmail, new_email_document
 from devtools import services
-from devtools.services import ManagedProcess, start_ferretdb, start_redis
+from devtools.services import ManagedProcess, free_port, start_ferretdb, start_redis
 
 BIN = Path(sys.executable).parent
 BODY = {
@@ -42,12 +41,6 @@ RAW_EMAIL = NewEmail(
 # The worker's queue (Settings.queue_name) and the API's Message-ID domain, by default.
 WORKER_QUEUE = "mail"
 MESSAGE_ID_DOMAIN = "mailroom.local"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def percentile(values: list[float], q: float) -> float:

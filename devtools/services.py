@@ -19,6 +19,7 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -56,6 +57,13 @@ INSTALL_HINTS: dict[str, str] = {
 }
 
 _echo_lock = threading.Lock()
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago (for tests, bench, make dev)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 class ServiceError(RuntimeError):

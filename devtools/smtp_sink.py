@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import logging
 import os
 import signal
 import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import policy
@@ -58,6 +60,9 @@ class ReceivedMessage:
         peer: The client's address as ``host:port``.
         received_at: When the DATA was accepted (UTC).
         path: The ``.eml`` file it was written to, if the sink writes files.
+        queue_id: The id the sink named in its reply (with ``queue_ids``), else "".
+        tls: The session was encrypted (STARTTLS or implicit TLS).
+        authenticated: The client had logged in (AUTH).
     """
 
     mail_from: str
@@ -67,6 +72,9 @@ class ReceivedMessage:
     peer: str
     received_at: datetime
     path: Path | None = None
+    queue_id: str = ""
+    tls: bool = False
+    authenticated: bool = False
 
 
 @dataclass
@@ -86,10 +94,15 @@ class SinkHandler:
         directory: Where to write ``.eml`` files and envelope sidecars; ``None`` writes nothing.
         keep_messages: Keep accepted messages in :attr:`messages` (a long-running sink that
             only writes files turns it off to bound its memory).
+        queue_ids: Answer DATA like Postfix, ``250 2.0.0 Ok: queued as Q0001``, and keep the id
+            (the providers' tests read it back as the provider's message id).
     """
 
     directory: Path | None = None
     keep_messages: bool = True
+    queue_ids: bool = False
+    _rcpt_replies: dict[str, str] = field(default_factory=dict, init=False)
+    _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1), init=False)
     _messages: list[ReceivedMessage] = field(default_factory=list, init=False)
     _faults: dict[Stage, _Fault] = field(default_factory=dict, init=False)
     _delay: float = field(default=0.0, init=False)
@@ -151,6 +164,11 @@ class SinkHandler:
         with self._cond:
             self._faults[stage] = _Fault(code, text, times)
 
+    def refuse_recipient(self, address: str, reply: str) -> None:
+        """Answer every RCPT TO ``address`` with ``reply`` (e.g. ``550 5.1.1 User unknown``)."""
+        with self._cond:
+            self._rcpt_replies[address] = reply
+
     def delay(self, seconds: float) -> None:
         """Wait ``seconds`` before answering each DATA from now on (0 turns it off).
 
@@ -193,7 +211,11 @@ class SinkHandler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
-        """Accept the recipient unless a RCPT fault is pending."""
+        """Accept the recipient unless it is refused or a RCPT fault is pending."""
+        with self._cond:
+            refusal = self._rcpt_replies.get(address)
+        if refusal:
+            return refusal
         refusal = self._take_fault("RCPT")
         if refusal:
             return refusal
@@ -213,6 +235,11 @@ class SinkHandler:
             return refusal
         raw = _as_bytes(envelope.original_content or envelope.content)
         peer = session.peer
+        queue_id = ""
+        if self.queue_ids:
+            with self._cond:
+                queue_id = f"Q{next(self._ids):04d}"
+        transport = getattr(server, "transport", None)
         received = ReceivedMessage(
             mail_from=str(envelope.mail_from or ""),
             rcpt_tos=list(envelope.rcpt_tos),
@@ -221,6 +248,9 @@ class SinkHandler:
             message=BytesParser(policy=policy.default).parsebytes(raw.replace(b"\r\n", b"\n")),
             peer=f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer),
             received_at=datetime.now(UTC),
+            queue_id=queue_id,
+            tls=transport is not None and transport.get_extra_info("ssl_object") is not None,
+            authenticated=bool(getattr(session, "authenticated", False)),
         )
         if self.directory is not None:
             received = _write(self.directory, received)
@@ -236,6 +266,8 @@ class SinkHandler:
             if self.keep_messages:
                 self._messages.append(received)
             self._cond.notify_all()
+        if queue_id:
+            return f"250 2.0.0 Ok: queued as {queue_id}"
         return "250 OK: message accepted"
 
 

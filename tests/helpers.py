@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -12,16 +11,10 @@ from bson import ObjectId
 
 from core.store import repository
 from core.store.documents import Email, utcnow
+from devtools.services import free_port
 from devtools.smtp_sink import ReceivedMessage, SinkHandler, Stage, make_controller
 
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import email
-import itertools
 import json
 import shutil
 import socket
@@ -33,6 +32,8 @@ from werkzeug import Request, Response
 from werkzeug.datastructures import Headers
 
 from core.settings import HttpProviderSettings, SesSettings, SmtpSettings
+from devtools.smtp_sink import SinkHandler
+from helpers import free_port
 from workers.mta.base import (
     DeliveryError,
     MisconfiguredError,
@@ -526,63 +527,10 @@ def test_ses_slow_answer_times_out_as_transient(fake: HTTPServer) -> None:
 # --- SMTP ----------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@dataclass
-class Received:
-    queue_id: str
-    mail_from: str
-    rcpt_tos: list[str]
-    content: bytes
-    tls: bool
-    authenticated: bool
-
-
-class Sink:
-    """An aiosmtpd handler that accepts, defers or refuses, and keeps what it accepted."""
-
-    def __init__(self) -> None:
-        self.received: list[Received] = []
-        self.rcpt_replies: dict[str, str] = {}
-        self.data_reply: str | None = None
-        self.delay = 0.0
-        self._ids = itertools.count(1)
-
-    async def handle_RCPT(
-        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
-    ) -> str:
-        if address in self.rcpt_replies:
-            return self.rcpt_replies[address]
-        envelope.rcpt_tos.append(address)
-        return "250 2.1.5 Ok"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        if self.data_reply is not None:
-            return self.data_reply
-        queue_id = f"Q{next(self._ids):04d}"
-        self.received.append(
-            Received(
-                queue_id,
-                envelope.mail_from,
-                list(envelope.rcpt_tos),
-                envelope.content,
-                tls=server.transport.get_extra_info("ssl_object") is not None,
-                authenticated=bool(session.authenticated),
-            )
-        )
-        return f"250 2.0.0 Ok: queued as {queue_id}"
-
-
 @pytest.fixture
-def sink() -> Sink:
-    return Sink()
+def sink() -> SinkHandler:
+    """The project's SMTP sink, answering DATA with Postfix-like queue ids."""
+    return SinkHandler(queue_ids=True)
 
 
 # The providers smtp() made, closed (QUIT) before their server stops: aiosmtpd's Controller
@@ -591,7 +539,7 @@ _providers: list[SmtpProvider] = []
 
 
 @contextmanager
-def run_server(sink: Sink, **kwargs: Any) -> Iterator[int]:
+def run_server(sink: SinkHandler, **kwargs: Any) -> Iterator[int]:
     port = free_port()
     controller = Controller(sink, hostname="127.0.0.1", port=port, **kwargs)
     controller.start()
@@ -604,7 +552,7 @@ def run_server(sink: Sink, **kwargs: Any) -> Iterator[int]:
 
 
 @pytest.fixture
-def smtp_port(sink: Sink) -> Iterator[int]:
+def smtp_port(sink: SinkHandler) -> Iterator[int]:
     with run_server(sink) as port:
         yield port
 
@@ -621,10 +569,12 @@ def smtp(port: int, **settings: Any) -> SmtpProvider:
     return provider
 
 
-def test_smtp_delivers_to_every_recipient_without_a_bcc_header(sink: Sink, smtp_port: int) -> None:
+def test_smtp_delivers_to_every_recipient_without_a_bcc_header(
+    sink: SinkHandler, smtp_port: int
+) -> None:
     result = smtp(smtp_port).send(EMAIL)
 
-    [received] = sink.received
+    [received] = sink.messages
     assert result.response == f"250 2.0.0 Ok: queued as {received.queue_id}"
     assert result.provider_message_id == received.queue_id
     assert received.mail_from == "noreply@example.com"
@@ -634,33 +584,33 @@ def test_smtp_delivers_to_every_recipient_without_a_bcc_header(sink: Sink, smtp_
         "carol@example.com",
         "dave@example.com",
     ]
-    message = email.message_from_bytes(received.content)
+    message = email.message_from_bytes(received.raw)
     assert message["Bcc"] is None
-    assert b"dave@example.com" not in received.content
+    assert b"dave@example.com" not in received.raw
     assert message["Message-ID"] == EMAIL.message_id
     assert message["Cc"] == "Carol <carol@example.com>"
 
 
 def test_smtp_partly_refused_recipients_are_delivered_and_reported(
-    sink: Sink, smtp_port: int
+    sink: SinkHandler, smtp_port: int
 ) -> None:
-    sink.rcpt_replies["bob@example.com"] = "550 5.1.1 <bob@example.com>: User unknown"
+    sink.refuse_recipient("bob@example.com", "550 5.1.1 <bob@example.com>: User unknown")
 
     result = smtp(smtp_port).send(EMAIL)
 
-    [received] = sink.received
+    [received] = sink.messages
     assert "bob@example.com" not in received.rcpt_tos
     assert "dave@example.com" in received.rcpt_tos
     assert "refused: bob@example.com: 550 5.1.1 <bob@example.com>: User unknown" in result.response
 
 
-def test_smtp_every_recipient_refused_is_permanent(sink: Sink, smtp_port: int) -> None:
+def test_smtp_every_recipient_refused_is_permanent(sink: SinkHandler, smtp_port: int) -> None:
     for address in ("ann@example.com", "bob@example.com", "carol@example.com", "dave@example.com"):
-        sink.rcpt_replies[address] = "550 5.1.1 User unknown"
+        sink.refuse_recipient(address, "550 5.1.1 User unknown")
     with pytest.raises(PermanentError) as caught:
         smtp(smtp_port).send(EMAIL)
     assert "550 5.1.1 User unknown" in caught.value.response
-    assert sink.received == []
+    assert sink.messages == []
 
 
 @pytest.mark.parametrize(
@@ -672,9 +622,10 @@ def test_smtp_every_recipient_refused_is_permanent(sink: Sink, smtp_port: int) -
     ],
 )
 def test_smtp_data_refusals(
-    sink: Sink, smtp_port: int, reply: str, expected: type[DeliveryError]
+    sink: SinkHandler, smtp_port: int, reply: str, expected: type[DeliveryError]
 ) -> None:
-    sink.data_reply = reply
+    code, text = reply.split(" ", 1)
+    sink.respond_with(int(code), text, times=10)
     with pytest.raises(DeliveryError) as caught:
         smtp(smtp_port).send(EMAIL)
     assert type(caught.value) is expected
@@ -702,15 +653,15 @@ def test_smtp_silent_server_times_out_as_transient() -> None:
             pool.shutdown(wait=False)
 
 
-class OverlapSink(Sink):
-    """A :class:`Sink` that holds each DATA until ``expected`` are in DATA at once.
+class OverlapSink(SinkHandler):
+    """The sink, holding each DATA until ``expected`` are in DATA at once.
 
     It waits ``hold`` seconds at most, then answers anyway; ``most_open`` is the largest number
     of DATA commands it held at the same moment.
     """
 
     def __init__(self, expected: int, hold: float) -> None:
-        super().__init__()
+        super().__init__(queue_ids=True)
         self.expected = expected
         self.hold = hold
         self.open = 0
@@ -739,7 +690,7 @@ def test_smtp_concurrent_sends_do_not_mix_up_replies() -> None:
         results = list(pool.map(provider.send, emails))
 
     assert sink.most_open == len(emails)
-    by_queue_id = {r.queue_id: email.message_from_bytes(r.content) for r in sink.received}
+    by_queue_id = {r.queue_id: email.message_from_bytes(r.raw) for r in sink.messages}
     for sent, result in zip(emails, results, strict=True):
         assert by_queue_id[result.provider_message_id]["Message-ID"] == sent.message_id
 
@@ -785,7 +736,7 @@ def authenticator(
 
 
 @pytest.fixture
-def starttls_port(sink: Sink, tls: Tls) -> Iterator[int]:
+def starttls_port(sink: SinkHandler, tls: Tls) -> Iterator[int]:
     with run_server(
         sink,
         tls_context=tls.server,
@@ -796,7 +747,7 @@ def starttls_port(sink: Sink, tls: Tls) -> Iterator[int]:
         yield port
 
 
-def test_smtp_starttls_and_login(sink: Sink, starttls_port: int, tls: Tls) -> None:
+def test_smtp_starttls_and_login(sink: SinkHandler, starttls_port: int, tls: Tls) -> None:
     provider = smtp(
         starttls_port,
         security="starttls",
@@ -806,12 +757,14 @@ def test_smtp_starttls_and_login(sink: Sink, starttls_port: int, tls: Tls) -> No
     )
     result = provider.send(EMAIL)
 
-    [received] = sink.received
+    [received] = sink.messages
     assert received.tls and received.authenticated
     assert result.provider_message_id == received.queue_id
 
 
-def test_smtp_wrong_password_is_misconfigured(sink: Sink, starttls_port: int, tls: Tls) -> None:
+def test_smtp_wrong_password_is_misconfigured(
+    sink: SinkHandler, starttls_port: int, tls: Tls
+) -> None:
     provider = smtp(
         starttls_port,
         security="starttls",
@@ -822,14 +775,14 @@ def test_smtp_wrong_password_is_misconfigured(sink: Sink, starttls_port: int, tl
     with pytest.raises(MisconfiguredError) as caught:
         provider.send(EMAIL)
     assert caught.value.response.startswith("535")
-    assert sink.received == []
+    assert sink.messages == []
 
 
-def test_smtp_untrusted_certificate_is_misconfigured(sink: Sink, starttls_port: int) -> None:
+def test_smtp_untrusted_certificate_is_misconfigured(sink: SinkHandler, starttls_port: int) -> None:
     # The default context trusts the system CAs only, not our self-signed test certificate.
     with pytest.raises(MisconfiguredError, match="certificate"):
         smtp(starttls_port, security="starttls").send(EMAIL)
-    assert sink.received == []
+    assert sink.messages == []
 
 
 def test_smtp_starttls_not_offered_is_misconfigured(smtp_port: int, tls: Tls) -> None:
@@ -837,9 +790,9 @@ def test_smtp_starttls_not_offered_is_misconfigured(smtp_port: int, tls: Tls) ->
         smtp(smtp_port, security="starttls", ssl_context=tls.client).send(EMAIL)
 
 
-def test_smtp_implicit_tls(sink: Sink, tls: Tls) -> None:
+def test_smtp_implicit_tls(sink: SinkHandler, tls: Tls) -> None:
     with run_server(sink, ssl_context=tls.server) as port:
         result = smtp(port, security="ssl", ssl_context=tls.client).send(EMAIL)
-    [received] = sink.received
+    [received] = sink.messages
     assert received.tls
     assert result.provider_message_id == received.queue_id
