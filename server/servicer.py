@@ -1,6 +1,6 @@
 """The MailService servicer: validate, store, enqueue, answer.
 
-What an answer means (the README's "What an answer means"):
+What SendEmail's answers mean (the README's "What a SendEmail answer means"):
 
 * 201 (OK): the email is stored and will end SENT, FAILED or CANCELLED.
 * 500 (INTERNAL): it is not stored, or it is made void: it will never be sent.
