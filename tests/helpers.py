@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
+import ssl
+import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
+import pytest
 from aiosmtpd.controller import Controller
 from bson import ObjectId
 
@@ -115,3 +121,30 @@ def create_email(
     )
     repository.insert_email(document)
     return Email._from_son(document)
+
+
+@dataclass(frozen=True)
+class Tls:
+    """A self-signed certificate for 127.0.0.1: the server's context and a client trusting it."""
+
+    server: ssl.SSLContext
+    client: ssl.SSLContext
+
+
+def make_tls(folder: Path) -> Tls:
+    """Make a certificate in ``folder`` with openssl (the ``tls`` fixture calls it once)."""
+    if shutil.which("openssl") is None:
+        pytest.fail("openssl is needed to make a test certificate", pytrace=False)
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2",
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert, key)
+    return Tls(server=server, client=ssl.create_default_context(cafile=str(cert)))

@@ -22,7 +22,7 @@ import redis
 from core.store.connection import connect
 from devtools.envoy_config import write_envoy_config
 from devtools.services import ManagedProcess, start_envoy
-from helpers import SmtpSink, free_port
+from helpers import SmtpSink, Tls, free_port, make_tls
 from mailroom.v1 import mail_pb2_grpc
 from mailroom_processes import ApiProcess
 
@@ -196,3 +196,9 @@ def redis_client(redis_server: ManagedProcess) -> Iterator[redis.Redis]:
 
 
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
+
+
+@pytest.fixture(scope="session")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
+    """TLS contexts for SMTP servers in the tests (STARTTLS and implicit TLS)."""
+    return make_tls(tmp_path_factory.mktemp("tls"))

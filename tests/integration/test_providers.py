@@ -10,17 +10,13 @@ import asyncio
 import base64
 import email
 import json
-import shutil
 import socket
-import ssl
-import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from email.message import EmailMessage
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,7 +29,7 @@ from werkzeug.datastructures import Headers
 
 from core.settings import HttpProviderSettings, SesSettings, SmtpSettings
 from devtools.smtp_sink import SinkHandler
-from helpers import free_port
+from helpers import Tls, free_port
 from workers.mta.base import (
     DeliveryError,
     MisconfiguredError,
@@ -696,32 +692,6 @@ def test_smtp_concurrent_sends_do_not_mix_up_replies() -> None:
 
 
 # --- SMTP over TLS -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Tls:
-    server: ssl.SSLContext
-    client: ssl.SSLContext
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
-    if shutil.which("openssl") is None:
-        pytest.fail("openssl is needed to make a test certificate", pytrace=False)
-    folder: Path = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2",
-            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server.load_cert_chain(cert, key)
-    return Tls(server=server, client=ssl.create_default_context(cafile=str(cert)))
 
 
 def authenticator(

@@ -7,17 +7,14 @@ are told), some of which drop connections at chosen moments.
 from __future__ import annotations
 
 import logging
-import shutil
 import smtplib
 import ssl
-import subprocess
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,7 +24,7 @@ from pydantic import SecretStr
 
 from core.settings import SmtpSettings
 from devtools.smtp_sink import SinkHandler
-from helpers import SmtpSink, free_port, wait_until
+from helpers import SmtpSink, Tls, free_port, wait_until
 from workers.mta.base import OutgoingEmail, PermanentError, TransientError
 from workers.mta.smtp import SmtpProvider, _connection_lost
 
@@ -385,28 +382,8 @@ def test_close_quits_the_kept_connections_and_the_provider_stays_usable(server: 
 # -- TLS and login: once per connection ------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    if shutil.which("openssl") is None:
-        pytest.fail("openssl is needed to make a test certificate", pytrace=False)
-    folder: Path = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2",
-            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_context.load_cert_chain(cert, key)
-    return server_context, ssl.create_default_context(cafile=str(cert))
-
-
 def test_starttls_and_login_once_per_connection(
-    tls: tuple[ssl.SSLContext, ssl.SSLContext],
+    tls: Tls,
 ) -> None:
     logins = []
 
@@ -418,7 +395,7 @@ def test_starttls_and_login_once_per_connection(
         return AuthResult(success=ok, handled=False)
 
     server = start_server(
-        tls_context=tls[0],
+        tls_context=tls.server,
         require_starttls=True,
         authenticator=authenticator,
         auth_require_tls=True,
@@ -429,7 +406,7 @@ def test_starttls_and_login_once_per_connection(
             security="starttls",
             username="mailer",
             password=SecretStr("s3cret"),
-            ssl_context=tls[1],
+            ssl_context=tls.client,
         )
         for n in range(3):
             smtp.send(make_email(n))
@@ -442,10 +419,10 @@ def test_starttls_and_login_once_per_connection(
     assert len(logins) == 1
 
 
-def test_implicit_tls_connection_is_reused(tls: tuple[ssl.SSLContext, ssl.SSLContext]) -> None:
-    server = start_server(ssl_context=tls[0])
+def test_implicit_tls_connection_is_reused(tls: Tls) -> None:
+    server = start_server(ssl_context=tls.server)
     try:
-        smtp = provider(server.port, security="ssl", ssl_context=tls[1])
+        smtp = provider(server.port, security="ssl", ssl_context=tls.client)
         for n in range(3):
             smtp.send(make_email(n))
         smtp.close()
