@@ -278,9 +278,9 @@ def test_failing_provider_opens_its_breaker_then_recovers_through_a_probe(
     rows = {row["name"]: row for row in json.loads(listing.stdout)}
     assert rows["sendgrid"]["state"] == "open"
     assert rows["sendgrid"]["fail_counter"] == 2
-    # Counts down from the 60 s reset timeout by at most the time that passed here (0.1 s
-    # rounding).
-    assert 60 - since_opening - 0.1 <= rows["sendgrid"]["seconds_to_half_open"] <= 60
+    # Counts down from the 60 s reset timeout by at most the time that passed here: pybreaker
+    # keeps the opening time in whole seconds (up to 1 s early) and the CLI rounds to 0.1 s.
+    assert 60 - since_opening - 1.1 <= rows["sendgrid"]["seconds_to_half_open"] <= 60
     assert rows["postmark"]["state"] == "closed"
     assert rows["ses"]["enabled"] is False
     table = admin(admin_env(env), "providers")
