@@ -12,10 +12,7 @@ stops at once if any of REQUIRED_BINARIES is missing.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +29,7 @@ from devtools.services import (
     start_postgres,
     start_redis,
 )
-from helpers import SmtpSink, free_port
+from helpers import SmtpSink, free_port, postgres_traversable_dir
 
 REQUIRED_BINARIES = (
     "redis-server",
@@ -119,18 +116,8 @@ def postgres_data_dir() -> Iterator[Path]:
     traverse pytest's 0700 base directory. The parent is made with ``tempfile.mkdtemp`` in the
     system temp dir and opened for traversal (0711) only.
     """
-    with _postgres_data_dir() as data_dir:
+    with postgres_traversable_dir("mailroom-pg-", "data") as data_dir:
         yield data_dir
-
-
-@contextlib.contextmanager
-def _postgres_data_dir() -> Iterator[Path]:
-    parent = Path(tempfile.mkdtemp(prefix="mailroom-pg-"))
-    try:
-        parent.chmod(0o711)
-        yield parent / "data"
-    finally:
-        shutil.rmtree(parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -142,7 +129,7 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Manage
     for name in ("postgres", "initdb", "pg_isready", "psql"):
         _require(name)
     log_path = tmp_path_factory.mktemp("postgres") / "postgres.log"
-    with _postgres_data_dir() as data_dir:
+    with postgres_traversable_dir("mailroom-pg-", "data") as data_dir:
         yield from _tracked(start_postgres(free_port(), data_dir, log_path=log_path))
 
 

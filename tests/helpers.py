@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import ssl
 import subprocess
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -148,3 +150,19 @@ def make_tls(folder: Path) -> Tls:
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server.load_cert_chain(cert, key)
     return Tls(server=server, client=ssl.create_default_context(cafile=str(cert)))
+
+
+@contextlib.contextmanager
+def postgres_traversable_dir(prefix: str, name: str) -> Iterator[Path]:
+    """Yield ``<new temp dir>/<name>`` that the ``postgres`` user can reach when we are root.
+
+    Not under pytest's temp dirs: as root, PostgreSQL runs as ``postgres``, who cannot traverse
+    pytest's 0700 base directory. The parent is made with ``tempfile.mkdtemp`` in the system temp
+    dir and opened for traversal (0711) only; it is removed afterwards.
+    """
+    parent = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        parent.chmod(0o711)
+        yield parent / name
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)

@@ -7,19 +7,17 @@ PostgreSQL, FerretDB, Redis, the SMTP sink, the API, Envoy, a worker and the sch
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from devtools.services import BinaryNotFoundError, find_binary
-from helpers import free_port, wait_until
+from helpers import free_port, postgres_traversable_dir, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -66,12 +64,8 @@ def _alive(processes: dict[int, int]) -> list[int]:
 @pytest.fixture
 def var_dir() -> Iterator[Path]:
     """make dev's state directory; traversable by the ``postgres`` user when we are root."""
-    parent = Path(tempfile.mkdtemp(prefix="mailroom-dev-"))
-    try:
-        parent.chmod(0o711)
-        yield parent / "var"
-    finally:
-        shutil.rmtree(parent, ignore_errors=True)
+    with postgres_traversable_dir("mailroom-dev-", "var") as var:
+        yield var
 
 
 class Dev:
