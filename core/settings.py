@@ -23,6 +23,50 @@ from pydantic_settings import (
 MiB = 1024 * 1024
 
 
+#: Executable and script types mail clients run on a click: refused as attachments by default.
+BLOCKED_ATTACHMENT_EXTENSIONS = tuple(
+    [
+        ".ade",
+        ".adp",
+        ".app",
+        ".bat",
+        ".chm",
+        ".cmd",
+        ".com",
+        ".cpl",
+        ".dll",
+        ".exe",
+        ".hta",
+        ".inf",
+        ".ins",
+        ".isp",
+        ".jar",
+        ".js",
+        ".jse",
+        ".lib",
+        ".lnk",
+        ".mde",
+        ".msc",
+        ".msi",
+        ".msp",
+        ".mst",
+        ".pif",
+        ".ps1",
+        ".scr",
+        ".sct",
+        ".shb",
+        ".sys",
+        ".vb",
+        ".vbe",
+        ".vbs",
+        ".vxd",
+        ".wsc",
+        ".wsf",
+        ".wsh",
+    ]
+)
+
+
 class SmtpSettings(BaseModel):
     """The SMTP relay (by default the local sink of ``make dev``)."""
 
@@ -102,6 +146,8 @@ class RescanSettings(BaseModel):
     quick_buffer_seconds: float = 60.0
     # Expired idempotency keys (FerretDB has no TTL index).
     purge_cron: str = "7 * * * *"
+    # The retention job (see Settings.retention_days).
+    retention_cron: str = "17 * * * *"
 
 
 class Settings(BaseSettings):
@@ -145,8 +191,21 @@ class Settings(BaseSettings):
     # Domains a request's `from` may use (IDNA or Unicode, exact match, case-insensitive); empty
     # allows any. Outside them SendEmail answers PERMISSION_DENIED (HTTP 403) naming `from`.
     allowed_from_domains: list[str] = Field(default_factory=list)
+    # Bodies and attachments together, in bytes (attachments counted decoded).
     max_email_bytes: int = 10 * MiB
     max_schedule_days: int = 30
+    # Attachment file name extensions that are refused (case-insensitive, with the dot).
+    blocked_attachment_extensions: list[str] = Field(
+        default_factory=lambda: list(BLOCKED_ATTACHMENT_EXTENSIONS)
+    )
+    max_attachments: int = 50
+    max_tags: int = 10
+    max_metadata: int = 20
+    # SendEmailBatch: the most emails one call may carry.
+    max_batch_emails: int = Field(default=100, ge=1, le=1000)
+    # Final emails older than this lose their bodies, attachments and headers (the retention
+    # job, hourly); their metadata, statuses and attempts are kept.
+    retention_days: float = Field(default=30.0, gt=0)
     idempotency_ttl_hours: float = 24.0
 
     smtp: SmtpSettings = SmtpSettings()

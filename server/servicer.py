@@ -34,6 +34,7 @@ from core.store.documents import delay_ms, utcnow
 from mailroom.v1 import mail_pb2, mail_pb2_grpc
 from server.backlog import RetryBacklog
 from server.convert import email_to_proto
+from server.listing import list_emails
 from server.validation import validate_send_request
 
 log = logging.getLogger(__name__)
@@ -234,3 +235,15 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
         email = turns.cancel_email(request.id)
         log.info("email %s cancelled", request.id)
         return mail_pb2.CancelEmailResponse(email=email_to_proto(email))
+
+    def ListEmails(
+        self, request: mail_pb2.ListEmailsRequest, context: grpc.ServicerContext
+    ) -> mail_pb2.ListEmailsResponse:
+        """Return one page of emails, newest first."""
+        return list_emails(request, self._settings)
+
+    def SendEmailBatch(
+        self, request: mail_pb2.SendEmailBatchRequest, context: grpc.ServicerContext
+    ) -> mail_pb2.SendEmailBatchResponse:
+        """Validate each email; store the valid ones with one write, enqueue them at once."""
+        raise NotImplementedError  # TODO(batch helper)

@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from mongoengine import (
+    BinaryField,
     DateTimeField,
     DictField,
     Document,
@@ -93,6 +94,17 @@ class Attempt(EmbeddedDocument):
     worker = StringField(default="")
 
 
+class StoredAttachment(EmbeddedDocument):
+    """A file sent with an email."""
+
+    filename = StringField(required=True)
+    content_type = StringField(required=True)
+    content = BinaryField()
+    content_id = StringField(default="")
+    # The decoded size in bytes, kept after the retention job removed the content.
+    size = IntField(default=0)
+
+
 class Email(Document):
     """An accepted email and its delivery state."""
 
@@ -135,6 +147,18 @@ class Email(Document):
     provider_message_id = StringField(default="")
     last_error = StringField(default="")
     attempts = EmbeddedDocumentListField(Attempt)
+
+    attachments = EmbeddedDocumentListField(StoredAttachment)
+    # Extra headers, name -> value (names are [A-Za-z0-9-], so they are safe BSON keys).
+    headers = DictField()
+    tags = ListField(StringField())
+    metadata = DictField()
+    # Lookup keys for ListEmails, each behind a multikey index: every to/cc/bcc addr-spec,
+    # lowercased; and "key=value" for each metadata pair (one index serves any key).
+    recipients = ListField(StringField())
+    metadata_pairs = ListField(StringField())
+    # When the retention job removed the bodies, attachments and headers.
+    purged_at = DateTimeField()
 
 
 class EmailTurn(Document):

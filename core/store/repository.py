@@ -10,12 +10,22 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from bson import ObjectId
+from bson import Binary, ObjectId
 from bson.errors import InvalidId
 
 from core.errors import NotFound
 from core.store.documents import Email, Status, initial_status
 from core.store.mapping import map_mongo_errors
+
+
+@dataclass(frozen=True)
+class NewAttachment:
+    """A validated attachment."""
+
+    filename: str
+    content_type: str
+    content: bytes
+    content_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -32,6 +42,10 @@ class NewEmail:
     reply_to: str = ""
     send_at: datetime | None = None
     idempotency_key: str = ""
+    attachments: list[NewAttachment] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 def parse_email_id(email_id: str) -> ObjectId:
@@ -49,6 +63,17 @@ def parse_email_id(email_id: str) -> ObjectId:
 def make_message_id(email_id: str, domain: str) -> str:
     """Return the RFC 5322 Message-ID of an email: derived from its id, stable across attempts."""
     return f"<{email_id}@{domain}>"
+
+
+def recipient_key(address: str) -> str:
+    """The ListEmails lookup key of an address: its addr-spec, lowercased."""
+    addr = address.rsplit("<", 1)[-1].rstrip(">").strip() if "<" in address else address.strip()
+    return addr.lower()
+
+
+def metadata_pair(key: str, value: str) -> str:
+    """The ListEmails lookup key of one metadata pair."""
+    return f"{key}={value}"
 
 
 def new_email_document(
@@ -80,6 +105,21 @@ def new_email_document(
         "provider_message_id": "",
         "last_error": "",
         "attempts": [],
+        "attachments": [
+            {
+                "filename": a.filename,
+                "content_type": a.content_type,
+                "content": Binary(a.content),
+                "content_id": a.content_id,
+                "size": len(a.content),
+            }
+            for a in new.attachments
+        ],
+        "headers": dict(new.headers),
+        "tags": list(new.tags),
+        "metadata": dict(new.metadata),
+        "recipients": sorted({recipient_key(a) for a in (*new.to, *new.cc, *new.bcc)}),
+        "metadata_pairs": [metadata_pair(k, v) for k, v in sorted(new.metadata.items())],
     }
     if new.idempotency_key:
         document["idempotency_key"] = new.idempotency_key

@@ -16,12 +16,12 @@ from core.errors import (
     StorageUnavailable,
 )
 from core.store import repository, turns
-from core.store.documents import Email, Status, utcnow
+from core.store.documents import Email, Status, StoredAttachment, utcnow
 from helpers import create_email
 from workers.store import claims
 
 FULL = repository.NewEmail(
-    to=["a@example.com", "b@example.com"],
+    to=["a@example.com", "Bee <B@Example.com>"],
     cc=["c@example.com"],
     bcc=["d@example.com"],
     subject="Subject",
@@ -30,6 +30,13 @@ FULL = repository.NewEmail(
     from_address="Shop <shop@example.com>",
     reply_to="help@example.com",
     idempotency_key="order-1",
+    attachments=[
+        repository.NewAttachment("a.pdf", "application/pdf", b"%PDF-1.7", ""),
+        repository.NewAttachment("logo.png", "image/png", b"\x89PNG", "logo"),
+    ],
+    headers={"X-Campaign": "spring"},
+    tags=["welcome", "b2b"],
+    metadata={"plan": "pro", "user": "42"},
 )
 MINIMAL = repository.NewEmail(
     to=["a@example.com"], subject="s", text="t", from_address="f@example.com"
@@ -62,6 +69,21 @@ def test_new_email_document_is_what_the_mongoengine_document_stores(
         created_at=now,
         updated_at=now,
         send_at=send_at,
+        attachments=[
+            StoredAttachment(
+                filename=a.filename,
+                content_type=a.content_type,
+                content=a.content,
+                content_id=a.content_id,
+                size=len(a.content),
+            )
+            for a in new.attachments
+        ],
+        headers=new.headers,
+        tags=new.tags,
+        metadata=new.metadata,
+        recipients=sorted({repository.recipient_key(a) for a in new.to + new.cc + new.bcc}),
+        metadata_pairs=[f"{k}={v}" for k, v in sorted(new.metadata.items())],
     )
     expected.validate()
 
@@ -71,6 +93,8 @@ def test_new_email_document_is_what_the_mongoengine_document_stores(
 
     assert document == expected.to_mongo().to_dict()
     Email._from_son(document).validate()
+    if new is FULL or new.tags:
+        assert "b@example.com" in document["recipients"]
 
 
 def test_a_second_insert_of_one_id_is_a_duplicate_key_and_stores_once(fake_store) -> None:

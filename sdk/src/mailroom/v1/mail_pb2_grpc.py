@@ -48,6 +48,16 @@ class MailServiceStub:
                 request_serializer=mailroom_dot_v1_dot_mail__pb2.GetEmailRequest.SerializeToString,
                 response_deserializer=mailroom_dot_v1_dot_mail__pb2.GetEmailResponse.FromString,
                 _registered_method=True)
+        self.ListEmails = channel.unary_unary(
+                '/mailroom.v1.MailService/ListEmails',
+                request_serializer=mailroom_dot_v1_dot_mail__pb2.ListEmailsRequest.SerializeToString,
+                response_deserializer=mailroom_dot_v1_dot_mail__pb2.ListEmailsResponse.FromString,
+                _registered_method=True)
+        self.SendEmailBatch = channel.unary_unary(
+                '/mailroom.v1.MailService/SendEmailBatch',
+                request_serializer=mailroom_dot_v1_dot_mail__pb2.SendEmailBatchRequest.SerializeToString,
+                response_deserializer=mailroom_dot_v1_dot_mail__pb2.SendEmailBatchResponse.FromString,
+                _registered_method=True)
         self.CancelEmail = channel.unary_unary(
                 '/mailroom.v1.MailService/CancelEmail',
                 request_serializer=mailroom_dot_v1_dot_mail__pb2.CancelEmailRequest.SerializeToString,
@@ -79,6 +89,28 @@ class MailServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListEmails(self, request, context):
+        """ListEmails pages through emails, newest first, with optional filters.
+        Through Envoy this is `GET /api/emails?status=SENT&tag=welcome&...`;
+        metadata filters are `metadata.<key>=<value>` query parameters. Bodies,
+        attachment contents and headers are left out unless `view=EMAIL_VIEW_FULL`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendEmailBatch(self, request, context):
+        """SendEmailBatch accepts up to 100 emails (a server setting) in one call.
+        Each email is validated on its own; the response has one result per
+        email, in order: its id, or the error that refused it. The call
+        succeeds (HTTP 200) when at least one email is accepted; when none is,
+        it fails with INVALID_ARGUMENT (HTTP 400) and every item's violations,
+        named `emails[i].<field>`. Through Envoy this is `POST /api/emails:batch`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CancelEmail(self, request, context):
         """CancelEmail cancels a SCHEDULED or QUEUED email that no worker has
         claimed yet. Any other status answers FAILED_PRECONDITION.
@@ -99,6 +131,16 @@ def add_MailServiceServicer_to_server(servicer, server):
                     servicer.GetEmail,
                     request_deserializer=mailroom_dot_v1_dot_mail__pb2.GetEmailRequest.FromString,
                     response_serializer=mailroom_dot_v1_dot_mail__pb2.GetEmailResponse.SerializeToString,
+            ),
+            'ListEmails': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEmails,
+                    request_deserializer=mailroom_dot_v1_dot_mail__pb2.ListEmailsRequest.FromString,
+                    response_serializer=mailroom_dot_v1_dot_mail__pb2.ListEmailsResponse.SerializeToString,
+            ),
+            'SendEmailBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendEmailBatch,
+                    request_deserializer=mailroom_dot_v1_dot_mail__pb2.SendEmailBatchRequest.FromString,
+                    response_serializer=mailroom_dot_v1_dot_mail__pb2.SendEmailBatchResponse.SerializeToString,
             ),
             'CancelEmail': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelEmail,
@@ -164,6 +206,60 @@ class MailService:
             '/mailroom.v1.MailService/GetEmail',
             mailroom_dot_v1_dot_mail__pb2.GetEmailRequest.SerializeToString,
             mailroom_dot_v1_dot_mail__pb2.GetEmailResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEmails(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mailroom.v1.MailService/ListEmails',
+            mailroom_dot_v1_dot_mail__pb2.ListEmailsRequest.SerializeToString,
+            mailroom_dot_v1_dot_mail__pb2.ListEmailsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendEmailBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mailroom.v1.MailService/SendEmailBatch',
+            mailroom_dot_v1_dot_mail__pb2.SendEmailBatchRequest.SerializeToString,
+            mailroom_dot_v1_dot_mail__pb2.SendEmailBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,
