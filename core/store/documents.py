@@ -115,6 +115,8 @@ class Email(Document):
         "indexes": [
             # The rescan walks pending emails of one status by _id.
             {"fields": ["status", "id"]},
+            # The retention job walks the final emails not yet purged by _id (core.store.retention).
+            {"fields": ["status", "purged_at", "id"]},
         ],
     }
 

@@ -99,6 +99,8 @@ class TurnPurpose(StrEnum):
     VOID = "void"
     #: An idempotent retry took over an email whose first request got no confirmed answer.
     ACCEPT = "accept"
+    #: The retention job removed an old final email's content (core.store.retention).
+    PURGE = "purge"
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 from bson import ObjectId
 from bson.errors import InvalidId
 
-from core.errors import NotFound
+from core.errors import FailedPrecondition, NotFound
 from core.store.documents import DeadLetter, Email, Status, utcnow
 from core.store.mapping import map_mongo_errors
 from core.store.repository import get_email
@@ -94,6 +94,7 @@ def replay(email_id: str) -> Email | None:
 
     Raises:
         NotFound: No dead letter for this id.
+        FailedPrecondition: The email is FAILED but the retention job purged its content.
         StorageUnavailable: MongoDB is unreachable.
     """
     get_dead_letter(email_id)
@@ -103,6 +104,14 @@ def replay(email_id: str) -> Email | None:
         raise NotFound(f"no dead letter for email {email_id!r}") from exc
 
     def failed(email: Email, _now: datetime) -> bool:
+        if email.status == Status.FAILED and email.purged_at is not None:
+            # The retention job removed its content (as a turn of its own, so never midway
+            # through this replay): sending it again would send an empty body.
+            raise FailedPrecondition(
+                f"email {email_id} was purged by retention on "
+                f"{email.purged_at:%Y-%m-%d %H:%M:%S} UTC (its content is gone); "
+                "it cannot be replayed"
+            )
         return bool(email.status == Status.FAILED)
 
     def requeue(_email: Email, _now: datetime) -> dict[str, Any]:
