@@ -1,4 +1,4 @@
-"""``mailroom-admin``: providers and their circuit breakers; dead letters, listed and replayed.
+"""``mailroom-admin``: provider breakers; dead letters, listed and replayed; the retention job.
 
 Usage::
 
@@ -7,6 +7,9 @@ Usage::
     mailroom-admin providers reset NAME...       close a breaker, back into rotation
     mailroom-admin dead-letters list [--include-replayed] [--limit N] [--json]
     mailroom-admin dead-letters replay ID... | --all
+    mailroom-admin retention run [--days N] [--json]
+                                                 purge the content of final emails older than
+                                                 N days (default MAILROOM_RETENTION_DAYS)
 
 Reads the same ``MAILROOM_*`` settings as the workers. Exit status: 0 on success, 1 when a
 backing service is unreachable or some item could not be handled, 2 on a usage error.
@@ -22,7 +25,7 @@ from typing import Any, TextIO
 
 import redis
 
-from core.errors import NotFound, QueueUnavailable, StorageUnavailable
+from core.errors import FailedPrecondition, NotFound, QueueUnavailable, StorageUnavailable
 from core.logs import configure_logging
 from core.queue import DeliveryQueue
 from core.redis_errors import map_redis_errors
@@ -31,6 +34,7 @@ from core.store.connection import connect
 from workers.breaker_state import STATE_OPEN, RedisState, connect_redis
 from workers.breakers import BreakerBoard
 from workers.mta.registry import build_providers, close_providers
+from workers.retention import run_retention
 from workers.store import dead_letters
 from workers.strategy import Strategy
 
@@ -211,7 +215,7 @@ def cmd_dead_letters_replay(args: argparse.Namespace, settings: Settings, out: T
         for email_id in ids:
             try:
                 email = dead_letters.replay(email_id)
-            except NotFound as exc:
+            except (NotFound, FailedPrecondition) as exc:
                 out.write(f"{email_id}: {exc}\n")
                 failures += 1
                 continue
@@ -231,10 +235,36 @@ def cmd_dead_letters_replay(args: argparse.Namespace, settings: Settings, out: T
     return 1 if failures else 0
 
 
+def cmd_retention_run(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    """Run the retention job now, as the scheduler does (under its lock)."""
+    client = _redis(settings)
+    try:
+        result = run_retention(settings, client, days=args.days)
+    finally:
+        client.close()
+    if args.json:
+        json.dump(result.as_dict(), out)
+        out.write("\n")
+    else:
+        out.write(result.summary().removeprefix("retention: ") + "\n")
+    return 1 if result.lock_busy or result.aborted else 0
+
+
+def _positive_days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of days: {text!r}") from None
+    if not days > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 days, not {text}")
+    return days
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the command-line parser."""
     parser = argparse.ArgumentParser(
-        prog="mailroom-admin", description="Mailroom operations: providers and dead letters."
+        prog="mailroom-admin",
+        description="Mailroom operations: providers, dead letters, retention.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -262,6 +292,19 @@ def build_parser() -> argparse.ArgumentParser:
     which = replay.add_mutually_exclusive_group(required=True)
     which.add_argument("ids", nargs="*", default=[], metavar="ID")
     which.add_argument("--all", action="store_true", help="every dead letter not yet replayed")
+
+    retention = commands.add_parser("retention", help="the retention job, run now")
+    retention_actions = retention.add_subparsers(dest="action", required=True)
+    run = retention_actions.add_parser(
+        "run", help="purge the bodies, attachment contents and headers of old final emails"
+    )
+    run.add_argument(
+        "--days",
+        type=_positive_days,
+        default=None,
+        help="final emails last changed more than N days ago (default: MAILROOM_RETENTION_DAYS)",
+    )
+    run.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
@@ -284,6 +327,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         if args.command == "providers":
             return cmd_providers(args, settings, out)
         connect(settings.mongodb_uri, timeout_ms=max(settings.mongodb_timeout_ms, 5_000))
+        if args.command == "retention":
+            return cmd_retention_run(args, settings, out)
         if args.action == "list":
             return cmd_dead_letters_list(args, out)
         return cmd_dead_letters_replay(args, settings, out)

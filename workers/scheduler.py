@@ -12,6 +12,8 @@ Periodic jobs (crons from ``settings.rescan``):
   it could enqueue, a worker that died mid-send and whose message is gone): recovery in a minute
   or two, where the full rescan is the half-hourly backstop.
 * ``mailroom_purge`` (hourly): delete expired idempotency keys and old email turns.
+* ``mailroom_retention`` (hourly): purge the bodies, attachment contents and headers of final
+  emails older than ``retention_days`` (see :mod:`workers.retention`).
 
 periodiq only *sends* a message per job at each cron tick; a Dramatiq worker must run it. This
 process runs that worker itself, on a queue of its own (``mailroom.maintenance``), so the jobs
@@ -25,8 +27,8 @@ The scheduling loop is periodiq's own :class:`periodiq.Scheduler` (what the ``pe
 runs), driven here rather than through the CLI so the process also starts the worker and stops
 both cleanly on SIGTERM.
 
-``mailroom-scheduler --once [rescan|due|purge]`` runs one job now, prints its result as one JSON
-line on stdout and exits: for operators and tests.
+``mailroom-scheduler --once [rescan|due|purge|retention]`` runs one job now, prints its result
+as one JSON line on stdout and exits: for operators and tests.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from workers.locks import hold
 from workers.marks import EnqueueMarks
 from workers.metrics import record_scan, serve_metrics
 from workers.rescan import RescanResult, rescan
+from workers.retention import RetentionResult, run_retention
 
 log = logging.getLogger("workers.scheduler")
 
@@ -70,7 +73,7 @@ DUE_LOCK = "mailroom:lock:rescan-due"
 # periodiq's default: a job message older than this is skipped. Our own worker takes each one at
 # once; a message this old means the scheduler was stalled, and the next tick will do.
 SKIP_DELAY_SECONDS = 30
-JOBS = ("rescan", "due", "purge")
+JOBS = ("rescan", "due", "purge", "retention")
 # Turns only guard a writer between reading an email and writing it: a day is plenty.
 TURNS_KEPT = timedelta(days=1)
 
@@ -151,6 +154,8 @@ class Jobs:
             return self.rescan_due().as_dict()
         if job == "purge":
             return dict(self.purge())
+        if job == "retention":
+            return self.retention().as_dict()
         raise ValueError(f"unknown job {job!r}; one of {', '.join(JOBS)}")
 
     def rescan(self) -> RescanResult:
@@ -189,6 +194,10 @@ class Jobs:
         purged = turns.purge_turns(TURNS_KEPT)
         log.info("purged %d expired idempotency keys and %d old email turns", keys, purged)
         return {"purged": keys, "purged_turns": purged}
+
+    def retention(self) -> RetentionResult:
+        """Purge the content of final emails older than ``retention_days``."""
+        return run_retention(self.settings, self.redis)
 
     def _scan(
         self,
@@ -248,6 +257,7 @@ def declare_actors(broker: RedisBroker, jobs: Jobs) -> list[dramatiq.Actor[Any, 
         ("mailroom_rescan", rescan_settings.cron, jobs.rescan, 3_600_000),
         ("mailroom_rescan_due", rescan_settings.due_cron, jobs.rescan_due, 600_000),
         ("mailroom_purge", rescan_settings.purge_cron, jobs.purge, 600_000),
+        ("mailroom_retention", rescan_settings.retention_cron, jobs.retention, 3_600_000),
     ]
     actors: list[dramatiq.Actor[Any, Any]] = []
     for name, spec, job, time_limit in specs:
@@ -351,7 +361,7 @@ def main(argv: list[str] | None = None) -> None:
     """The ``mailroom-scheduler`` command."""
     parser = argparse.ArgumentParser(
         prog="mailroom-scheduler",
-        description="Run Mailroom's periodic jobs (rescan, due scheduled emails, key purge).",
+        description="Mailroom's periodic jobs: rescans, due scheduled emails, purges, retention.",
     )
     parser.add_argument(
         "--once",
@@ -359,7 +369,7 @@ def main(argv: list[str] | None = None) -> None:
         const="rescan",
         choices=JOBS,
         metavar="JOB",
-        help="run one job now (rescan, due or purge; default rescan), print it as JSON, exit",
+        help="run one job now (rescan, due, purge or retention; default rescan), print it as JSON",
     )
     args = parser.parse_args(argv)
     settings = get_settings()
