@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from core.store.documents import Attempt, Email
+from core.store.documents import Attempt, Email, StoredAttachment
 from mailroom.v1 import mail_pb2
 
 
@@ -34,8 +34,30 @@ def attempt_to_proto(attempt: Attempt) -> mail_pb2.Attempt:
     )
 
 
-def email_to_proto(email: Email) -> mail_pb2.Email:
-    """Convert a stored email, with its attempts."""
+def attachment_to_proto(attachment: StoredAttachment, *, full: bool = True) -> mail_pb2.Attachment:
+    """Convert one stored attachment; its content only when ``full``."""
+    content = bytes(attachment.content or b"") if full else b""
+    return mail_pb2.Attachment(
+        filename=attachment.filename or "",
+        content_type=attachment.content_type or "",
+        content=content,
+        content_id=attachment.content_id or "",
+        size=int(attachment.size or 0),
+    )
+
+
+def email_to_proto(email: Email, *, full: bool = True) -> mail_pb2.Email:
+    """Convert a stored email, with its attempts.
+
+    Args:
+        email: The stored email.
+        full: Everything (GetEmail, ListEmails' FULL view). When False (the BASIC view) the
+            bodies, the attachments' contents and the headers are left out; the title, the
+            attachments' names, types, content ids and sizes, the tags and the metadata are kept.
+
+    Returns:
+        The API's Email message.
+    """
     return mail_pb2.Email(
         id=str(email.id),
         status=mail_pb2.EmailStatus.Value(f"EMAIL_STATUS_{email.status}"),  # type: ignore[arg-type]
@@ -43,8 +65,8 @@ def email_to_proto(email: Email) -> mail_pb2.Email:
         cc=list(email.cc),
         bcc=list(email.bcc),
         title=email.subject or "",
-        content=email.text or "",
-        html=email.html or "",
+        content=(email.text or "") if full else "",
+        html=(email.html or "") if full else "",
         from_address=email.from_address or "",
         reply_to=email.reply_to or "",
         message_id=email.message_id or "",
@@ -56,4 +78,9 @@ def email_to_proto(email: Email) -> mail_pb2.Email:
         provider_message_id=email.provider_message_id or "",
         last_error=email.last_error or "",
         attempts=[attempt_to_proto(a) for a in email.attempts],
+        attachments=[attachment_to_proto(a, full=full) for a in email.attachments],
+        headers={str(k): str(v) for k, v in (email.headers or {}).items()} if full else {},
+        tags=list(email.tags or []),
+        metadata={str(k): str(v) for k, v in (email.metadata or {}).items()},
+        purge_time=_timestamp(email.purged_at),
     )

@@ -5,7 +5,8 @@ whatever this module accepts, the MIME builder (``workers/mime.py``) builds, and
 message has the same recipients, subject and bodies. The header rules it relies on are shared
 with the builder in :mod:`core.addresses`. Addresses are checked with the email-validator
 library, syntax only (no DNS lookups); internationalized domains are kept in their IDNA form
-when the local part is ASCII.
+when the local part is ASCII. Attachments, extra headers, tags and metadata are checked in
+:mod:`server.validation_fields` (its docstring lists the field paths their violations name).
 """
 
 from __future__ import annotations
@@ -17,6 +18,12 @@ from core.errors import FieldViolation, InvalidArgument, PermissionDenied
 from core.settings import Settings
 from core.store.repository import NewEmail
 from mailroom.v1 import mail_pb2
+from server.validation_fields import (
+    check_attachments,
+    check_headers,
+    check_metadata,
+    check_tags,
+)
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 
@@ -45,6 +52,26 @@ def _check_sender(from_address: str, settings: Settings) -> None:
         raise PermissionDenied(
             f"from: sending from the domain {domain!r} is not allowed on this server"
         )
+
+
+def _check_size(
+    request: mail_pb2.SendEmailRequest, settings: Settings, violations: list[FieldViolation]
+) -> None:
+    """Bodies (title, content, html: UTF-8) and attachments (decoded) within max_email_bytes.
+
+    Names the larger body when the bodies alone are too large, else ``attachments``.
+    """
+    limit = settings.max_email_bytes
+    bodies = sum(len(text.encode()) for text in (request.title, request.content, request.html))
+    size = bodies + sum(len(a.content) for a in request.attachments)
+    if size <= limit:
+        return
+    field = "attachments"
+    if bodies > limit:
+        field = "html" if len(request.html) > len(request.content) else "content"
+    violations.append(
+        FieldViolation(field, f"the email is {size} bytes; at most {limit} bytes are accepted")
+    )
 
 
 def _to_naive_utc(ts: datetime) -> datetime:
@@ -119,14 +146,11 @@ def validate_send_request(
     if request.reply_to:
         reply_to = _check_address(request.reply_to, "reply_to", violations)
 
-    size = request.ByteSize()
-    if size > settings.max_email_bytes:
-        violations.append(
-            FieldViolation(
-                "html" if len(request.html) > len(request.content) else "content",
-                f"the email is {size} bytes; at most {settings.max_email_bytes} bytes are accepted",
-            )
-        )
+    attachments = check_attachments(request.attachments, settings, violations)
+    headers = check_headers(request.headers, violations)
+    tags = check_tags(request.tags, settings, violations)
+    metadata = check_metadata(request.metadata, settings, violations)
+    _check_size(request, settings, violations)
 
     key = idempotency_key or request.idempotency_key
     if len(key) > MAX_IDEMPOTENCY_KEY_LENGTH or header_unsafe(key):
@@ -167,4 +191,8 @@ def validate_send_request(
         reply_to=reply_to,
         send_at=send_at,
         idempotency_key=key,
+        attachments=attachments,
+        headers=headers,
+        tags=tags,
+        metadata=metadata,
     )
