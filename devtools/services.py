@@ -656,9 +656,10 @@ def _psql(host: str, port: int, sql: str, *, database: str = "postgres") -> str:
 #: which its own btree index on ``_jsonb->'_id'`` cannot serve: every read and update by ``_id``
 #: scanned the whole table (22 ms of PostgreSQL CPU per lookup at 10,000 emails, growing with the
 #: collection). A GIN index on the same expression serves containment; this event trigger adds
-#: one for ``_id`` and ``status`` to every table FerretDB creates. (With the server's
-#: ``plan_cache_mode=force_custom_plan``: FerretDB sends the field name as a parameter, and only a
-#: custom plan sees it is ``'_id'``.)
+#: one for ``_id`` and ``status`` to every table FerretDB creates, and for the fields ListEmails
+#: filters on (``recipients``, ``tags``, ``metadata_pairs``, ``provider``, ``idempotency_key``).
+#: (With the server's ``plan_cache_mode=force_custom_plan``: FerretDB sends the field name as a
+#: parameter, and only a custom plan sees it is ``'_id'``.)
 _GIN_TRIGGER_SQL = """
 CREATE OR REPLACE FUNCTION mailroom_index_ferretdb_table() RETURNS event_trigger
 LANGUAGE plpgsql AS $$
@@ -676,7 +677,10 @@ BEGIN
         IF EXISTS (
             SELECT 1 FROM pg_attribute WHERE attrelid = created.oid AND attname = '_jsonb'
         ) THEN
-            FOREACH field IN ARRAY ARRAY['_id', 'status'] LOOP
+            FOREACH field IN ARRAY ARRAY[
+                '_id', 'status', 'recipients', 'tags', 'metadata_pairs', 'provider',
+                'idempotency_key'
+            ] LOOP
                 EXECUTE format(
                     'CREATE INDEX IF NOT EXISTS %I ON %I.%I '
                     'USING gin ((_jsonb->%L) jsonb_path_ops)',
@@ -700,7 +704,9 @@ BEGIN
         JOIN pg_namespace AS n ON n.oid = c.relnamespace
         WHERE a.attname = '_jsonb' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
     LOOP
-        FOREACH field IN ARRAY ARRAY['_id', 'status'] LOOP
+        FOREACH field IN ARRAY ARRAY[
+            '_id', 'status', 'recipients', 'tags', 'metadata_pairs', 'provider', 'idempotency_key'
+        ] LOOP
             EXECUTE format(
                 'CREATE INDEX IF NOT EXISTS %I ON %I.%I '
                 'USING gin ((_jsonb->%L) jsonb_path_ops)',

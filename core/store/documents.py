@@ -113,10 +113,18 @@ class Email(Document):
         # Indexes are created once at start-up (ensure_indexes), never lazily on a request.
         "auto_create_index": False,
         "indexes": [
-            # The rescan walks pending emails of one status by _id.
+            # The rescan walks pending emails of one status by _id; ListEmails' status filter.
             {"fields": ["status", "id"]},
             # The retention job walks the final emails not yet purged by _id (core.store.retention).
             {"fields": ["status", "purged_at", "id"]},
+            # ListEmails: each filter with its newest-first order (_id descending; an index is
+            # walked either way). The array fields are multikey: one entry per element.
+            {"fields": ["recipients", "id"]},
+            {"fields": ["tags", "id"]},
+            {"fields": ["metadata_pairs", "id"]},
+            {"fields": ["provider", "id"]},
+            {"fields": ["idempotency_key"]},
+            {"fields": ["created_at"]},
         ],
     }
 
