@@ -37,8 +37,19 @@ from mailroom.errors import (
     Unknown,
     error_class_for,
     error_from_rpc,
+    error_from_status,
 )
-from mailroom.models import Attempt, AttemptOutcome, Email, EmailStatus
+from mailroom.models import (
+    Attempt,
+    AttemptOutcome,
+    BatchResponse,
+    BatchResult,
+    Email,
+    EmailFilters,
+    EmailPage,
+    EmailStatus,
+)
+from mailroom.outgoing import Attachment, OutgoingEmail
 
 __all__ = [
     "DEFAULT_TARGET",
@@ -47,13 +58,18 @@ __all__ = [
     "Aborted",
     "AlreadyExists",
     "AsyncMailroomClient",
+    "Attachment",
     "Attempt",
     "AttemptOutcome",
+    "BatchResponse",
+    "BatchResult",
     "Cancelled",
     "DataLoss",
     "DeadlineExceeded",
     "DeliveryTimeout",
     "Email",
+    "EmailFilters",
+    "EmailPage",
     "EmailStatus",
     "FailedPrecondition",
     "FieldViolation",
@@ -63,6 +79,7 @@ __all__ = [
     "MailroomError",
     "NotFound",
     "OutOfRange",
+    "OutgoingEmail",
     "PermissionDenied",
     "ResourceExhausted",
     "RetryPolicy",
@@ -72,4 +89,5 @@ __all__ = [
     "Unknown",
     "error_class_for",
     "error_from_rpc",
+    "error_from_status",
 ]

@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import datetime
 from types import TracebackType
-from typing import Protocol, Self, TypeVar, cast
+from typing import Protocol, Self, TypeVar, Unpack, cast
 
 import grpc
 import grpc.aio
 
 from mailroom._channel import ClientBase
-from mailroom._convert import build_send_request, email_from_proto
+from mailroom._convert import (
+    DEFAULT_PAGE_SIZE,
+    batch_response_from_proto,
+    build_batch_request,
+    build_list_request,
+    build_send_request,
+    email_from_proto,
+    page_from_proto,
+)
 from mailroom._polling import poll_delays
 from mailroom.errors import DeadlineExceeded, DeliveryTimeout, error_from_rpc
-from mailroom.models import Email
+from mailroom.models import BatchResponse, Email, EmailFilters, EmailPage
+from mailroom.outgoing import Attachment, OutgoingEmail
 from mailroom.v1 import mail_pb2, mail_pb2_grpc
 
 __all__ = ["AsyncMailroomClient"]
@@ -34,6 +43,12 @@ class _AsyncStub(Protocol):
     GetEmail: grpc.aio.UnaryUnaryMultiCallable[mail_pb2.GetEmailRequest, mail_pb2.GetEmailResponse]
     CancelEmail: grpc.aio.UnaryUnaryMultiCallable[
         mail_pb2.CancelEmailRequest, mail_pb2.CancelEmailResponse
+    ]
+    ListEmails: grpc.aio.UnaryUnaryMultiCallable[
+        mail_pb2.ListEmailsRequest, mail_pb2.ListEmailsResponse
+    ]
+    SendEmailBatch: grpc.aio.UnaryUnaryMultiCallable[
+        mail_pb2.SendEmailBatchRequest, mail_pb2.SendEmailBatchResponse
     ]
 
 
@@ -125,6 +140,10 @@ class AsyncMailroomClient(ClientBase):
         reply_to: str | None = None,
         send_at: datetime | None = None,
         idempotency_key: str | None = None,
+        attachments: Iterable[Attachment] = (),
+        headers: Mapping[str, str] | None = None,
+        tags: str | Iterable[str] = (),
+        metadata: Mapping[str, str] | None = None,
         timeout: float | None = None,
     ) -> str:
         """Send an email; the server queues it and answers at once with its id.
@@ -145,6 +164,14 @@ class AsyncMailroomClient(ClientBase):
             send_at: When to send, at most 30 days ahead; it must be timezone-aware (a naive
                 datetime is rejected rather than guessed). Omitted or past means now.
             idempotency_key: The key that makes the call idempotent; generated when omitted.
+            attachments: Files to attach, e.g. ``[Attachment.from_path("invoice.pdf")]``.
+                Bodies and attachments together are at most 10 MiB (a server setting).
+            headers: Extra headers, e.g. ``{"X-Campaign": "spring"}``; the headers the service
+                writes itself (From, To, Subject, Message-ID, Content-*, ...) are refused.
+            tags: Up to 10 tags, each ``[a-z0-9_-]{1,64}``, to filter ``list_emails`` by and
+                passed to providers that support them; a single tag may be a string.
+            metadata: Up to 20 key/value pairs, each at most 256 characters, to filter
+                ``list_emails`` by and passed to providers that support them.
             timeout: The call's deadline in seconds, instead of the client's.
 
         Returns:
@@ -152,8 +179,9 @@ class AsyncMailroomClient(ClientBase):
 
         Raises:
             ValueError: ``send_at`` is naive or ``idempotency_key`` is empty.
+            TypeError: An item of ``attachments`` is not an :class:`mailroom.Attachment`.
             mailroom.InvalidArgument: The server rejected the email; ``violations`` name the
-                fields (e.g. ``to[0]``).
+                fields (e.g. ``to[0]``, ``attachments[0].filename``).
             mailroom.AlreadyExists: ``idempotency_key`` was used for a different email.
             mailroom.MailroomError: Any other failure, e.g. ``Unavailable``.
         """
@@ -168,9 +196,41 @@ class AsyncMailroomClient(ClientBase):
             reply_to=reply_to,
             send_at=send_at,
             idempotency_key=idempotency_key,
+            attachments=attachments,
+            headers=headers,
+            tags=tags,
+            metadata=metadata,
         )
         response = await self._call(self._stub.SendEmail, request, timeout)
         return response.id
+
+    async def send_email_batch(
+        self, emails: Iterable[OutgoingEmail], *, timeout: float | None = None
+    ) -> BatchResponse:
+        """Send up to 100 emails (a server setting) in one call; each is accepted or refused alone.
+
+        Each email carries its own idempotency key (its ``idempotency_key``, else a fresh UUID
+        made once per call), so gRPC's retries of the batch never send an email twice, and a
+        key already used for the same email answers that email's id.
+
+        Args:
+            emails: The emails, in order; each is an :class:`mailroom.OutgoingEmail`.
+            timeout: The call's deadline in seconds, instead of the client's.
+
+        Returns:
+            One :class:`mailroom.BatchResult` per email, in order, with the email's ``id`` or
+            the ``error`` that refused it, and the ``accepted_count`` and ``refused_count``.
+
+        Raises:
+            TypeError: An item is not an :class:`mailroom.OutgoingEmail`.
+            ValueError: An item's ``send_at`` is naive or its ``idempotency_key`` is empty.
+            mailroom.InvalidArgument: No email was accepted (or the batch is empty or too
+                large); ``violations`` name the fields as ``emails[<i>].<field>``.
+            mailroom.MailroomError: Any other failure of the call.
+        """
+        request = build_batch_request(emails)
+        response = await self._call(self._stub.SendEmailBatch, request, timeout)
+        return batch_response_from_proto(response)
 
     async def get_email(self, email_id: str, *, timeout: float | None = None) -> Email:
         """Fetch an email with its status and delivery attempts.
@@ -209,6 +269,94 @@ class AsyncMailroomClient(ClientBase):
         request = mail_pb2.CancelEmailRequest(id=email_id)
         response = await self._call(self._stub.CancelEmail, request, timeout)
         return email_from_proto(response.email)
+
+    def list_emails(
+        self,
+        *,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        full: bool = False,
+        timeout: float | None = None,
+        **filters: Unpack[EmailFilters],
+    ) -> AsyncIterator[Email]:
+        """Iterate over the emails that match the filters, newest first, page after page.
+
+        The iterator is lazy: it asks for a page (``page_size`` emails) when it needs one, and
+        follows the server's page tokens to the last page. Emails accepted while iterating do
+        not shift the pages: they are newer than the ones still to come.
+
+        Example:
+            >>> async for email in client.list_emails(tag="welcome", status=EmailStatus.FAILED):
+            ...     print(email.id, email.last_error)
+
+        Args:
+            page_size: How many emails each call asks for: 50 by default, at most 500.
+            full: Return whole emails (bodies, headers, attachments' contents) instead of
+                leaving those out, as the listing does by default.
+            timeout: The deadline of each page's call in seconds, instead of the client's.
+            **filters: Any of :class:`mailroom.EmailFilters`: ``status`` (one or several),
+                ``recipient``, ``tag``, ``metadata``, ``provider``, ``created_after``,
+                ``created_before``, ``idempotency_key``.
+
+        Returns:
+            An iterator of :class:`mailroom.Email`.
+
+        Raises:
+            TypeError: A keyword is not a filter (raised at once, not when iterating).
+            ValueError: ``created_after`` or ``created_before`` is naive (raised at once).
+            mailroom.InvalidArgument: While iterating, the server refused a filter or the
+                page size; ``violations`` name it.
+            mailroom.MailroomError: While iterating, any other failure of a page's call.
+        """
+        request = build_list_request(filters, page_size=page_size, full=full)
+        return self._pages(request, timeout)
+
+    async def list_emails_page(
+        self,
+        *,
+        page_token: str | None = None,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        full: bool = False,
+        timeout: float | None = None,
+        **filters: Unpack[EmailFilters],
+    ) -> EmailPage:
+        """Fetch one page of the emails that match the filters, newest first.
+
+        For paging of your own (e.g. a web UI): pass the page's ``next_page_token`` as
+        ``page_token`` with the same filters to get the next page. :meth:`list_emails` does
+        this for you.
+
+        Args:
+            page_token: The ``next_page_token`` of the previous page; ``None`` for the first.
+            page_size: At most this many emails: 50 by default, at most 500.
+            full: Return whole emails instead of leaving bodies, headers and attachments'
+                contents out.
+            timeout: The call's deadline in seconds, instead of the client's.
+            **filters: Any of :class:`mailroom.EmailFilters`, as for :meth:`list_emails`.
+
+        Returns:
+            The page: its ``emails`` and its ``next_page_token`` (``None`` on the last page).
+
+        Raises:
+            TypeError: A keyword is not a filter.
+            ValueError: ``created_after`` or ``created_before`` is naive.
+            mailroom.InvalidArgument: The server refused a filter, the page size or the token
+                (e.g. one from a listing with other filters); ``violations`` name it.
+            mailroom.MailroomError: Any other failure.
+        """
+        request = build_list_request(filters, page_size=page_size, page_token=page_token, full=full)
+        return page_from_proto(await self._call(self._stub.ListEmails, request, timeout))
+
+    async def _pages(
+        self, request: mail_pb2.ListEmailsRequest, timeout: float | None
+    ) -> AsyncIterator[Email]:
+        """Yield the emails of every page, fetching the next page when the last one is used up."""
+        while True:
+            response = await self._call(self._stub.ListEmails, request, timeout)
+            for message in response.emails:
+                yield email_from_proto(message)
+            if not response.next_page_token:
+                return
+            request.page_token = response.next_page_token
 
     async def wait_for_delivery(self, email_id: str, timeout: float = 60.0) -> Email:
         """Poll an email until its status is final: SENT, FAILED or CANCELLED.

@@ -48,6 +48,7 @@ __all__ = [
     "Unknown",
     "error_class_for",
     "error_from_rpc",
+    "error_from_status",
 ]
 
 # The trailing metadata key that carries a serialized google.rpc.Status (the gRPC convention that
@@ -303,6 +304,30 @@ def error_from_rpc(error: grpc.RpcError) -> MailroomError:
         message = code.name
     details = _status_details(trailing)
     return error_class_for(code)(message, details=details)
+
+
+# gRPC's status codes by number, as a google.rpc.Status carries them.
+_CODES_BY_NUMBER: dict[int, grpc.StatusCode] = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def error_from_status(status: status_pb2.Status) -> MailroomError:
+    """Convert a ``google.rpc.Status`` carried in a response into the matching error.
+
+    ``send_email_batch`` reports why each refused email was refused this way, inside a
+    successful call, so the error is not raised and chains to no ``grpc.RpcError``.
+
+    Args:
+        status: The status, e.g. ``SendEmailBatchResult.error``.
+
+    Returns:
+        The :class:`MailroomError` subclass for its code (:class:`Unknown` for ``OK`` or a code
+        this SDK does not know), with its message and details (and for
+        :class:`InvalidArgument`, the field violations).
+    """
+    code = _CODES_BY_NUMBER.get(status.code, grpc.StatusCode.UNKNOWN)
+    if code is grpc.StatusCode.OK:
+        code = grpc.StatusCode.UNKNOWN
+    return error_class_for(code)(status.message or code.name, details=status.details)
 
 
 def _call_attr(error: grpc.RpcError, name: str) -> Any:

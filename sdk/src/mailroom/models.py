@@ -1,17 +1,35 @@
-"""The typed results of the Mailroom client: :class:`Email`, :class:`Attempt` and their enums.
+"""The typed results of the Mailroom client: emails, attempts, pages and batch outcomes.
 
-They are plain frozen dataclasses converted from the protobuf messages, so callers never handle
-protobuf types. Timestamps are timezone-aware UTC datetimes; fields the server left empty are
-``None``.
+:class:`Email`, :class:`Attempt`, their enums, :class:`EmailPage` and :class:`BatchResponse` are
+plain frozen dataclasses converted from the protobuf messages, so callers never handle protobuf
+types. Timestamps are timezone-aware UTC datetimes; fields the server left empty are
+``None``. What the client sends (:class:`~mailroom.Attachment`,
+:class:`~mailroom.OutgoingEmail`) lives in :mod:`mailroom.outgoing`.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, TypedDict, overload
 
-__all__ = ["Attempt", "AttemptOutcome", "Email", "EmailStatus"]
+from mailroom.outgoing import Attachment
+
+if TYPE_CHECKING:
+    from mailroom.errors import MailroomError
+
+__all__ = [
+    "Attempt",
+    "AttemptOutcome",
+    "BatchResponse",
+    "BatchResult",
+    "Email",
+    "EmailFilters",
+    "EmailPage",
+    "EmailStatus",
+]
 
 
 class EmailStatus(enum.Enum):
@@ -148,6 +166,14 @@ class Email:
         provider_message_id: That provider's id for the email.
         last_error: Why the email failed, or why its last attempt failed.
         attempts: Every delivery attempt, oldest first.
+        attachments: The attached files. Their ``content`` is empty in emails listed without
+            ``full=True`` and once purged; ``size`` is always set.
+        headers: The extra headers the email was sent with (empty in listed emails without
+            ``full=True``).
+        tags: The email's tags.
+        metadata: The email's key/value metadata.
+        purge_time: When the retention job removed the bodies, attachments' contents and
+            headers of this final email (UTC); ``None`` while they are kept.
     """
 
     id: str
@@ -169,8 +195,124 @@ class Email:
     provider_message_id: str | None = None
     last_error: str | None = None
     attempts: list[Attempt] = field(default_factory=list)
+    attachments: list[Attachment] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)
+    purge_time: datetime | None = None
 
     @property
     def is_final(self) -> bool:
         """Whether the email will not change status any more (SENT, FAILED or CANCELLED)."""
         return self.status.is_final
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What became of one email of a batch: its id, or the error that refused it.
+
+    Attributes:
+        index: The email's position in the batch.
+        id: The accepted email's id; ``None`` when the email was refused.
+        error: Why the email was refused, e.g. :class:`mailroom.InvalidArgument` whose
+            ``violations`` are named ``emails[<index>].<field>``, or
+            :class:`mailroom.AlreadyExists` for an idempotency key used for another email;
+            ``None`` when it was accepted.
+    """
+
+    index: int
+    id: str | None = None
+    error: MailroomError | None = None
+
+    @property
+    def accepted(self) -> bool:
+        """Whether the server accepted the email (it has an id)."""
+        return self.error is None and self.id is not None
+
+
+@dataclass(frozen=True)
+class BatchResponse(Sequence[BatchResult]):
+    """The outcome of ``send_email_batch``: one :class:`BatchResult` per email, in order.
+
+    It is a sequence: ``response[0].id``, ``for result in response: ...``, ``len(response)``.
+
+    Attributes:
+        results: One result per email, in the batch's order.
+        accepted_count: How many emails the server accepted.
+        refused_count: How many it refused.
+    """
+
+    results: list[BatchResult]
+    accepted_count: int
+    refused_count: int
+
+    @property
+    def accepted(self) -> list[BatchResult]:
+        """The results of the accepted emails, in order."""
+        return [r for r in self.results if r.accepted]
+
+    @property
+    def refused(self) -> list[BatchResult]:
+        """The results of the refused emails, in order."""
+        return [r for r in self.results if not r.accepted]
+
+    def __len__(self) -> int:
+        """Return the number of emails in the batch."""
+        return len(self.results)
+
+    def __iter__(self) -> Iterator[BatchResult]:
+        """Iterate over the results in the batch's order."""
+        return iter(self.results)
+
+    @overload
+    def __getitem__(self, index: int) -> BatchResult: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[BatchResult]: ...
+
+    def __getitem__(self, index: int | slice) -> BatchResult | Sequence[BatchResult]:
+        """Return the result of the email at ``index`` (or a list of them for a slice)."""
+        return self.results[index]
+
+
+@dataclass(frozen=True)
+class EmailPage:
+    """One page of ``list_emails_page``: emails, newest first, and the token of the next page.
+
+    Attributes:
+        emails: The emails of this page.
+        next_page_token: Pass it as ``page_token`` to get the next page; ``None`` on the last.
+    """
+
+    emails: list[Email]
+    next_page_token: str | None = None
+
+    def __iter__(self) -> Iterator[Email]:
+        """Iterate over the emails of this page."""
+        return iter(self.emails)
+
+
+class EmailFilters(TypedDict, total=False):
+    """The filters of ``list_emails`` and ``list_emails_page``, given as keyword arguments.
+
+    An email is listed when it matches every filter given; ``None`` is the same as omitting one.
+
+    Attributes:
+        status: Only emails in this status, or in one of these statuses.
+        recipient: Only emails with this exact address among to, cc or bcc.
+        tag: Only emails with this tag.
+        metadata: Only emails whose metadata has all of these key/value pairs.
+        provider: Only emails sent through this provider, e.g. ``"smtp"``.
+        created_after: Only emails created at or after this time (timezone-aware).
+        created_before: Only emails created before this time (timezone-aware).
+        idempotency_key: Only the email accepted with this idempotency key.
+    """
+
+    status: EmailStatus | Iterable[EmailStatus] | None
+    recipient: str | None
+    tag: str | None
+    metadata: Mapping[str, str] | None
+    provider: str | None
+    created_after: datetime | None
+    created_before: datetime | None
+    idempotency_key: str | None

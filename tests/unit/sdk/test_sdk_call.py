@@ -18,7 +18,7 @@ import grpc.aio
 import pytest
 
 import mailroom
-from mailroom import AsyncMailroomClient, MailroomClient
+from mailroom import AsyncMailroomClient, MailroomClient, OutgoingEmail
 from mailroom.errors import error_class_for
 from mailroom.v1 import mail_pb2
 
@@ -26,9 +26,24 @@ RPC_NAMES = {m.name for m in mail_pb2.DESCRIPTOR.services_by_name["MailService"]
 ALL_CODES = list(grpc.StatusCode)  # OK too: even a nonsensical error must not escape raw
 TARGET = "localhost:1"  # never dialled: the stub is replaced before any call
 
+
+def _drain(emails: Any) -> Any:
+    """Use up a listing: a list for the sync iterator, a coroutine making one for the async one."""
+    if hasattr(emails, "__aiter__"):
+
+        async def collect() -> list[Any]:
+            return [email async for email in emails]
+
+        return collect()
+    return list(emails)
+
+
 # How to call each public method that makes RPCs; the rest make none.
 CALLS: dict[str, Callable[[Any], Any]] = {
     "send_email": lambda c: c.send_email("a@example.com", "t", "c"),
+    "send_email_batch": lambda c: c.send_email_batch([OutgoingEmail("a@example.com", "t", "c")]),
+    "list_emails": lambda c: _drain(c.list_emails(tag="t")),
+    "list_emails_page": lambda c: c.list_emails_page(tag="t"),
     "get_email": lambda c: c.get_email("e-1"),
     "cancel_email": lambda c: c.cancel_email("e-1"),
     "wait_for_delivery": lambda c: c.wait_for_delivery("e-1", timeout=5),

@@ -1,8 +1,8 @@
 """The SDK clients (sync and asyncio) against a throwaway in-process gRPC server on 127.0.0.1.
 
-The fake service validates like the real one (BadRequest details), honours idempotency keys, and
-can be told to fail the next calls with a status, so retries, metadata and error mapping are
-checked on the wire.
+The fake service (sdk_fake_service.py) validates like the real one (BadRequest details), honours
+idempotency keys, and can be told to fail the next calls with a status, so retries, metadata and
+error mapping are checked on the wire.
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
+from sdk_fake_service import FakeServer, MiB
 
 import mailroom
 from mailroom import (
@@ -30,130 +28,9 @@ from mailroom import (
     MailroomClient,
     RetryPolicy,
 )
-from mailroom.v1 import mail_pb2, mail_pb2_grpc
 
 README = Path(__file__).resolve().parents[3] / "sdk" / "README.md"
 FAST_RETRY = RetryPolicy(initial_backoff=0.05, max_backoff=0.2)
-MiB = 1024 * 1024
-
-
-class FakeMailService(mail_pb2_grpc.MailServiceServicer):
-    """An in-memory MailService; emails turn SENT after ``polls_until_sent`` GetEmail calls."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.emails: dict[str, mail_pb2.Email] = {}
-        self.polls: dict[str, int] = {}
-        self.by_key: dict[str, str] = {}
-        self.calls: list[tuple[str, object, dict[str, str]]] = []
-        self.fail_next: list[grpc.StatusCode] = []
-        self.polls_until_sent: int | None = 1
-
-    def _record(self, method, request, context) -> None:
-        with self.lock:
-            metadata = {k: v for k, v in context.invocation_metadata()}
-            self.calls.append((method, request, metadata))
-            code = self.fail_next.pop(0) if self.fail_next else None
-        if code is not None:
-            context.abort(code, f"injected {code.name}")
-
-    def calls_of(self, method):
-        return [c for c in self.calls if c[0] == method]
-
-    def SendEmail(self, request, context):
-        self._record("SendEmail", request, context)
-        bad = [
-            error_details_pb2.BadRequest.FieldViolation(
-                field=f"to[{i}]", description="not an email address"
-            )
-            for i, address in enumerate(request.to)
-            if "@" not in address
-        ]
-        if bad:
-            detail = any_pb2.Any()
-            detail.Pack(error_details_pb2.BadRequest(field_violations=bad))
-            context.abort_with_status(
-                rpc_status.to_status(
-                    status_pb2.Status(
-                        code=code_pb2.INVALID_ARGUMENT, message="invalid request", details=[detail]
-                    )
-                )
-            )
-        with self.lock:
-            if request.idempotency_key in self.by_key:
-                return mail_pb2.SendEmailResponse(id=self.by_key[request.idempotency_key])
-            email_id = uuid.uuid4().hex
-            self.by_key[request.idempotency_key] = email_id
-            self.emails[email_id] = mail_pb2.Email(
-                id=email_id,
-                status=mail_pb2.EMAIL_STATUS_QUEUED,
-                to=request.to,
-                title=request.title,
-                content=request.content,
-                html=request.html,
-            )
-            self.polls[email_id] = 0
-        return mail_pb2.SendEmailResponse(id=email_id)
-
-    def GetEmail(self, request, context):
-        self._record("GetEmail", request, context)
-        with self.lock:
-            email = self.emails.get(request.id)
-            if email is None:
-                context.abort(grpc.StatusCode.NOT_FOUND, f"no email {request.id}")
-            self.polls[request.id] += 1
-            if (
-                self.polls_until_sent is not None
-                and self.polls[request.id] >= self.polls_until_sent
-                and email.status == mail_pb2.EMAIL_STATUS_QUEUED
-            ):
-                email.status = mail_pb2.EMAIL_STATUS_SENT
-            return mail_pb2.GetEmailResponse(email=email)
-
-    def CancelEmail(self, request, context):
-        self._record("CancelEmail", request, context)
-        with self.lock:
-            email = self.emails.get(request.id)
-            if email is None:
-                context.abort(grpc.StatusCode.NOT_FOUND, f"no email {request.id}")
-            if email.status != mail_pb2.EMAIL_STATUS_QUEUED:
-                context.abort(grpc.StatusCode.FAILED_PRECONDITION, "email is not cancellable")
-            email.status = mail_pb2.EMAIL_STATUS_CANCELLED
-            return mail_pb2.CancelEmailResponse(email=email)
-
-
-class FakeServer:
-    """The fake service on a port of 127.0.0.1 that survives ``stop()``/``start()``."""
-
-    def __init__(self, credentials: grpc.ServerCredentials | None = None) -> None:
-        self.service = FakeMailService()
-        self.credentials = credentials
-        self.port = 0
-        self._server: grpc.Server | None = None
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> FakeServer:
-        server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=4),
-            options=[("grpc.max_receive_message_length", 32 * MiB), ("grpc.so_reuseport", 0)],
-        )
-        mail_pb2_grpc.add_MailServiceServicer_to_server(self.service, server)
-        address = f"127.0.0.1:{self.port}"
-        if self.credentials is None:
-            self.port = server.add_insecure_port(address)
-        else:
-            self.port = server.add_secure_port(address, self.credentials)
-        server.start()
-        self._server = server
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop(None).wait()
-            self._server = None
 
 
 @pytest.fixture

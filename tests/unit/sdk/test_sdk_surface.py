@@ -31,12 +31,42 @@ def test_the_sync_client_has_every_rpc(method):
     assert not inspect.iscoroutinefunction(attr)
 
 
+# RPCs whose method pages for the caller: an iterator (sync) or an async iterator (asyncio),
+# for `for` / `async for`, rather than a call returning once.
+PAGED = {"ListEmails"}
+
+
 @pytest.mark.parametrize("method", METHODS, ids=lambda m: m.name)
 def test_the_async_client_has_every_rpc(method):
     attr = getattr(AsyncMailroomClient, _snake(method.name), None)
+    if method.name in PAGED:
+        returns = str(inspect.signature(attr).return_annotation)
+        assert returns.startswith("AsyncIterator["), (
+            f"AsyncMailroomClient.{_snake(method.name)}() must return an AsyncIterator"
+        )
+        assert inspect.iscoroutinefunction(AsyncMailroomClient.list_emails_page)
+        return
     assert inspect.iscoroutinefunction(attr), (
         f"AsyncMailroomClient lacks async {_snake(method.name)}() for {method.full_name}"
     )
+
+
+def test_paged_methods_return_iterators_in_both_clients():
+    for name in PAGED:
+        sync = str(inspect.signature(getattr(MailroomClient, _snake(name))).return_annotation)
+        assert sync.startswith("Iterator[")
+
+
+def test_both_clients_have_the_same_signatures():
+    def params(cls, name):
+        return [
+            (p.name, p.kind, p.default, str(p.annotation))
+            for p in inspect.signature(getattr(cls, name)).parameters.values()
+        ]
+
+    for name, _ in inspect.getmembers(MailroomClient, inspect.isfunction):
+        if not name.startswith("_"):
+            assert params(MailroomClient, name) == params(AsyncMailroomClient, name), name
 
 
 def test_both_clients_offer_the_same_methods():
