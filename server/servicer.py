@@ -7,6 +7,14 @@ What SendEmail's answers mean (the README's "What a SendEmail answer means"):
 * 503 (UNAVAILABLE, :class:`NotAccepted`): the store did not confirm in time. The email is not
   sent unless a retry with the same idempotency key claims it; this process voids it in the
   background once the store answers again.
+
+SendEmailBatch keeps these meanings per email: an email with an id in its result is stored (as
+201 above); an email with an error will never be sent (500) or is not accepted (503), and the
+call answers OK (HTTP 200, not 201: a 201 would hide the refused emails) when at least one email
+is accepted. The valid emails are stored with one bulk write; when its outcome is unknown, each
+email is resolved as SendEmail resolves its insert (found: accepted; else voided: 500; else
+voided in the background: 503). When no email is accepted the call itself fails (see
+:func:`server.batch.refusal`), and nothing of it is sent.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from bson import ObjectId
 
 from core.errors import (
     DuplicateKey,
+    MailroomError,
     NotAccepted,
     QueueUnavailable,
     StorageOutcomeUnknown,
@@ -32,6 +41,7 @@ from core.settings import Settings
 from core.store import idempotency, repository, turns
 from core.store.documents import delay_ms, utcnow
 from mailroom.v1 import mail_pb2, mail_pb2_grpc
+from server import batch
 from server.backlog import RetryBacklog
 from server.convert import email_to_proto
 from server.listing import list_emails
@@ -212,6 +222,18 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
             log.warning("email %s stored but not enqueued yet (retrying): %s", item[0], exc)
             self.enqueues.add(item)
 
+    def _enqueue_many(self, items: list[tuple[str, datetime | None]]) -> None:
+        """Enqueue many stored emails in one round trip; on failure, each one as _enqueue does."""
+        if not items:
+            return
+        now = utcnow()
+        try:
+            self._queue.enqueue_deliveries([(i, delay_ms(send_at, now)) for i, send_at in items])
+        except QueueUnavailable as exc:
+            log.warning("%d stored emails not enqueued yet (retrying): %s", len(items), exc)
+            for item in items:
+                self.enqueues.add(item)
+
     def _enqueue_now(self, item: tuple[str, datetime | None]) -> None:
         email_id, send_at = item
         self._queue.enqueue_delivery(email_id, delay_ms=delay_ms(send_at, utcnow()))
@@ -245,5 +267,87 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
     def SendEmailBatch(
         self, request: mail_pb2.SendEmailBatchRequest, context: grpc.ServicerContext
     ) -> mail_pb2.SendEmailBatchResponse:
-        """Validate each email; store the valid ones with one write, enqueue them at once."""
-        raise NotImplementedError  # TODO(batch helper)
+        """Validate each email; store the valid ones with one write, enqueue them at once.
+
+        Each email is answered as SendEmail would answer it (its idempotency key is its own
+        ``idempotency_key``), in one result per email, in order. The call answers OK (HTTP 200
+        through Envoy: no ``x-http-status: 201``, which would hide the refused emails) when at
+        least one email is accepted; else the error of :func:`server.batch.refusal`.
+
+        Raises:
+            InvalidArgument: The batch is empty or too large (naming ``emails``), or no email
+                was accepted and all were refused for their own faults.
+            NotAccepted: No email was accepted, and some were not confirmed in time (503).
+            StorageUnavailable: No email was accepted, and some were not stored (500).
+        """
+        batch.check_batch(request, self._settings, _metadata_value(context, IDEMPOTENCY_METADATA))
+        items = batch.validate_items(request, self._settings, _fingerprint)
+        budget = self._settings.accept_timeout_ms / 1000
+        deadline = time.monotonic() + budget
+        with pymongo.timeout(budget):
+            for item in items:
+                if item.open:
+                    self._reserve_item(item)
+            for item in items:
+                if item.open and item.replay:
+                    self._take_over_item(item)
+            self._insert_items([i for i in items if i.open and not i.replay], deadline)
+        self._enqueue_many(
+            [(str(i.email_id), i.new.send_at) for i in items if i.enqueue and i.new is not None]
+        )
+        return batch.response(items)
+
+    def _reserve_item(self, item: batch.Item) -> None:
+        """Give a batch's email its id: a new one, or its key's first email's (a replay)."""
+        assert item.new is not None
+        item.email_id = ObjectId()
+        if not item.new.idempotency_key:
+            return
+        try:
+            existing = self._reserve(item.new.idempotency_key, item.fingerprint, item.email_id)
+        except MailroomError as exc:
+            item.error = exc  # nothing stored: AlreadyExists, NotAccepted or StorageUnavailable
+            return
+        if existing is not None:
+            log.info("idempotent retry of key %r → %s", item.new.idempotency_key, existing)
+            item.email_id, item.replay = ObjectId(existing), True
+
+    def _take_over_item(self, item: batch.Item) -> None:
+        assert item.new is not None and item.email_id is not None
+        try:
+            item.email_id, item.enqueue = self._take_over(item.new, item.email_id)
+        except MailroomError as exc:
+            item.error = exc
+
+    def _insert_items(self, items: list[batch.Item], deadline: float) -> None:
+        """Store a batch's new emails with one bulk write; resolve an unknown outcome per email.
+
+        Each item ends accepted (``enqueue``) or refused with SendEmail's error for the case.
+        """
+        if not items:
+            return
+        documents = []
+        for item in items:
+            assert item.new is not None and item.email_id is not None  # set by _reserve_item
+            documents.append(self._document(item.new, item.email_id))
+        try:
+            with pymongo.timeout(max(deadline - time.monotonic(), 0.001) * INSERT_SHARE):
+                refused = repository.insert_emails(documents)
+        except StorageOutcomeUnknown:
+            for item in items:
+                try:
+                    self._resolve(str(item.email_id))
+                    item.enqueue = True
+                except MailroomError as exc:
+                    item.error = exc
+            return
+        except StorageUnavailable as exc:
+            refused, reason = set(range(len(items))), exc
+        else:
+            reason = StorageUnavailable("storage refused the write")
+        for index, item in enumerate(items):
+            if index in refused:
+                log.warning("email %s: not stored (%s)", item.email_id, reason.message)
+                item.error = StorageUnavailable("storage unavailable: the email was not stored")
+            else:
+                item.enqueue = True

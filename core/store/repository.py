@@ -12,8 +12,9 @@ from typing import Any
 
 from bson import Binary, ObjectId
 from bson.errors import InvalidId
+from pymongo.errors import BulkWriteError
 
-from core.errors import NotFound
+from core.errors import NotFound, StorageOutcomeUnknown
 from core.store.documents import Email, Status, initial_status
 from core.store.mapping import map_mongo_errors
 
@@ -139,6 +140,48 @@ def insert_email(document: dict[str, Any]) -> None:
     """
     with map_mongo_errors():
         Email._get_collection().insert_one(document)
+
+
+#: MongoDB's duplicate key error code.
+DUPLICATE_KEY_CODE = 11000
+
+
+def insert_emails(documents: list[dict[str, Any]]) -> set[int]:
+    """Insert new email documents with one unordered bulk write (``insert_many``).
+
+    Unordered, so that one refused document does not stop the ones after it.
+
+    Args:
+        documents: Documents from :func:`new_email_document`, each with a fresh ``_id``.
+
+    Returns:
+        The indexes (into ``documents``) of the documents the server refused; all others are
+        stored. A document that met an existing ``_id`` counts as stored: as for
+        :func:`insert_email`'s :class:`DuplicateKey`, that is the caller's own earlier attempt
+        (a driver retry that landed) or an idempotent retry that stored the same email.
+
+    Raises:
+        StorageOutcomeUnknown: The write was sent but its outcome is unknown (for any of the
+            documents); a write concern error counts as unknown too.
+        StorageUnavailable: MongoDB is unreachable or refused the whole write: none is stored.
+    """
+    if not documents:
+        return set()
+    with map_mongo_errors():
+        try:
+            Email._get_collection().insert_many(documents, ordered=False)
+        except BulkWriteError as exc:
+            details = exc.details or {}
+            if details.get("writeConcernErrors"):
+                raise StorageOutcomeUnknown(
+                    "storage did not confirm the write (write concern error)"
+                ) from exc
+            return {
+                int(error["index"])
+                for error in details.get("writeErrors", [])
+                if error.get("code") != DUPLICATE_KEY_CODE
+            }
+    return set()
 
 
 def find_email(email_id: str) -> Email | None:
