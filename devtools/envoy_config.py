@@ -1,10 +1,11 @@
 """Render ``envoy/envoy.yaml`` for other ports, and find the Envoy binary.
 
 The committed config is what docker-compose and ``envoy -c envoy/envoy.yaml`` use: fixed ports and
-a descriptor path relative to the repo root. Tests and ``make dev`` run Envoy on free ports from
-any directory, so they render a copy with the ports, the upstream and an absolute descriptor path
-replaced. Everything else (routes, transcoder, Lua, local replies) stays exactly as committed, so
-the tests exercise the production config.
+paths relative to the repo root (the descriptor set, and the files of ``/docs`` and
+``/openapi.yaml``). Tests and ``make dev`` run Envoy on free ports from any directory, so they
+render a copy with the ports, the upstream and absolute paths replaced. Everything else
+(routes, transcoder, Lua, local replies) stays exactly as committed, so the tests exercise the
+production config.
 """
 
 from __future__ import annotations
@@ -49,6 +50,20 @@ def _transcoders(config: dict[str, Any]) -> Iterator[dict[str, Any]]:
                         yield http_filter["typed_config"]
 
 
+def _direct_response_bodies(config: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for listener in config["static_resources"]["listeners"]:
+        for chain in listener.get("filter_chains", []):
+            for network_filter in chain.get("filters", []):
+                if network_filter.get("name") != HCM_FILTER:
+                    continue
+                route_config = network_filter["typed_config"].get("route_config", {})
+                for host in route_config.get("virtual_hosts", []):
+                    for route in host.get("routes", []):
+                        body = route.get("direct_response", {}).get("body")
+                        if body is not None:
+                            yield body
+
+
 def render_envoy_config(
     *,
     listen_port: int,
@@ -58,7 +73,10 @@ def render_envoy_config(
     descriptor_path: Path = DESCRIPTOR,
     listen_address: str | None = None,
 ) -> str:
-    """Return ``envoy/envoy.yaml`` as YAML text with ports, upstream and descriptor replaced.
+    """Return ``envoy/envoy.yaml`` as YAML text with ports, upstream and paths replaced.
+
+    The files the docs routes serve (``direct_response`` bodies read from a ``filename``
+    relative to the repo root) get absolute paths too.
 
     Args:
         listen_port: Port of the REST/gRPC listener (8080 in the committed file).
@@ -111,6 +129,9 @@ def render_envoy_config(
         raise EnvoyConfigError(f"no {TRANSCODER_FILTER} in {ENVOY_YAML}")
     for transcoder in transcoders:
         transcoder["proto_descriptor"] = str(Path(descriptor_path).resolve())
+    for body in _direct_response_bodies(config):
+        if "filename" in body:
+            body["filename"] = str((REPO_ROOT / body["filename"]).resolve())
 
     return yaml.safe_dump(config, sort_keys=False)
 

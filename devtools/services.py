@@ -54,6 +54,14 @@ INSTALL_HINTS: dict[str, str] = {
         "go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4 "
         "(or run scripts/install_tools.sh)"
     ),
+    "protoc-gen-openapi": (
+        "go install github.com/google/gnostic/cmd/protoc-gen-openapi@v0.7.1 "
+        "(or run scripts/install_tools.sh)"
+    ),
+    "chromium": (
+        "install it with 'apt-get install chromium' (or run scripts/install_tools.sh, which "
+        "does so as root)"
+    ),
 }
 
 _echo_lock = threading.Lock()

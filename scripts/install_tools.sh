@@ -10,7 +10,10 @@
 #   the `postgres` system user that runs PostgreSQL when Mailroom is started as root.
 # * docker-compose from apt-get when neither it nor Docker's compose plugin is there: `make
 #   compose-check` validates docker-compose.yml with it (no Docker engine needed).
-# * ferretdb, buf and grpcurl built with Go into $(go env GOPATH)/bin when missing.
+# * chromium from apt-get when missing (Debian's package): the /docs test renders the REST
+#   reference headless and screenshots it.
+# * ferretdb, buf, grpcurl and protoc-gen-openapi (gnostic's; scripts/gen_proto.py writes
+#   envoy/openapi.yaml with it) built with Go into $(go env GOPATH)/bin when missing.
 #
 # Anything it cannot install is named with the way to install it, and the script exits non-zero.
 set -euo pipefail
@@ -21,6 +24,8 @@ PYTHON=${PYTHON:-python3.11}
 FERRETDB_VERSION=v1.24.2
 BUF_VERSION=v1.75.0
 GRPCURL_VERSION=v1.9.4
+# Keep in step with OPENAPI_PLUGIN_VERSION in scripts/gen_proto.py.
+PROTOC_GEN_OPENAPI_VERSION=v0.7.1
 
 say() { printf 'install_tools: %s\n' "$*" >&2; }
 die() {
@@ -87,6 +92,16 @@ if ! command -v docker-compose >/dev/null 2>&1 && ! docker compose version >/dev
     fi
 fi
 
+# --- Chromium (tests/integration/test_api_docs.py renders /docs headless) -----------------------
+if ! command -v chromium >/dev/null 2>&1; then
+    if can_apt; then
+        say "installing chromium with apt-get"
+        apt_install chromium
+    else
+        die "chromium is missing: install it with 'sudo apt-get install chromium' (Debian/Ubuntu), then re-run"
+    fi
+fi
+
 # --- PostgreSQL (FerretDB stores everything in it) ---------------------------------------------
 have_postgres() {
     local dir
@@ -114,7 +129,7 @@ if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
     PATH=/usr/local/go/bin:$PATH
 fi
 command -v go >/dev/null 2>&1 ||
-    die "Go is missing: ferretdb, buf and grpcurl are built with it; install Go >= 1.22 from https://go.dev/dl/ and put it on PATH"
+    die "Go is missing: ferretdb, buf, grpcurl and protoc-gen-openapi are built with it; install Go >= 1.22 from https://go.dev/dl/ and put it on PATH"
 
 gobin="$(go env GOPATH)/bin"
 mkdir -p "$gobin"
@@ -133,6 +148,11 @@ fi
 if ! go_tool_ok grpcurl github.com/fullstorydev/grpcurl "$GRPCURL_VERSION"; then
     say "installing grpcurl $GRPCURL_VERSION"
     GOBIN="$gobin" go install "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION"
+fi
+
+if ! go_tool_ok protoc-gen-openapi github.com/google/gnostic "$PROTOC_GEN_OPENAPI_VERSION"; then
+    say "installing protoc-gen-openapi $PROTOC_GEN_OPENAPI_VERSION"
+    GOBIN="$gobin" go install "github.com/google/gnostic/cmd/protoc-gen-openapi@$PROTOC_GEN_OPENAPI_VERSION"
 fi
 
 # A plain `go install .../cmd/ferretdb@v1.24.2` builds a binary that panics at start: FerretDB

@@ -39,6 +39,8 @@ REQUIRED_BINARIES = (
     "psql",
     "ferretdb",
     "envoy",
+    "protoc-gen-openapi",  # scripts/gen_proto.py --check (tests/unit/server/test_generated.py)
+    "chromium",  # tests/integration/test_api_docs.py
 )
 
 # Session processes started by the fixtures below, restarted after a test that stopped them.

@@ -56,7 +56,7 @@ def violations(body: object) -> list[str]:
     return [
         v["field"]
         for d in body.get("details", [])
-        for v in d.get("field_violations", d.get("fieldViolations", []))
+        for v in d.get("fieldViolations", [])
     ]
 
 

@@ -194,7 +194,7 @@ def test_send_at_more_than_30_days_ahead_is_rejected_naming_send_at(envoy) -> No
     violations = [
         violation
         for detail in body.get("details", [])
-        for violation in detail.get("field_violations", detail.get("fieldViolations", []))
+        for violation in detail.get("fieldViolations", [])
     ]
     assert [v["field"] for v in violations] == ["send_at"], body
     assert "30 days" in violations[0]["description"]

@@ -116,7 +116,7 @@ def test_validation_through_envoy_names_the_field(envoy, change, field):
     status, headers, reply = envoy.request("POST", "/api/email", body)
     assert status == 400, reply
     assert headers["content-type"].startswith("application/json")
-    violations = reply["details"][0]["field_violations"]
+    violations = reply["details"][0]["fieldViolations"]
     assert field in [v["field"] for v in violations]
 
 
@@ -138,7 +138,7 @@ def test_oversized_email_is_refused_naming_the_field(envoy):
     body = {**BODY, "content": "x" * (10 * 1024 * 1024 + 1)}
     status, _, reply = envoy.request("POST", "/api/email", body, timeout=30)
     assert status == 400
-    assert [v["field"] for v in reply["details"][0]["field_violations"]] == ["content"]
+    assert [v["field"] for v in reply["details"][0]["fieldViolations"]] == ["content"]
 
 
 def test_body_that_is_not_json_gets_a_json_400(envoy):

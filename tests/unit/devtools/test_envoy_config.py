@@ -125,3 +125,39 @@ def test_envoy_command_runs_the_found_binary_without_hot_restart(tmp_path: Path)
     assert argv[1:3] == ["-c", str(config)]
     # Two Envoys on one host (make dev and a test run) share hot-restart base id 0 otherwise.
     assert "--disable-hot-restart" in argv
+
+
+def _routes(config: dict[str, Any]) -> list[dict[str, Any]]:
+    (host,) = _hcm(config)["route_config"]["virtual_hosts"]
+    routes: list[dict[str, Any]] = host["routes"]
+    return routes
+
+
+def test_rendered_docs_routes_serve_existing_files_by_absolute_path() -> None:
+    config = yaml.safe_load(render_envoy_config(listen_port=1, admin_port=2, api_port=3))
+    served = {
+        route["match"].get("path") or route["match"]["safe_regex"]["regex"]: route
+        for route in _routes(config)
+        if "direct_response" in route
+    }
+
+    assert set(served) == {
+        "/openapi.yaml",
+        "/docs/?",
+        "/docs/swagger-ui-bundle.js",
+        "/docs/swagger-ui.css",
+    }
+    for route in served.values():
+        path = Path(route["direct_response"]["body"]["filename"])
+        assert path.is_absolute() and path.is_file(), path
+        size_cap = _hcm(config)["route_config"]["max_direct_response_body_size_bytes"]
+        assert path.stat().st_size <= size_cap, path
+        # Else the transcoder's reject_unknown_method answers 404 before the route is taken.
+        assert route["typed_per_filter_config"][TRANSCODER]["disabled"] is True
+
+
+def test_responses_use_the_json_names_requests_take() -> None:
+    transcoder = _transcoder(yaml.safe_load(ENVOY_YAML.read_text(encoding="utf-8")))
+
+    assert transcoder["print_options"]["preserve_proto_field_names"] is False
+    assert transcoder["print_options"].get("always_print_enums_as_ints", False) is False
