@@ -160,7 +160,9 @@ def test_async_client_raises_only_mailroom_errors(code, method, eager):
     _assert_mapped(err, rpc_error, code)
 
 
-@pytest.mark.parametrize("method", ["get_email", "cancel_email", "send_email"])
+@pytest.mark.parametrize(
+    "method", ["get_email", "cancel_email", "send_email", "send_email_batch", "list_emails"]
+)
 def test_an_rpc_error_that_is_not_a_call_is_mapped_too(method):
     rpc_error = grpc.RpcError()
     with MailroomClient(TARGET) as client:
