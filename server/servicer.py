@@ -262,7 +262,11 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
         self, request: mail_pb2.ListEmailsRequest, context: grpc.ServicerContext
     ) -> mail_pb2.ListEmailsResponse:
         """Return one page of emails, newest first."""
-        return list_emails(request, self._settings)
+        return list_emails(
+            request,
+            self._settings,
+            original_path=_metadata_value(context, "x-envoy-original-path"),
+        )
 
     def SendEmailBatch(
         self, request: mail_pb2.SendEmailBatchRequest, context: grpc.ServicerContext

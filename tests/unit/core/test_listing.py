@@ -228,3 +228,18 @@ def test_bad_filters_are_named() -> None:
     with pytest.raises(InvalidArgument) as exc:
         parse_request(request)
     assert violation_fields(exc) == ["status[1]", "created_before"]
+
+
+def test_rest_metadata_parameters_come_from_envoys_original_path(settings: Settings) -> None:
+    pro_eu = store(metadata={"plan": "pro", "region": "eu west"})
+    store(metadata={"plan": "pro"})
+    path = "/api/emails?page_size=5&metadata.plan=pro&metadata.region=eu%20west&tag="
+    assert len(ids(mail_pb2.ListEmailsRequest(page_size=5), settings)) == 2
+    response = list_emails(mail_pb2.ListEmailsRequest(page_size=5), settings, original_path=path)
+    assert [e.id for e in response.emails] == [str(pro_eu)]
+
+
+def test_a_rest_metadata_key_given_twice_is_refused() -> None:
+    with pytest.raises(InvalidArgument) as exc:
+        parse_request(mail_pb2.ListEmailsRequest(), "/api/emails?metadata.a=1&metadata.a=2")
+    assert violation_fields(exc) == ["metadata.a"]
