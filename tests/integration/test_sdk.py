@@ -9,13 +9,21 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 import mailroom
-from mailroom import AsyncMailroomClient, AttemptOutcome, EmailStatus, MailroomClient
+from mailroom import (
+    AsyncMailroomClient,
+    Attachment,
+    AttemptOutcome,
+    EmailStatus,
+    MailroomClient,
+    OutgoingEmail,
+)
 
 SDK = Path(__file__).resolve().parents[2] / "sdk"
 UNKNOWN_ID = "0" * 24  # well-formed, never issued
@@ -146,6 +154,119 @@ def test_the_async_client_sends_concurrently(api, worker, smtp_sink):
     assert [e.status for e in emails] == [EmailStatus.SENT] * 3
     assert sorted(e.to[0] for e in emails) == recipients
     smtp_sink.wait_for_count(3, timeout=10)
+
+
+def _unique_tag() -> str:
+    """A tag no other test (or earlier run on the same store) uses, to list only this test's."""
+    return f"sdk-{uuid.uuid4().hex[:12]}"
+
+
+def test_an_attachment_tags_metadata_and_a_header_reach_the_recipient(
+    api, worker, smtp_sink, tmp_path
+):
+    report = tmp_path / "report.csv"
+    report.write_bytes(b"id,total\n1,9.90\n")
+    tag = _unique_tag()
+    with MailroomClient(api.target) as client:
+        email_id = client.send_email(
+            "alice@example.com",
+            "Your report",
+            "The report is attached.",
+            attachments=[Attachment.from_path(report)],
+            headers={"X-Campaign": "spring"},
+            tags=[tag, "reports"],
+            metadata={"user_id": "42"},
+        )
+        email = client.wait_for_delivery(email_id, timeout=60)
+    assert email.status is EmailStatus.SENT
+    [attachment] = email.attachments
+    assert (attachment.filename, attachment.content_type) == ("report.csv", "text/csv")
+    assert (attachment.size, attachment.content) == (16, b"id,total\n1,9.90\n")
+    assert email.headers == {"X-Campaign": "spring"}
+    assert sorted(email.tags) == sorted([tag, "reports"])
+    assert email.metadata == {"user_id": "42"}
+    assert email.purge_time is None
+    smtp_sink.wait_for_count(1, timeout=10)
+    [received] = _messages_for(smtp_sink, email_id)
+    assert received.message["X-Campaign"] == "spring"
+    [part] = list(received.message.iter_attachments())
+    assert part.get_filename() == "report.csv"
+    assert part.get_content_type() == "text/csv"
+    assert part.get_payload(decode=True) == b"id,total\n1,9.90\n"
+
+
+def test_list_emails_follows_the_pages_in_both_clients(api):
+    tag = _unique_tag()
+    with MailroomClient(api.target) as client:
+        # Oldest first: the listing answers newest first.
+        ids = [
+            client.send_email(
+                f"u{i}@example.com", f"#{i}", "body", tags=tag, metadata={"n": str(i)}
+            )
+            for i in range(5)
+        ]
+        listed = list(client.list_emails(tag=tag, page_size=2))
+        first = client.list_emails_page(tag=tag, page_size=2)
+        second = client.list_emails_page(tag=tag, page_size=2, page_token=first.next_page_token)
+        [by_metadata] = client.list_emails(tag=tag, metadata={"n": "3"}, full=True)
+    assert [e.id for e in listed] == ids[::-1]
+    assert [e.title for e in listed] == [f"#{i}" for i in reversed(range(5))]
+    assert all(e.tags == [tag] and e.content == "" for e in listed)  # basic view: no bodies
+    assert [e.id for e in first.emails + second.emails] == ids[:0:-1]
+    assert first.next_page_token is not None
+    assert (by_metadata.id, by_metadata.content) == (ids[3], "body")
+
+    async def scenario() -> list[str]:
+        async with AsyncMailroomClient(api.target) as client:
+            return [e.id async for e in client.list_emails(tag=tag, page_size=2)]
+
+    assert asyncio.run(scenario()) == ids[::-1]
+
+
+def test_a_batch_with_one_invalid_email_sends_the_others(api, worker, smtp_sink):
+    tag = _unique_tag()
+    batch = [
+        OutgoingEmail("alice@example.com", "batch 0", "c", tags=tag),
+        OutgoingEmail("not-an-address", "batch 1", "c", tags=tag),
+        OutgoingEmail(
+            "bob@example.com",
+            "batch 2",
+            "c",
+            tags=tag,
+            attachments=[Attachment("notes.txt", b"hello", content_type="text/plain")],
+        ),
+    ]
+    with MailroomClient(api.target) as client:
+        response = client.send_email_batch(batch)
+        assert (response.accepted_count, response.refused_count) == (2, 1)
+        assert [r.accepted for r in response] == [True, False, True]
+        error = response[1].error
+        assert isinstance(error, mailroom.InvalidArgument)
+        assert "emails[1].to[0]" in [v.field for v in error.violations]
+        sent = [client.wait_for_delivery(r.id, timeout=60) for r in response.accepted]
+    assert [e.status for e in sent] == [EmailStatus.SENT] * 2
+    assert [e.title for e in sent] == ["batch 0", "batch 2"]
+    smtp_sink.wait_for_count(2, timeout=10)
+    [received] = _messages_for(smtp_sink, response[2].id)
+    [part] = list(received.message.iter_attachments())
+    assert part.get_payload(decode=True) == b"hello"
+
+
+def test_a_batch_with_no_valid_email_raises_invalid_argument(api):
+    batch = [
+        OutgoingEmail("not-an-address", "t", "c"),
+        OutgoingEmail("alice@example.com", "t", "c", attachments=[Attachment("run.exe", b"MZ")]),
+    ]
+
+    async def scenario() -> mailroom.InvalidArgument:
+        async with AsyncMailroomClient(api.target) as client:
+            with pytest.raises(mailroom.InvalidArgument) as info:
+                await client.send_email_batch(batch)
+            return info.value
+
+    fields = [v.field for v in asyncio.run(scenario()).violations]
+    assert "emails[0].to[0]" in fields
+    assert "emails[1].attachments[0].filename" in fields
 
 
 def _first_python_block(text: str) -> str:
