@@ -1,0 +1,183 @@
+"""SendEmailBatch end to end: REST through Envoy and gRPC → one bulk write → one enqueue → SMTP."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import code_pb2, error_details_pb2
+from grpc_status import rpc_status
+
+from core.store.documents import Email
+from helpers import wait_until
+from mailroom.v1 import mail_pb2
+
+DEADLINE = 60.0
+
+
+def marker() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def item(tag: str, n: int, **fields: object) -> dict[str, object]:
+    """One email of a REST batch, recognisable in the sink by its title."""
+    return {"to": [f"r{n}@example.com"], "title": f"batch {tag} #{n}", "content": "Hello", **fields}
+
+
+def ids_in_sink(sink, tag: str) -> list[str]:
+    return [
+        m.message["X-Mailroom-Id"] for m in sink.messages if f"batch {tag} " in m.message["Subject"]
+    ]
+
+
+def stored(emails: list[dict[str, object]]) -> int:
+    """How many of these REST emails are in the store (FerretDB has no regex options)."""
+    return Email.objects(subject__in=[e["title"] for e in emails]).count()
+
+
+def fields_of(status: dict) -> list[str]:
+    return [
+        v["field"]
+        for detail in status.get("details", [])
+        for v in detail.get("field_violations", detail.get("fieldViolations", []))
+    ]
+
+
+def test_rest_batch_answers_each_email_and_delivers_only_the_valid(
+    envoy, worker, smtp_sink, real_store
+) -> None:
+    tag = marker()
+    emails = [item(tag, n) for n in range(5)]
+    emails.insert(2, item(tag, 90, to=["not an address"]))
+    emails.insert(5, item(tag, 91, title=""))
+
+    status, _, reply = envoy.request("POST", "/api/emails:batch", {"emails": emails})
+
+    assert status == 200, reply
+    results = reply["results"]
+    assert len(results) == 7
+    accepted = [r.get("id", "") for r in results]
+    assert [bool(i) for i in accepted] == [True, True, False, True, True, False, True]
+    assert fields_of(results[2]["error"]) == ["emails[2].to[0]"]
+    assert fields_of(results[5]["error"]) == ["emails[5].title"]
+    assert results[2]["error"]["code"] == code_pb2.INVALID_ARGUMENT
+    assert reply.get("accepted_count", reply.get("acceptedCount")) == 5
+    assert reply.get("refused_count", reply.get("refusedCount")) == 2
+
+    valid = [i for i in accepted if i]
+    wait_until(
+        lambda: len(ids_in_sink(smtp_sink, tag)) >= 5,
+        timeout=DEADLINE,
+        message="the five valid emails delivered",
+    )
+    assert sorted(ids_in_sink(smtp_sink, tag)) == sorted(valid)
+    # Stored in request order, each as sent: the n-th valid id is the n-th valid email.
+    for email_id, n in zip(valid, range(5), strict=True):
+        assert Email.objects(id=email_id).first().subject == f"batch {tag} #{n}"
+
+
+def test_rest_batch_with_no_valid_email_is_400_with_every_violation(envoy, real_store) -> None:
+    tag = marker()
+    emails = [item(tag, 0, to=["nope"]), item(tag, 1, content="", title=" ")]
+
+    status, _, reply = envoy.request("POST", "/api/emails:batch", {"emails": emails})
+
+    assert status == 400, reply
+    assert reply["code"] == code_pb2.INVALID_ARGUMENT
+    assert fields_of(reply) == ["emails[0].to[0]", "emails[1].title", "emails[1].content"]
+    assert stored(emails) == 0
+
+
+@pytest.mark.parametrize("count", [0, 101])
+def test_rest_batch_empty_or_over_the_limit_is_400_naming_emails(envoy, real_store, count) -> None:
+    tag = marker()
+    emails = [item(tag, n) for n in range(count)]
+
+    status, _, reply = envoy.request("POST", "/api/emails:batch", {"emails": emails})
+
+    assert status == 400, reply
+    assert fields_of(reply) == ["emails"]
+    assert stored(emails) == 0
+
+
+def grpc_item(tag: str, n: int, **fields: object) -> mail_pb2.SendEmailRequest:
+    return mail_pb2.SendEmailRequest(
+        to=[f"r{n}@example.com"], title=f"batch {tag} #{n}", content="Hello", **fields
+    )
+
+
+def test_grpc_batch_retried_with_keys_gives_the_same_ids_and_one_delivery_each(
+    mail_client, worker, smtp_sink, real_store
+) -> None:
+    tag = marker()
+    send_at = Timestamp()
+    send_at.FromDatetime(datetime.now(UTC) + timedelta(seconds=3))
+    request = mail_pb2.SendEmailBatchRequest(
+        emails=[
+            grpc_item(tag, 0, idempotency_key=f"{tag}-0"),
+            grpc_item(tag, 1, idempotency_key=f"{tag}-1", send_at=send_at),
+            grpc_item(tag, 2),
+        ]
+    )
+
+    first = mail_client.SendEmailBatch(request, timeout=30)
+    again = mail_client.SendEmailBatch(request, timeout=30)
+
+    assert first.accepted_count == 3
+    first_ids = [r.id for r in first.results]
+    again_ids = [r.id for r in again.results]
+    # Keyed emails are the same; the one without a key is a new email.
+    assert again_ids[:2] == first_ids[:2]
+    assert again_ids[2] != first_ids[2]
+    wait_until(
+        lambda: len(ids_in_sink(smtp_sink, tag)) >= 4,
+        timeout=DEADLINE,
+        message="four emails delivered",
+    )
+
+    def all_sent() -> bool:
+        ids = {*first_ids, *again_ids}
+        return Email.objects(id__in=list(ids), status="SENT").count() == len(ids)
+
+    wait_until(all_sent, timeout=DEADLINE, message="all four SENT")
+    assert sorted(ids_in_sink(smtp_sink, tag)) == sorted({*first_ids, *again_ids})
+    scheduled = Email.objects(id=first_ids[1]).first()
+    assert scheduled.sent_at >= scheduled.send_at  # the delayed message waited for send_at
+
+
+def test_grpc_batch_changed_payload_under_a_used_key_is_refused_alone(
+    mail_client, real_store
+) -> None:
+    tag = marker()
+    key = f"{tag}-k"
+    mail_client.SendEmail(grpc_item(tag, 0, idempotency_key=key), timeout=30)
+
+    reply = mail_client.SendEmailBatch(
+        mail_pb2.SendEmailBatchRequest(
+            emails=[grpc_item(tag, 1), grpc_item(tag, 9, idempotency_key=key)]
+        ),
+        timeout=30,
+    )
+
+    assert reply.results[0].id
+    assert reply.results[1].error.code == code_pb2.ALREADY_EXISTS
+    assert key in reply.results[1].error.message
+    assert Email.objects(idempotency_key=key).count() == 1
+
+
+def test_grpc_batch_with_no_valid_email_is_invalid_argument_with_details(mail_client) -> None:
+    request = mail_pb2.SendEmailBatchRequest(
+        emails=[mail_pb2.SendEmailRequest(to=["x"], title="t", content="c")]
+    )
+
+    with pytest.raises(grpc.RpcError) as refused:
+        mail_client.SendEmailBatch(request, timeout=30)
+
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status.from_call(refused.value)
+    bad = error_details_pb2.BadRequest()
+    status.details[0].Unpack(bad)
+    assert [v.field for v in bad.field_violations] == ["emails[0].to[0]"]
