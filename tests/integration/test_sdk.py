@@ -299,6 +299,7 @@ def test_the_readme_quick_start_runs_as_printed(api, worker, smtp_sink, tmp_path
     [
         ("send_sync.py", ["alice@example.com"], 1),
         ("send_async.py", ["alice@example.com", "bob@example.com"], 2),
+        ("batch_and_list.py", ["alice@example.com", "bob@example.com"], 2),
     ],
 )
 def test_the_examples_run(api, worker, smtp_sink, tmp_path, script, args, expected):

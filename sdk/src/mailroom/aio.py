@@ -289,7 +289,7 @@ class AsyncMailroomClient(ClientBase):
             ...     print(email.id, email.last_error)
 
         Args:
-            page_size: How many emails each call asks for: 50 by default, at most 500.
+            page_size: How many emails each call asks for: 50 by default; more than 500 gets 500.
             full: Return whole emails (bodies, headers, attachments' contents) instead of
                 leaving those out, as the listing does by default.
             timeout: The deadline of each page's call in seconds, instead of the client's.
@@ -298,7 +298,7 @@ class AsyncMailroomClient(ClientBase):
                 ``created_before``, ``idempotency_key``.
 
         Returns:
-            An iterator of :class:`mailroom.Email`.
+            An async iterator of :class:`mailroom.Email`, for ``async for``.
 
         Raises:
             TypeError: A keyword is not a filter (raised at once, not when iterating).
@@ -327,7 +327,7 @@ class AsyncMailroomClient(ClientBase):
 
         Args:
             page_token: The ``next_page_token`` of the previous page; ``None`` for the first.
-            page_size: At most this many emails: 50 by default, at most 500.
+            page_size: At most this many emails: 50 by default; more than 500 gets 500.
             full: Return whole emails instead of leaving bodies, headers and attachments'
                 contents out.
             timeout: The call's deadline in seconds, instead of the client's.

@@ -285,7 +285,7 @@ class MailroomClient(ClientBase):
             ...     print(email.id, email.last_error)
 
         Args:
-            page_size: How many emails each call asks for: 50 by default, at most 500.
+            page_size: How many emails each call asks for: 50 by default; more than 500 gets 500.
             full: Return whole emails (bodies, headers, attachments' contents) instead of
                 leaving those out, as the listing does by default.
             timeout: The deadline of each page's call in seconds, instead of the client's.
@@ -323,7 +323,7 @@ class MailroomClient(ClientBase):
 
         Args:
             page_token: The ``next_page_token`` of the previous page; ``None`` for the first.
-            page_size: At most this many emails: 50 by default, at most 500.
+            page_size: At most this many emails: 50 by default; more than 500 gets 500.
             full: Return whole emails instead of leaving bodies, headers and attachments'
                 contents out.
             timeout: The call's deadline in seconds, instead of the client's.

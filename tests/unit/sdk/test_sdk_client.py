@@ -293,6 +293,13 @@ def _readme_quick_start() -> str:
     return match.group(1)
 
 
+def test_every_readme_python_example_is_valid_python():
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.DOTALL)
+    assert len(blocks) >= 6  # quick start, client, attachments, listing (2), batches, errors
+    for number, code in enumerate(blocks):
+        compile(code, f"README.md python block {number}", "exec")
+
+
 def test_the_readme_quick_start_is_five_lines_and_runs(fake, monkeypatch, capsys):
     code = _readme_quick_start()
     assert len(code.strip().splitlines()) <= 5
