@@ -3,7 +3,7 @@
 #   make dev            run everything locally in the foreground (scripts/dev.py; data in var/)
 #   make test           install tools, lint, then all tests; extra pytest args: PYTEST_ARGS='-k smtp'
 #   make lint           ruff, mypy, import layers (import-linter), generated-code check, buf lint
-#   make proto          regenerate the stubs and Envoy's descriptor set from proto/
+#   make proto          regenerate the stubs, Envoy's descriptor set and envoy/openapi.yaml from proto/
 #   make bench          run the benchmarks (python -m bench)
 #   make compose-check  validate docker-compose.yml
 #   make clean          remove var/ (the dev PostgreSQL cluster too) and caches (keeps .venv)

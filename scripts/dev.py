@@ -221,7 +221,8 @@ def main() -> int:
         if stopping.is_set():
             raise Shutdown("signal")
         _say(
-            f"ready: REST http://127.0.0.1:{args.http_port}, gRPC 127.0.0.1:{settings.grpc_port}, "
+            f"ready: REST http://127.0.0.1:{args.http_port} (reference: "
+            f"http://127.0.0.1:{args.http_port}/docs), gRPC 127.0.0.1:{settings.grpc_port}, "
             f"mail lands in {var / 'mail'}; Ctrl-C stops everything. Try:"
         )
         print(

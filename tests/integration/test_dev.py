@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -154,6 +155,10 @@ def test_children_die_with_a_killed_make_dev_and_it_starts_again(var_dir, tmp_pa
         second.wait_ready()
         with socket.create_connection(("127.0.0.1", ports["http"]), timeout=5):
             pass
+        # The REST reference too: the rendered config finds envoy/docs from var/.
+        url = f"http://127.0.0.1:{ports['http']}/docs"
+        with urllib.request.urlopen(url, timeout=30) as page:
+            assert b'id="swagger-ui"' in page.read()
     finally:
         for run in (first, second):
             if run is not None:
