@@ -13,6 +13,7 @@ stubs ship as :mod:`mailroom.v1`.
 """
 
 from mailroom._channel import DEFAULT_TARGET, DEFAULT_TIMEOUT, MAX_MESSAGE_BYTES, RetryPolicy
+from mailroom._version import __version__ as __version__
 from mailroom.aio import AsyncMailroomClient
 from mailroom.client import MailroomClient
 from mailroom.errors import (

@@ -6,10 +6,11 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Any, Self
 
 import grpc
+
+from mailroom._version import __version__
 
 __all__ = [
     "DEFAULT_TARGET",
@@ -30,10 +31,9 @@ SERVICE_NAME = "mailroom.v1.MailService"
 ENV_TARGET = "MAILROOM_TARGET"
 ENV_API_KEY = "MAILROOM_API_KEY"
 
-try:
-    _VERSION = metadata.version("mailroom-sdk")
-except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
-    _VERSION = "0"
+#: The gRPC primary user agent of the SDK's channels; gRPC appends its own, so servers and proxies
+#: see e.g. ``mailroom-sdk/0.1.0 grpc-python/1.85.3 grpc-c/58.0.0 (linux; chttp2)``.
+USER_AGENT = f"mailroom-sdk/{__version__}"
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ def channel_options(
     options: dict[str, Any] = {
         "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
         "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
-        "grpc.primary_user_agent": f"mailroom-sdk/{_VERSION}",
+        "grpc.primary_user_agent": USER_AGENT,
         # gRPC's default reconnect backoff grows to 120 s, so after a short outage the channel
         # could go on failing fast long after the server is back, and our retries would all
         # land while it still thinks the server is down. Retry connecting at least every second.
