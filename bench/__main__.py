@@ -9,7 +9,11 @@ free ports, and the SMTP sink in processes of their own, then runs:
             raw smtplib loop at the worker's concurrency, and the sink alone (bench/delivery.py);
 * mixed:    gRPC accepts at concurrency 16 while one worker delivers, against the raw accept
             baseline under the same worker load; and the accept → SENT time at a paced rate
-            (bench/mixed.py).
+            (bench/mixed.py);
+* batch:    one SendEmailBatch of 100 emails against 100 single SendEmail calls, over gRPC and
+            REST, in emails/s (bench/batch.py);
+* list:     ListEmails first and deep pages for each filter over 100,000 stored emails, against
+            the same queries through pymongo and a find by _id (bench/listing.py).
 
 It prints throughput, latency, ratios and a summary against the targets. Numbers, not
 assertions: the machine is shared. docs/benchmarks.md says how to read them.
@@ -24,11 +28,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import accept, delivery, mixed
+from bench import accept, batch, delivery, listing, mixed
 from bench.common import start_store
 from devtools.services import ManagedProcess
 
-SECTIONS = ("accept", "delivery", "mixed")
+SECTIONS = ("accept", "delivery", "mixed", "batch", "list")
 
 
 def parse_args() -> argparse.Namespace:
@@ -97,6 +101,27 @@ def parse_args() -> argparse.Namespace:
         default="files",
         help="delivery and mixed: the SMTP sink writes .eml files as in make dev (files, the "
         "default) or keeps nothing (memory)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=100, help="batch: emails per batch (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--batch-concurrency", default="1,4", help="batch: the load levels (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--list-emails",
+        type=int,
+        default=100_000,
+        help="list: emails stored (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--list-repeats", type=int, default=7, help="list: calls per cell (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--list-budget",
+        type=float,
+        default=20.0,
+        help="list: stop repeating a cell once it has taken this many seconds",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
@@ -183,6 +208,37 @@ def main() -> int:
                 f"one worker's load (target ≥ 0.5, {verdict(m.ratio, 0.5)}); "
                 f"{m.internal} INTERNAL (HTTP 500), {m.errors} failed calls in all (target: "
                 f"none, {'met' if m.errors == 0 else 'NOT MET'})"
+            )
+        if "batch" in args.sections:
+            b = batch.run(
+                tmp,
+                store,
+                size=args.batch_size,
+                levels=[int(c) for c in args.batch_concurrency.split(",")],
+                rounds=args.rounds,
+                seconds=args.seconds,
+                api_processes=args.api_processes,
+            )
+            rates = b.rates
+            summary.append(
+                f"batch of {b.size} vs {b.size} single SendEmail calls at concurrency "
+                f"{b.concurrency}: gRPC {rates['grpc batch']:.0f} vs {rates['grpc single']:.0f} "
+                f"emails/s (ratio {b.ratio('grpc'):.2f}); REST {rates['rest batch']:.0f} vs "
+                f"{rates['rest single']:.0f} emails/s (ratio {b.ratio('rest'):.2f})"
+            )
+        if "list" in args.sections:
+            listed = listing.run(
+                tmp,
+                store,
+                emails=args.list_emails,
+                repeats=args.list_repeats,
+                budget=args.list_budget,
+            )
+            met = [n for n, ms in listed.first_ms.items() if ms is not None and ms < 100]
+            summary.append(
+                f"list over {args.list_emails:,} emails: first page under 100 ms for "
+                f"{len(met)} of {len(listed.first_ms)} filters ({', '.join(met) or 'none'}); "
+                f"find by _id {listed.baseline_ms:.1f} ms"
             )
         print("\nsummary:")
         for line in summary:
