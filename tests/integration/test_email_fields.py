@@ -160,6 +160,23 @@ def test_grpc_email_with_attachments_headers_tags_and_metadata(mail_client, real
     assert stored(title) == 1
 
 
+def test_an_idempotent_retry_must_carry_the_same_attachments_and_metadata(mail_client, real_store):
+    title = unique_title()
+    key = f"fields-{uuid.uuid4().hex}"
+    first = mail_client.SendEmail(grpc_request(title, idempotency_key=key), timeout=10).id
+    assert mail_client.SendEmail(grpc_request(title, idempotency_key=key), timeout=10).id == first
+    changed = [
+        {"metadata": {**METADATA, "user_id": "43"}},
+        {"attachments": [mail_pb2.Attachment(filename="invoice.pdf", content=PDF + b"!")]},
+        {"headers": {**HEADERS, "X-Campaign": "autumn"}},
+    ]
+    for overrides in changed:
+        with pytest.raises(grpc.RpcError) as info:
+            mail_client.SendEmail(grpc_request(title, idempotency_key=key, **overrides), timeout=10)
+        assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS, overrides
+    assert stored(title) == 1
+
+
 # What must be refused, as (REST overrides, gRPC overrides, the field named).
 REFUSED = [
     pytest.param(
