@@ -6,6 +6,7 @@
 #   make proto          regenerate the stubs, Envoy's descriptor set and envoy/openapi.yaml from proto/
 #   make bench          run the benchmarks (python -m bench)
 #   make compose-check  validate docker-compose.yml
+#   make release-dry-run  the next version and changelog of the service and the SDK; changes nothing
 #   make clean          remove var/ (the dev PostgreSQL cluster too) and caches (keeps .venv)
 
 SHELL := /bin/bash
@@ -24,7 +25,7 @@ export PATH := $(VENV)/bin:$(GOBIN_DIR):/usr/local/go/bin:$(PATH)
 PYTHON := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help tools dev test lint proto bench compose-check clean
+.PHONY: help tools dev test lint proto bench compose-check release-dry-run clean
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -62,6 +63,11 @@ compose-check: tools
 	elif docker compose version >/dev/null 2>&1; then docker compose config -q; \
 	else echo "no docker-compose: install it with 'apt-get install docker-compose'" >&2; exit 1; fi
 	@echo "docker-compose.yml is valid"
+
+# python-semantic-release in a temporary clone (committed history and tags): no commit, tag or
+# push here. `python scripts/release.py version` makes the releases (local commits and tags).
+release-dry-run: tools
+	$(PYTHON) scripts/release.py dry-run
 
 clean:
 	rm -rf var build dist .pytest_cache .mypy_cache .ruff_cache
