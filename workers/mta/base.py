@@ -15,6 +15,29 @@ from core.store.documents import Outcome
 
 
 @dataclass(frozen=True)
+class OutgoingAttachment:
+    """A file sent with an email.
+
+    Attributes:
+        filename: The file's name as the recipient sees it (validated header-safe).
+        content_type: Its ``type/subtype``.
+        content: The file's bytes.
+        content_id: Set for an inline part the HTML refers to as ``cid:<content_id>`` (no angle
+            brackets); "" for an ordinary attachment.
+    """
+
+    filename: str
+    content_type: str
+    content: bytes
+    content_id: str = ""
+
+    @property
+    def inline(self) -> bool:
+        """Whether the part is shown inside the message (it has a Content-ID)."""
+        return bool(self.content_id)
+
+
+@dataclass(frozen=True)
 class OutgoingEmail:
     """Everything a provider needs to send one email.
 
@@ -30,6 +53,10 @@ class OutgoingEmail:
         html: The optional HTML alternative ("" when absent).
         reply_to: The optional Reply-To ("" when absent).
         mime: The complete MIME message (no Bcc header), for providers that take raw mail.
+        attachments: Files, ordinary and inline, in the order the client gave them.
+        headers: Extra headers, (name, value) pairs; never one the service writes itself.
+        tags: Labels (``[a-z0-9_-]``), for the provider's statistics and webhooks.
+        metadata: (key, value) pairs the provider hands back in its webhooks.
     """
 
     email_id: str
@@ -43,6 +70,11 @@ class OutgoingEmail:
     bcc: tuple[str, ...] = ()
     html: str = ""
     reply_to: str = ""
+    # Tuples, so the email stays immutable (and hashable) like the rest of its fields.
+    attachments: tuple[OutgoingAttachment, ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()
+    tags: tuple[str, ...] = ()
+    metadata: tuple[tuple[str, str], ...] = ()
 
     @property
     def recipients(self) -> tuple[str, ...]:
