@@ -13,11 +13,20 @@ from workers.mta.http import json_object, make_client, map_http_errors, response
 DEFAULT_BASE_URL = "https://api.mailgun.net"
 
 
+#: Mailgun keeps at most 3 tags per message (its tagging guide); the rest are not sent.
+MAX_TAGS = 3
+
+# One (field, (filename, content, content type)) per file, as httpx takes multipart files.
+Files = list[tuple[str, tuple[str, bytes, str]]]
+
+
 def build_form(email: OutgoingEmail) -> dict[str, str | list[str]]:
     """Return the form fields of a Mailgun send for ``email``.
 
     Recipients go as repeated fields rather than one comma-joined string, so a quoted display
-    name containing a comma stays one address.
+    name containing a comma stays one address. Extra headers are ``h:<Name>`` fields, the first
+    :data:`MAX_TAGS` tags repeated ``o:tag`` fields, and each metadata pair a ``v:<key>`` field
+    (Mailgun returns these user variables in its events and webhooks).
     """
     form: dict[str, str | list[str]] = {
         "from": email.from_address,
@@ -34,7 +43,30 @@ def build_form(email: OutgoingEmail) -> dict[str, str | list[str]]:
         form["html"] = email.html
     if email.reply_to:
         form["h:Reply-To"] = email.reply_to
+    for name, value in email.headers:
+        form[f"h:{name}"] = value
+    if email.tags:
+        form["o:tag"] = list(email.tags[:MAX_TAGS])
+    for key, value in email.metadata:
+        form[f"v:{key}"] = value
     return form
+
+
+def build_files(email: OutgoingEmail) -> Files:
+    """Return the files of a Mailgun send: ``attachment`` and ``inline`` parts.
+
+    Mailgun names an inline part's Content-ID after its file name (the HTML refers to
+    ``cid:<filename>``), so an inline file is uploaded under its content id.
+    """
+    files: Files = []
+    for attachment in email.attachments:
+        if attachment.inline:
+            part = (attachment.content_id, attachment.content, attachment.content_type)
+            files.append(("inline", part))
+        else:
+            part = (attachment.filename, attachment.content, attachment.content_type)
+            files.append(("attachment", part))
+    return files
 
 
 class MailgunProvider:
@@ -79,7 +111,9 @@ class MailgunProvider:
             DeliveryError: One of its four subclasses, from :func:`map_http_errors`.
         """
         with map_http_errors(self.name):
-            response = self._client.post(self._path, data=build_form(email))
+            # With files httpx sends multipart/form-data; without, a urlencoded form.
+            files = build_files(email)
+            response = self._client.post(self._path, data=build_form(email), files=files or None)
             response.raise_for_status()
         body = json_object(response)
         message_id = body.get("id")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import httpx
@@ -42,14 +43,36 @@ def _join(addresses: tuple[str, ...]) -> str:
     return ", ".join(addresses)
 
 
+def _attachments(email: OutgoingEmail) -> list[dict[str, str]]:
+    """Postmark's attachment objects; an inline one has ``ContentID: "cid:<id>"``."""
+    result = []
+    for attachment in email.attachments:
+        item = {
+            "Name": attachment.filename,
+            "Content": base64.b64encode(attachment.content).decode("ascii"),
+            "ContentType": attachment.content_type,
+        }
+        if attachment.inline:
+            item["ContentID"] = f"cid:{attachment.content_id}"
+        result.append(item)
+    return result
+
+
 def build_payload(email: OutgoingEmail) -> dict[str, Any]:
-    """Return the JSON body of a Postmark send for ``email``."""
+    """Return the JSON body of a Postmark send for ``email``.
+
+    Postmark takes one ``Tag`` per message: it gets the first of the email's tags (the others
+    stay on the email in Mailroom, where ListEmails filters by any of them); metadata pairs go
+    in ``Metadata`` as they are, extra headers in ``Headers`` after our Message-ID.
+    """
+    headers = [{"Name": "Message-ID", "Value": email.message_id}]
+    headers.extend({"Name": name, "Value": value} for name, value in email.headers)
     payload: dict[str, Any] = {
         "From": email.from_address,
         "To": _join(email.to),
         "Subject": email.subject,
         "TextBody": email.text,
-        "Headers": [{"Name": "Message-ID", "Value": email.message_id}],
+        "Headers": headers,
         "MessageStream": "outbound",
     }
     if email.cc:
@@ -60,6 +83,12 @@ def build_payload(email: OutgoingEmail) -> dict[str, Any]:
         payload["HtmlBody"] = email.html
     if email.reply_to:
         payload["ReplyTo"] = email.reply_to
+    if email.attachments:
+        payload["Attachments"] = _attachments(email)
+    if email.tags:
+        payload["Tag"] = email.tags[0]
+    if email.metadata:
+        payload["Metadata"] = dict(email.metadata)
     return payload
 
 

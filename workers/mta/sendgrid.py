@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from email.utils import parseaddr
 from typing import Any
 
@@ -45,8 +46,28 @@ def _personalization(email: OutgoingEmail) -> dict[str, list[dict[str, str]]]:
     return result
 
 
+def _attachments(email: OutgoingEmail) -> list[dict[str, str]]:
+    """SendGrid's attachment objects: base64 content; inline ones carry their ``content_id``."""
+    result = []
+    for attachment in email.attachments:
+        item = {
+            "content": base64.b64encode(attachment.content).decode("ascii"),
+            "type": attachment.content_type,
+            "filename": attachment.filename,
+            "disposition": "inline" if attachment.inline else "attachment",
+        }
+        if attachment.inline:
+            item["content_id"] = attachment.content_id
+        result.append(item)
+    return result
+
+
 def build_payload(email: OutgoingEmail) -> dict[str, Any]:
-    """Return the JSON body of a Mail Send request for ``email``."""
+    """Return the JSON body of a Mail Send request for ``email``.
+
+    Extra headers go in ``headers`` (next to our Message-ID), tags as ``categories`` and
+    metadata as ``custom_args`` (strings, as SendGrid requires; its webhooks return them).
+    """
     content = []
     # SendGrid wants text/plain first and refuses an empty content list.
     if email.text or not email.html:
@@ -58,10 +79,16 @@ def build_payload(email: OutgoingEmail) -> dict[str, Any]:
         "from": _address(email.from_address),
         "subject": email.subject,
         "content": content,
-        "headers": {"Message-ID": email.message_id},
+        "headers": {**dict(email.headers), "Message-ID": email.message_id},
     }
     if email.reply_to:
         payload["reply_to"] = _address(email.reply_to)
+    if email.attachments:
+        payload["attachments"] = _attachments(email)
+    if email.tags:
+        payload["categories"] = list(email.tags)
+    if email.metadata:
+        payload["custom_args"] = dict(email.metadata)
     return payload
 
 

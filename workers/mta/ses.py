@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -36,7 +37,7 @@ from workers.mta.http import error_class_for_status
 
 if TYPE_CHECKING:
     from mypy_boto3_sesv2 import SESV2Client
-    from mypy_boto3_sesv2.type_defs import DestinationTypeDef
+    from mypy_boto3_sesv2.type_defs import DestinationTypeDef, MessageTagTypeDef
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,25 @@ MISCONFIGURED_CODES = frozenset(
         "NotFoundException",
     }
 )
+
+
+# What SES allows in a message tag's name and value (MessageTag in the SES v2 API reference).
+_TAG_TEXT = re.compile(r"[A-Za-z0-9_-]{1,256}")
+
+
+def email_tags(email: OutgoingEmail) -> list[MessageTagTypeDef]:
+    """The email's tags and metadata as SES message tags (for event publishing).
+
+    A tag becomes ``{"Name": tag, "Value": "true"}`` (SES tags are name/value pairs, Mailroom's
+    are labels); a metadata pair ``{"Name": key, "Value": value}`` when its value is something
+    SES allows (ASCII letters, digits, ``_`` and ``-``): other values are left out rather than
+    have SES refuse the email. A metadata key that is also a tag's name wins over the tag.
+    """
+    tags: dict[str, str] = dict.fromkeys(email.tags, "true")
+    for key, value in email.metadata:
+        if _TAG_TEXT.fullmatch(key) and _TAG_TEXT.fullmatch(value):
+            tags[key] = value
+    return [{"Name": name, "Value": value} for name, value in tags.items()]
 
 
 def _classify_client_error(exc: ClientError) -> DeliveryError:
@@ -160,6 +180,9 @@ class SesProvider:
     def send(self, email: OutgoingEmail) -> SendResult:
         """Send ``email.mime`` as is, to every envelope recipient (bcc included).
 
+        The raw message carries the attachments and extra headers; tags and metadata go as
+        ``EmailTags`` (see :func:`email_tags`).
+
         Args:
             email: The email to send.
 
@@ -174,10 +197,15 @@ class SesProvider:
             destination["CcAddresses"] = list(email.cc)
         if email.bcc:
             destination["BccAddresses"] = list(email.bcc)
+        request: dict[str, Any] = {
+            "Destination": destination,
+            "Content": {"Raw": {"Data": email.mime}},
+        }
+        tags = email_tags(email)
+        if tags:
+            request["EmailTags"] = tags
         with map_ses_errors():
-            reply: Any = self._client.send_email(
-                Destination=destination, Content={"Raw": {"Data": email.mime}}
-            )
+            reply: Any = self._client.send_email(**request)
         message_id = reply.get("MessageId") or email.message_id
         return SendResult(provider_message_id=str(message_id), response=f"MessageId {message_id}")
 
