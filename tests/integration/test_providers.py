@@ -10,26 +10,33 @@ import asyncio
 import base64
 import email
 import json
+import re
 import socket
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from email.message import EmailMessage
+from email.policy import default as default_policy
 from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from bson import ObjectId
 from pydantic import SecretStr
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 from werkzeug.datastructures import Headers
 
 from core.settings import HttpProviderSettings, SesSettings, SmtpSettings
+from core.store.documents import Email
+from core.store.repository import NewAttachment, NewEmail, new_email_document
 from devtools.smtp_sink import SinkHandler
 from helpers import Tls, free_port
+from workers.mime import build_outgoing
 from workers.mta.base import (
     DeliveryError,
     MisconfiguredError,
@@ -78,6 +85,34 @@ def make_email(message_id: str = "<e1.x7@mailroom.local>", **changes: Any) -> Ou
 
 EMAIL = make_email()
 
+# Two files, one of them an inline image the HTML shows; an extra header, tags and metadata.
+REPORT_PDF = b"%PDF-1.4\n" + bytes(range(256)) * 8
+LOGO_PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\xff" * 64
+REPORT_NAME = "Rechnung März.pdf"
+RICH = build_outgoing(
+    Email._from_son(
+        new_email_document(
+            NewEmail(
+                from_address="Mailroom <noreply@example.com>",
+                to=["Ann Example <ann@example.com>"],
+                subject="Your invoice",
+                text="Your invoice is attached.",
+                html='<p><img src="cid:logo@mailroom"> Your invoice is attached.</p>',
+                attachments=[
+                    NewAttachment(REPORT_NAME, "application/pdf", REPORT_PDF),
+                    NewAttachment("logo.png", "image/png", LOGO_PNG, content_id="logo@mailroom"),
+                ],
+                headers={"List-Unsubscribe": "<https://example.com/u/1>"},
+                tags=["invoice", "shop", "eu", "vip"],
+                metadata={"order_id": "1234", "note": "paid by card"},
+            ),
+            message_id_domain="mailroom.local",
+            email_id=ObjectId(),
+            now=datetime(2026, 1, 1),
+        )
+    )
+)
+
 
 # --- The HTTP fake -------------------------------------------------------------------------
 
@@ -91,6 +126,8 @@ class Seen:
     headers: Headers
     json: Any = None
     form: dict[str, list[str]] = field(default_factory=dict)
+    # Uploaded files by field: (filename, content type, bytes).
+    files: dict[str, list[tuple[str, str, bytes]]] = field(default_factory=dict)
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +149,11 @@ def fake(http_server: HTTPServer) -> Iterator[HTTPServer]:
 
 
 def answer(server: HTTPServer, path: str, reply: Response | Callable[[], Response]) -> list[Seen]:
-    """Answer POSTs to ``path`` with ``reply``; return the list the requests are recorded in."""
+    """Answer POSTs to ``path`` with ``reply``; return the list the requests are recorded in.
+
+    A request the real API would refuse for its shape (see :data:`SHAPE_CHECKS`) is answered
+    with that API's refusal instead.
+    """
     seen: list[Seen] = []
 
     def handler(request: Request) -> Response:
@@ -120,9 +161,16 @@ def answer(server: HTTPServer, path: str, reply: Response | Callable[[], Respons
         record = Seen(request.method, request.path, Headers(request.headers.items()))
         if content_type.startswith(("application/x-www-form-urlencoded", "multipart/")):
             record.form = request.form.to_dict(flat=False)
+            for name, upload in request.files.items(multi=True):
+                item = (upload.filename or "", upload.mimetype, upload.read())
+                record.files.setdefault(name, []).append(item)
         else:
             record.json = json.loads(request.get_data() or b"null")
         seen.append(record)
+        check = SHAPE_CHECKS.get(request.path)
+        refusal = check(record) if check else None
+        if refusal is not None:
+            return refusal
         return reply if isinstance(reply, Response) else reply()
 
     server.expect_request(path, method="POST").respond_with_handler(handler)
@@ -131,6 +179,95 @@ def answer(server: HTTPServer, path: str, reply: Response | Callable[[], Respons
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
     return Response(json.dumps(body), status=status, headers=headers, mimetype="application/json")
+
+
+# --- What each real API requires of attachments, headers, tags and metadata -----------------
+
+
+def _base64(value: Any) -> bytes | None:
+    """The decoded bytes of a strict base64 string, or None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return base64.b64decode(value, validate=True)
+    except ValueError:
+        return None
+
+
+def _strings(value: Any) -> bool:
+    """Whether ``value`` is a JSON object of string values."""
+    return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+
+
+def sendgrid_shape(seen: Seen) -> Response | None:
+    """SendGrid v3 mail/send: attachments {content base64, filename, type, disposition,
+    content_id when inline}; headers, custom_args string maps; at most 10 categories."""
+    body = seen.json
+    problems = []
+    for i, item in enumerate(body.get("attachments", [])):
+        if _base64(item.get("content")) is None or not item.get("filename"):
+            problems.append(f"attachments.{i}: content must be base64, filename is required")
+        if item.get("disposition", "attachment") not in ("inline", "attachment"):
+            problems.append(f"attachments.{i}.disposition")
+        if item.get("disposition") == "inline" and not item.get("content_id"):
+            problems.append(f"attachments.{i}.content_id is required for inline")
+    categories = body.get("categories", [])
+    if len(categories) > 10 or not all(isinstance(c, str) and len(c) <= 255 for c in categories):
+        problems.append("categories")
+    if not _strings(body.get("headers", {})) or not _strings(body.get("custom_args", {})):
+        problems.append("headers and custom_args values must be strings")
+    if not problems:
+        return None
+    return json_response(400, {"errors": [{"message": p, "field": None} for p in problems]})
+
+
+def mailgun_shape(seen: Seen) -> Response | None:
+    """Mailgun messages: at most 3 o:tag; every attachment and inline file has a name."""
+    if len(seen.form.get("o:tag", [])) > 3:
+        return json_response(400, {"message": "Too many tags"})
+    for name, content_type, content in seen.files.get("attachment", []) + seen.files.get(
+        "inline", []
+    ):
+        if not name or not content_type or not content:
+            return json_response(400, {"message": "attachment without a file name"})
+    if seen.files and not seen.headers["Content-Type"].startswith("multipart/form-data"):
+        return json_response(400, {"message": "files need multipart/form-data"})
+    return None
+
+
+def postmark_shape(seen: Seen) -> Response | None:
+    """Postmark /email: Attachments {Name, Content base64, ContentType, ContentID "cid:…"};
+    one Tag (a string); Metadata a string map; Headers [{Name, Value}]."""
+    body = seen.json
+    ok = all(
+        item.get("Name")
+        and item.get("ContentType")
+        and _base64(item.get("Content")) is not None
+        and str(item.get("ContentID", "cid:x")).startswith("cid:")
+        for item in body.get("Attachments", [])
+    )
+    ok = ok and isinstance(body.get("Tag", ""), str) and _strings(body.get("Metadata", {}))
+    ok = ok and all(set(h) == {"Name", "Value"} for h in body.get("Headers", []))
+    if ok:
+        return None
+    return json_response(422, {"ErrorCode": 300, "Message": "Invalid email request"})
+
+
+_SES_TAG_TEXT = r"[A-Za-z0-9_-]{1,256}"
+
+
+def ses_shape(seen: Seen) -> Response | None:
+    """SES v2 SendEmail: each EmailTags Name and Value is [A-Za-z0-9_-]{1,256}, names unique."""
+    tags = seen.json.get("EmailTags", [])
+    names = [tag.get("Name", "") for tag in tags]
+    valid = all(
+        re.fullmatch(_SES_TAG_TEXT, tag.get("Name", ""))
+        and re.fullmatch(_SES_TAG_TEXT, tag.get("Value", ""))
+        for tag in tags
+    )
+    if valid and len(set(names)) == len(names):
+        return None
+    return ses_error(400, "BadRequestException", "Invalid message tag")
 
 
 # --- SendGrid ------------------------------------------------------------------------------
@@ -190,6 +327,42 @@ def test_sendgrid_drops_repeated_addresses_it_would_reject(fake: HTTPServer) -> 
     }
 
 
+def test_sendgrid_sends_attachments_headers_categories_and_custom_args(fake: HTTPServer) -> None:
+    seen = answer(fake, "/v3/mail/send", Response(status=202, headers={"X-Message-Id": "sg-7"}))
+
+    assert sendgrid(fake).send(RICH).provider_message_id == "sg-7"
+
+    body = seen[0].json
+    report, logo = body["attachments"]
+    assert base64.b64decode(report.pop("content")) == REPORT_PDF
+    assert report == {
+        "type": "application/pdf",
+        "filename": REPORT_NAME,
+        "disposition": "attachment",
+    }
+    assert base64.b64decode(logo.pop("content")) == LOGO_PNG
+    assert logo == {
+        "type": "image/png",
+        "filename": "logo.png",
+        "disposition": "inline",
+        "content_id": "logo@mailroom",
+    }
+    assert body["headers"] == {
+        "List-Unsubscribe": "<https://example.com/u/1>",
+        "Message-ID": RICH.message_id,
+    }
+    assert body["categories"] == ["invoice", "shop", "eu", "vip"]
+    assert body["custom_args"] == {"note": "paid by card", "order_id": "1234"}
+
+
+def test_sendgrid_fake_refuses_what_sendgrid_refuses(fake: HTTPServer) -> None:
+    answer(fake, "/v3/mail/send", Response(status=202))
+    too_many = replace(RICH, tags=tuple(f"t{i}" for i in range(11)))
+
+    with pytest.raises(PermanentError):
+        sendgrid(fake).send(too_many)
+
+
 # --- Mailgun -------------------------------------------------------------------------------
 
 
@@ -241,6 +414,28 @@ def test_mailgun_leaves_out_empty_optional_fields(fake: HTTPServer) -> None:
     assert set(seen[0].form) == {"from", "to", "subject", "text", "h:Message-Id"}
 
 
+def test_mailgun_uploads_attachment_and_inline_files_with_tags_and_variables(
+    fake: HTTPServer,
+) -> None:
+    seen = answer(fake, "/v3/mg.example.com/messages", json_response(200, {"id": "<7@mg>"}))
+
+    assert mailgun(fake).send(RICH).provider_message_id == "<7@mg>"
+
+    [request] = seen
+    assert request.headers["Content-Type"].startswith("multipart/form-data")
+    assert request.files == {
+        "attachment": [(REPORT_NAME, "application/pdf", REPORT_PDF)],
+        # Mailgun makes the file name the Content-ID: the HTML's cid:logo@mailroom finds it.
+        "inline": [("logo@mailroom", "image/png", LOGO_PNG)],
+    }
+    assert request.form["h:List-Unsubscribe"] == ["<https://example.com/u/1>"]
+    assert request.form["o:tag"] == ["invoice", "shop", "eu"]  # Mailgun keeps 3 a message
+    assert request.form["v:order_id"] == ["1234"]
+    assert request.form["v:note"] == ["paid by card"]
+    assert request.form["h:Message-Id"] == [RICH.message_id]
+    assert request.form["html"] == [RICH.html]
+
+
 # --- Postmark ------------------------------------------------------------------------------
 
 
@@ -290,6 +485,29 @@ def test_postmark_posts_the_email_json(fake: HTTPServer) -> None:
         "Headers": [{"Name": "Message-ID", "Value": "<e1.x7@mailroom.local>"}],
         "MessageStream": "outbound",
     }
+
+
+def test_postmark_sends_attachments_headers_tag_and_metadata(fake: HTTPServer) -> None:
+    seen = answer(fake, "/email", json_response(200, {"ErrorCode": 0, "MessageID": "pm-7"}))
+
+    assert postmark(fake).send(RICH).provider_message_id == "pm-7"
+
+    body = seen[0].json
+    report, logo = body["Attachments"]
+    assert base64.b64decode(report.pop("Content")) == REPORT_PDF
+    assert report == {"Name": REPORT_NAME, "ContentType": "application/pdf"}
+    assert base64.b64decode(logo.pop("Content")) == LOGO_PNG
+    assert logo == {
+        "Name": "logo.png",
+        "ContentType": "image/png",
+        "ContentID": "cid:logo@mailroom",
+    }
+    assert body["Headers"] == [
+        {"Name": "Message-ID", "Value": RICH.message_id},
+        {"Name": "List-Unsubscribe", "Value": "<https://example.com/u/1>"},
+    ]
+    assert body["Tag"] == "invoice"  # Postmark takes one tag a message: the first
+    assert body["Metadata"] == {"note": "paid by card", "order_id": "1234"}
 
 
 # --- Error answers, the same for every HTTP provider ----------------------------------------
@@ -428,6 +646,14 @@ def test_http_concurrent_sends_on_one_instance(fake: HTTPServer, api_name: str) 
 
 SES_PATH = "/v2/email/outbound-emails"
 
+# The fake's shape check, by request path.
+SHAPE_CHECKS: dict[str, Callable[[Seen], Response | None]] = {
+    "/v3/mail/send": sendgrid_shape,
+    "/v3/mg.example.com/messages": mailgun_shape,
+    "/email": postmark_shape,
+    SES_PATH: ses_shape,
+}
+
 
 def ses(server: HTTPServer, timeout: float = 2.0) -> SesProvider:
     return SesProvider(
@@ -473,6 +699,37 @@ def test_ses_sends_the_raw_mime_signed_with_sigv4(fake: HTTPServer) -> None:
     assert parsed["Message-ID"] == EMAIL.message_id
     assert parsed["Subject"] == "Your receipt"
     assert parsed["Bcc"] is None
+
+
+def test_ses_sends_attachments_in_the_raw_mime_and_tags_as_email_tags(fake: HTTPServer) -> None:
+    seen = answer(fake, SES_PATH, json_response(200, {"MessageId": "ses-7"}))
+
+    assert ses(fake).send(RICH).provider_message_id == "ses-7"
+
+    body = seen[0].json
+    # Tags as name=true; metadata whose value SES allows (the one with blanks is left out).
+    assert body["EmailTags"] == [
+        {"Name": "invoice", "Value": "true"},
+        {"Name": "shop", "Value": "true"},
+        {"Name": "eu", "Value": "true"},
+        {"Name": "vip", "Value": "true"},
+        {"Name": "order_id", "Value": "1234"},
+    ]
+    raw = base64.b64decode(body["Content"]["Raw"]["Data"])
+    assert raw == RICH.mime
+    message = email.message_from_bytes(raw, policy=default_policy)
+    assert isinstance(message, EmailMessage)
+    [report] = message.iter_attachments()
+    assert (report.get_filename(), report.get_content()) == (REPORT_NAME, REPORT_PDF)
+    assert message["List-Unsubscribe"] == "<https://example.com/u/1>"
+
+
+def test_ses_sends_no_email_tags_without_tags_or_metadata(fake: HTTPServer) -> None:
+    seen = answer(fake, SES_PATH, json_response(200, {"MessageId": "ses-8"}))
+
+    ses(fake).send(EMAIL)
+
+    assert "EmailTags" not in seen[0].json
 
 
 @pytest.mark.parametrize(
@@ -585,6 +842,29 @@ def test_smtp_delivers_to_every_recipient_without_a_bcc_header(
     assert b"dave@example.com" not in received.raw
     assert message["Message-ID"] == EMAIL.message_id
     assert message["Cc"] == "Carol <carol@example.com>"
+
+
+def test_smtp_delivers_attachments_inline_parts_and_extra_headers(
+    sink: SinkHandler, smtp_port: int
+) -> None:
+    smtp(smtp_port).send(RICH)
+
+    [received] = sink.messages
+    message = email.message_from_bytes(received.raw, policy=default_policy)
+    assert isinstance(message, EmailMessage)
+    assert not message.defects
+    assert message["List-Unsubscribe"] == "<https://example.com/u/1>"
+    html = message.get_body(("html",))
+    assert html is not None and 'src="cid:logo@mailroom"' in html.get_content()
+    parts = {part.get_content_type(): part for part in message.walk()}
+    logo, report = parts["image/png"], parts["application/pdf"]
+    assert logo["Content-ID"] == "<logo@mailroom>"
+    assert logo.get_content_disposition() == "inline"
+    assert logo.get_content() == LOGO_PNG
+    # The inline image lives with the HTML it belongs to.
+    assert parts["multipart/related"].get_payload()[1] is logo
+    assert report.get_content_disposition() == "attachment"
+    assert (report.get_filename(), report.get_content()) == (REPORT_NAME, REPORT_PDF)
 
 
 def test_smtp_partly_refused_recipients_are_delivered_and_reported(
