@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,24 @@ def test_each_distribution_is_versioned_by_its_own_commits(clone):
 
     _commit(clone, "proto/mailroom/v1/mail.proto", "feat(proto): a new field")
     assert _next_tag(clone, "sdk") == _bump(sdk, "minor"), "the stubs come from proto/"
+    assert _next_tag(clone, ".") == _bump(service, "minor")
+
+
+def _version_of(pyproject: Path) -> str:
+    return tomllib.loads(pyproject.read_text())["project"]["version"]
+
+
+def test_a_release_writes_each_version_where_it_is_read(clone):
+    _run([sys.executable, "scripts/release.py", "version"], clone)
+    service = _version_of(clone / "pyproject.toml")
+    _commit(clone, "sdk/src/mailroom/client.py", "fix(sdk): a fix to the client")
+
+    _run([sys.executable, "scripts/release.py", "version"], clone)
+    sdk = _version_of(clone / "sdk/pyproject.toml")
+    assert _next_tag(clone, "sdk") == f"sdk-v{sdk}"
+    assert f'__version__ = "{sdk}"' in (clone / "sdk/src/mailroom/_version.py").read_text()
+    assert f"## sdk-v{sdk} (" in (clone / "sdk/CHANGELOG.md").read_text()
+    assert "a fix to the client" in (clone / "sdk/CHANGELOG.md").read_text()
+    assert _version_of(clone / "pyproject.toml") == service, "the service is not released"
+    assert _git(clone, "log", "-1", "--format=%s").strip() == f"chore(release): mailroom-sdk {sdk}"
+    assert _git(clone, "status", "--porcelain") == ""
