@@ -64,6 +64,11 @@ class Item:
         return self.same_as.outcome if self.same_as is not None else self
 
     @property
+    def key(self) -> str:
+        """Its idempotency key ("" when none, or not validated)."""
+        return self.new.idempotency_key if self.new is not None else ""
+
+    @property
     def open(self) -> bool:
         """Validated, not refused yet, and not answered by another item: still to store."""
         return self.new is not None and self.error is None and self.same_as is None

@@ -289,39 +289,76 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
         budget = self._settings.accept_timeout_ms / 1000
         deadline = time.monotonic() + budget
         with pymongo.timeout(budget):
-            for item in items:
-                if item.open:
-                    self._reserve_item(item)
-            for item in items:
-                if item.open and item.replay:
-                    self._take_over_item(item)
+            self._reserve_items([i for i in items if i.open])
+            self._take_over_items([i for i in items if i.open and i.replay])
             self._insert_items([i for i in items if i.open and not i.replay], deadline)
         self._enqueue_many(
             [(str(i.email_id), i.new.send_at) for i in items if i.enqueue and i.new is not None]
         )
         return batch.response(items)
 
-    def _reserve_item(self, item: batch.Item) -> None:
-        """Give a batch's email its id: a new one, or its key's first email's (a replay)."""
-        assert item.new is not None
-        item.email_id = ObjectId()
-        if not item.new.idempotency_key:
-            return
-        try:
-            existing = self._reserve(item.new.idempotency_key, item.fingerprint, item.email_id)
-        except MailroomError as exc:
-            item.error = exc  # nothing stored: AlreadyExists, NotAccepted or StorageUnavailable
-            return
-        if existing is not None:
-            log.info("idempotent retry of key %r → %s", item.new.idempotency_key, existing)
-            item.email_id, item.replay = ObjectId(existing), True
+    def _reserve_items(self, items: list[batch.Item]) -> None:
+        """Give each email of a batch its id: a new one, or its key's first email's (a replay).
 
-    def _take_over_item(self, item: batch.Item) -> None:
-        assert item.new is not None and item.email_id is not None
+        The keys are bound with one bulk write, each as :meth:`_reserve` binds one.
+        """
+        for item in items:
+            item.email_id = ObjectId()
+        keyed = [i for i in items if i.new is not None and i.new.idempotency_key]
+        if not keyed:
+            return
+        entries = [(i.key, i.fingerprint, str(i.email_id)) for i in keyed]
+        ttl = timedelta(hours=self._settings.idempotency_ttl_hours)
         try:
-            item.email_id, item.enqueue = self._take_over(item.new, item.email_id)
-        except MailroomError as exc:
-            item.error = exc
+            outcomes = idempotency.reserve_idempotency_keys(entries, ttl=ttl)
+        except StorageUnavailable as exc:
+            outcomes = [exc] * len(keyed)
+        for item, outcome in zip(keyed, outcomes, strict=True):
+            if isinstance(outcome, StorageOutcomeUnknown):
+                # No email was written; the key may now name this id, which a retry then stores.
+                item.error = not_accepted(str(item.email_id))
+            elif isinstance(outcome, MailroomError):
+                item.error = outcome  # AlreadyExists, or StorageUnavailable: nothing stored
+            elif outcome is not None:
+                log.info("idempotent retry of key %r → %s", item.key, outcome)
+                item.email_id, item.replay = ObjectId(outcome), True
+
+    def _take_over_items(self, items: list[batch.Item]) -> None:
+        """:meth:`_take_over` for a batch's replays: the accept turns and inserts in bulk."""
+        if not items:
+            return
+        try:
+            accepted = turns.accept_emails([str(i.email_id) for i in items])
+        except StorageUnavailable as exc:
+            for item in items:
+                item.error = exc
+            return
+        taken: list[tuple[batch.Item, bool]] = []
+        for item, outcome in zip(items, accepted, strict=True):
+            if outcome is None:  # voided: _take_over follows it to its successor
+                assert item.new is not None and item.email_id is not None
+                try:
+                    item.email_id, item.enqueue = self._take_over(item.new, item.email_id)
+                except MailroomError as exc:
+                    item.error = exc
+            else:
+                taken.append((item, outcome))
+        try:
+            stored = repository.insert_emails([self._item_document(i) for i, _ in taken])
+        except StorageUnavailable as exc:
+            for item, _ in taken:
+                item.error = exc
+            return
+        for index, (item, accepted_here) in enumerate(taken):
+            if index in stored.refused:
+                item.error = StorageUnavailable("storage unavailable: the email was not stored")
+            else:
+                # As _take_over: stored by this call, or already there and accepted by it.
+                item.enqueue = index not in stored.existing or accepted_here
+
+    def _item_document(self, item: batch.Item) -> dict[str, object]:
+        assert item.new is not None and item.email_id is not None  # set by _reserve_items
+        return self._document(item.new, item.email_id)
 
     def _insert_items(self, items: list[batch.Item], deadline: float) -> None:
         """Store a batch's new emails with one bulk write; resolve an unknown outcome per email.
@@ -330,13 +367,10 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
         """
         if not items:
             return
-        documents = []
-        for item in items:
-            assert item.new is not None and item.email_id is not None  # set by _reserve_item
-            documents.append(self._document(item.new, item.email_id))
+        documents = [self._item_document(item) for item in items]
         try:
             with pymongo.timeout(max(deadline - time.monotonic(), 0.001) * INSERT_SHARE):
-                refused = repository.insert_emails(documents)
+                refused = repository.insert_emails(documents).refused
         except StorageOutcomeUnknown:
             for item in items:
                 try:
@@ -346,12 +380,12 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
                     item.error = exc
             return
         except StorageUnavailable as exc:
-            refused, reason = set(range(len(items))), exc
-        else:
-            reason = StorageUnavailable("storage refused the write")
+            for item in items:
+                item.error = exc  # certainly not written
+            return
         for index, item in enumerate(items):
             if index in refused:
-                log.warning("email %s: not stored (%s)", item.email_id, reason.message)
+                log.warning("email %s: the store refused its document", item.email_id)
                 item.error = StorageUnavailable("storage unavailable: the email was not stored")
             else:
-                item.enqueue = True
+                item.enqueue = True  # stored (an existing _id: a driver retry of this write)

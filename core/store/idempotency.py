@@ -6,11 +6,13 @@ periodic job purges the expired ones.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from core.errors import AlreadyExists, DuplicateKey, StorageUnavailable
+from core.errors import AlreadyExists, DuplicateKey, MailroomError, StorageUnavailable
 from core.store.documents import IdempotencyKey, utcnow
 from core.store.mapping import map_mongo_errors
+from core.store.repository import insert_new
 
 
 def reserve_idempotency_key(
@@ -53,11 +55,68 @@ def reserve_idempotency_key(
         if existing is None:
             continue
         if existing.fingerprint != fingerprint:
-            raise AlreadyExists(
-                f"idempotency key {key!r} was already used with a different request"
-            )
+            raise _reused(key)
         return str(existing.email_id)
     raise StorageUnavailable(f"could not reserve idempotency key {key!r}")
+
+
+def reserve_idempotency_keys(
+    entries: Sequence[tuple[str, str, str]], *, ttl: timedelta
+) -> list[str | MailroomError | None]:
+    """:func:`reserve_idempotency_key` for many keys: one bulk insert, one read of the taken.
+
+    A key that is taken but expired, or refused by the bulk write, goes the one-key way.
+
+    Args:
+        entries: ``(key, fingerprint, email_id)`` of each email; the keys are distinct.
+        ttl: How long the keys are honoured.
+
+    Returns:
+        For each entry what :func:`reserve_idempotency_key` returns, or the error it raises
+        (:class:`AlreadyExists`, or a storage error for that key alone).
+
+    Raises:
+        StorageOutcomeUnknown: The bulk insert's outcome is unknown: any key may be bound.
+        StorageUnavailable: MongoDB is unreachable; no key was bound.
+    """
+    now = utcnow()
+    docs = [
+        IdempotencyKey(
+            key=key,
+            fingerprint=fingerprint,
+            email_id=email_id,
+            created_at=now,
+            expires_at=now + ttl,
+        )
+        .to_mongo()
+        .to_dict()
+        for key, fingerprint, email_id in entries
+    ]
+    outcome = insert_new(IdempotencyKey._get_collection(), docs)
+    results: list[str | MailroomError | None] = [None] * len(entries)
+    existing: dict[str, IdempotencyKey] = {}
+    if outcome.existing:
+        with map_mongo_errors():
+            taken = [entries[index][0] for index in outcome.existing]
+            existing = {k.key: k for k in IdempotencyKey.objects(key__in=taken)}
+    for index in outcome.existing | outcome.refused:
+        key, fingerprint, email_id = entries[index]
+        first = existing.get(key)
+        if first is not None and first.expires_at > now:
+            if first.fingerprint != fingerprint:
+                results[index] = _reused(key)
+            else:
+                results[index] = str(first.email_id)
+            continue
+        try:
+            results[index] = reserve_idempotency_key(key, fingerprint, email_id, ttl=ttl)
+        except MailroomError as exc:
+            results[index] = exc
+    return results
+
+
+def _reused(key: str) -> AlreadyExists:
+    return AlreadyExists(f"idempotency key {key!r} was already used with a different request")
 
 
 def purge_idempotency_keys(now: datetime | None = None) -> int:

@@ -12,6 +12,7 @@ from typing import Any
 
 from bson import Binary, ObjectId
 from bson.errors import InvalidId
+from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError
 
 from core.errors import NotFound, StorageOutcomeUnknown
@@ -77,6 +78,21 @@ def metadata_pair(key: str, value: str) -> str:
     return f"{key}={value}"
 
 
+#: The spans, in seconds, of ListEmails' time buckets of an email id: an hour, a day, 28 days.
+LIST_BUCKET_SPANS = (3600, 86_400, 28 * 86_400)
+
+
+def list_bucket(span: int, second: int) -> str:
+    """The ListEmails lookup key of the ``span``-second bucket holding Unix time ``second``."""
+    return f"{span}:{second // span}"
+
+
+def list_buckets(email_id: ObjectId) -> list[str]:
+    """The time buckets of an email id's creation second, one per span of LIST_BUCKET_SPANS."""
+    second = int(email_id.generation_time.timestamp())
+    return [list_bucket(span, second) for span in LIST_BUCKET_SPANS]
+
+
 def new_email_document(
     new: NewEmail, *, message_id_domain: str, email_id: ObjectId, now: datetime
 ) -> dict[str, Any]:
@@ -121,6 +137,7 @@ def new_email_document(
         "metadata": dict(new.metadata),
         "recipients": sorted({recipient_key(a) for a in (*new.to, *new.cc, *new.bcc)}),
         "metadata_pairs": [metadata_pair(k, v) for k, v in sorted(new.metadata.items())],
+        "list_buckets": list_buckets(email_id),
     }
     if new.idempotency_key:
         document["idempotency_key"] = new.idempotency_key
@@ -146,19 +163,29 @@ def insert_email(document: dict[str, Any]) -> None:
 DUPLICATE_KEY_CODE = 11000
 
 
-def insert_emails(documents: list[dict[str, Any]]) -> set[int]:
-    """Insert new email documents with one unordered bulk write (``insert_many``).
+@dataclass(frozen=True)
+class BulkInsert:
+    """What an unordered ``insert_many`` did, document by document (indexes into its list).
 
-    Unordered, so that one refused document does not stop the ones after it.
+    Every document in neither set was inserted by it.
 
-    Args:
-        documents: Documents from :func:`new_email_document`, each with a fresh ``_id``.
+    Attributes:
+        existing: Met an existing ``_id``: not inserted by this write, but a document with the
+            ``_id`` is there.
+        refused: Refused for another reason: not stored.
+    """
 
-    Returns:
-        The indexes (into ``documents``) of the documents the server refused; all others are
-        stored. A document that met an existing ``_id`` counts as stored: as for
-        :func:`insert_email`'s :class:`DuplicateKey`, that is the caller's own earlier attempt
-        (a driver retry that landed) or an idempotent retry that stored the same email.
+    existing: frozenset[int] = frozenset()
+    refused: frozenset[int] = frozenset()
+
+
+def insert_new(
+    collection: Collection[dict[str, Any]], documents: list[dict[str, Any]]
+) -> BulkInsert:
+    """Insert documents with one unordered bulk write; report each one's fate.
+
+    Unordered, so that one refused document does not stop the ones after it. Shared by the
+    batch writes of emails, idempotency keys and turns.
 
     Raises:
         StorageOutcomeUnknown: The write was sent but its outcome is unknown (for any of the
@@ -166,22 +193,36 @@ def insert_emails(documents: list[dict[str, Any]]) -> set[int]:
         StorageUnavailable: MongoDB is unreachable or refused the whole write: none is stored.
     """
     if not documents:
-        return set()
+        return BulkInsert()
     with map_mongo_errors():
         try:
-            Email._get_collection().insert_many(documents, ordered=False)
+            collection.insert_many(documents, ordered=False)
         except BulkWriteError as exc:
             details = exc.details or {}
             if details.get("writeConcernErrors"):
                 raise StorageOutcomeUnknown(
                     "storage did not confirm the write (write concern error)"
                 ) from exc
-            return {
-                int(error["index"])
-                for error in details.get("writeErrors", [])
-                if error.get("code") != DUPLICATE_KEY_CODE
-            }
-    return set()
+            errors = [(int(e["index"]), e.get("code")) for e in details.get("writeErrors", [])]
+            return BulkInsert(
+                existing=frozenset(i for i, code in errors if code == DUPLICATE_KEY_CODE),
+                refused=frozenset(i for i, code in errors if code != DUPLICATE_KEY_CODE),
+            )
+    return BulkInsert()
+
+
+def insert_emails(documents: list[dict[str, Any]]) -> BulkInsert:
+    """Insert new email documents (from :func:`new_email_document`) with one bulk write.
+
+    A document in ``existing`` is stored: as for :func:`insert_email`'s :class:`DuplicateKey`,
+    its ``_id`` was written by the caller's own earlier attempt (a driver retry that landed) or
+    by an idempotent retry storing the same email.
+
+    Raises:
+        StorageOutcomeUnknown: The write was sent but its outcome is unknown.
+        StorageUnavailable: MongoDB is unreachable or refused the whole write: none is stored.
+    """
+    return insert_new(Email._get_collection(), documents)
 
 
 def find_email(email_id: str) -> Email | None:

@@ -22,6 +22,7 @@ from core.store.repository import (
     CLAIMABLE,
     find_email,
     get_email,
+    insert_new,
     parse_email_id,
 )
 
@@ -374,6 +375,42 @@ def accept_email(email_id: str) -> bool | None:
     if turn is not None and turn.purpose == TurnPurpose.VOID:
         return None
     return False
+
+
+def accept_emails(email_ids: list[str]) -> list[bool | None]:
+    """:func:`accept_email` for many emails: one bulk insert of the turns, one read of the taken.
+
+    Returns:
+        For each id, what :func:`accept_email` returns for it.
+
+    Raises:
+        StorageOutcomeUnknown: The bulk insert's outcome is unknown.
+        StorageUnavailable: MongoDB is unreachable.
+    """
+    now = utcnow()
+    # The turn _insert_turn writes, generation 1 of each email.
+    docs = [
+        {
+            "_id": f"{i}:1",
+            "email_id": i,
+            "purpose": str(TurnPurpose.ACCEPT),
+            "owner": "",
+            "created_at": now,
+        }
+        for i in email_ids
+    ]
+    outcome = insert_new(EmailTurn._get_collection(), docs)
+    results: list[bool | None] = [True] * len(email_ids)
+    for index in outcome.refused:
+        results[index] = accept_email(email_ids[index])  # one at a time, as a retry would
+    if outcome.existing:
+        keys = [docs[index]["_id"] for index in outcome.existing]
+        with map_mongo_errors():
+            purposes = {t.key: t.purpose for t in EmailTurn.objects(key__in=keys)}
+        for index in outcome.existing:
+            purpose = purposes.get(docs[index]["_id"])
+            results[index] = None if purpose == TurnPurpose.VOID else False
+    return results
 
 
 def purge_turns(older_than: timedelta, now: datetime | None = None) -> int:

@@ -10,16 +10,17 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import code_pb2, error_details_pb2
 
 from core.errors import (
+    AlreadyExists,
     InvalidArgument,
     QueueUnavailable,
     StorageOutcomeUnknown,
     StorageUnavailable,
 )
-from core.store import repository
-from core.store.documents import Email, EmailTurn
+from core.store import idempotency, repository, turns
+from core.store.documents import Email, EmailTurn, IdempotencyKey
 from helpers import wait_until
 from mailroom.v1 import mail_pb2
-from server.servicer import MailServicer
+from server.servicer import MailServicer, successor_id
 
 
 class Queue:
@@ -183,7 +184,7 @@ def test_a_document_the_store_refuses_is_refused_alone(servicer, monkeypatch):
 
     def refuse_the_second(documents):
         real(documents[:1] + documents[2:])
-        return {1}
+        return repository.BulkInsert(refused=frozenset({1}))
 
     monkeypatch.setattr(repository, "insert_emails", refuse_the_second)
 
@@ -247,5 +248,49 @@ def test_the_bulk_insert_counts_an_existing_id_as_stored(fake_store):
     ]
     repository.insert_email(dict(documents[1]))
 
-    assert repository.insert_emails(documents) == set()
+    assert repository.insert_emails(documents) == repository.BulkInsert(existing=frozenset({1}))
     assert Email.objects().count() == 3
+
+
+# -- the bulk writes the batch uses ------------------------------------------------------------
+
+
+def test_bulk_key_reservation_answers_each_key_as_the_one_key_way_does(fake_store):
+    ttl = timedelta(hours=1)
+    idempotency.reserve_idempotency_key("same", "f", "id-same", ttl=ttl)
+    idempotency.reserve_idempotency_key("changed", "f", "id-changed", ttl=ttl)
+    idempotency.reserve_idempotency_key("expired", "f", "id-old", ttl=timedelta(seconds=-1))
+
+    outcomes = idempotency.reserve_idempotency_keys(
+        [("new", "f", "a"), ("same", "f", "b"), ("changed", "g", "c"), ("expired", "f", "d")],
+        ttl=ttl,
+    )
+
+    assert outcomes[:2] == [None, "id-same"]
+    assert isinstance(outcomes[2], AlreadyExists)
+    assert outcomes[3] is None  # an expired key is free again
+    assert IdempotencyKey.objects(key="expired").first().email_id == "d"
+    assert IdempotencyKey.objects(key="new").first().email_id == "a"
+
+
+def test_bulk_accept_answers_each_email_as_accept_email_does(fake_store):
+    new, void, taken = (str(ObjectId()) for _ in range(3))
+    turns.void_email(void)
+    turns.accept_email(taken)
+
+    assert turns.accept_emails([new, void, taken]) == [True, None, False]
+    assert EmailTurn.objects(key=f"{new}:1").first().purpose == "accept"
+
+
+def test_a_retried_item_whose_first_email_was_voided_is_stored_under_its_successor(servicer):
+    request = batch(email(idempotency_key="kv"), email())
+    first = servicer.SendEmailBatch(request, Context())
+    voided = first.results[0].id
+    Email.objects(id=voided).delete()  # as if its insert never landed, then voided
+    assert turns.void_email(voided)
+
+    again = servicer.SendEmailBatch(request, Context())
+
+    assert again.results[0].id == str(successor_id(ObjectId(voided)))
+    assert Email.objects(id=again.results[0].id).count() == 1
+    assert again.results[0].id in [i for i, _ in servicer._queue.batches[-1]]
