@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from core.addresses import AddressError, domain_of, header_unsafe, parse_address
 from core.errors import FieldViolation, InvalidArgument, PermissionDenied
 from core.settings import Settings
-from core.store.repository import NewEmail
+from core.store.repository import NewAttachment, NewEmail
 from mailroom.v1 import mail_pb2
 from server.validation_fields import (
     check_attachments,
@@ -146,10 +146,19 @@ def validate_send_request(
     if request.reply_to:
         reply_to = _check_address(request.reply_to, "reply_to", violations)
 
-    attachments = check_attachments(request.attachments, settings, violations)
-    headers = check_headers(request.headers, violations)
-    tags = check_tags(request.tags, settings, violations)
-    metadata = check_metadata(request.metadata, settings, violations)
+    # Most emails have none of these: skip the calls (the send path is hot).
+    attachments: list[NewAttachment] = []
+    headers: dict[str, str] = {}
+    tags: list[str] = []
+    metadata: dict[str, str] = {}
+    if request.attachments:
+        attachments = check_attachments(request.attachments, settings, violations)
+    if request.headers:
+        headers = check_headers(request.headers, violations)
+    if request.tags:
+        tags = check_tags(request.tags, settings, violations)
+    if request.metadata:
+        metadata = check_metadata(request.metadata, settings, violations)
     _check_size(request, settings, violations)
 
     key = idempotency_key or request.idempotency_key
