@@ -665,7 +665,8 @@ def _psql(host: str, port: int, sql: str, *, database: str = "postgres") -> str:
 #: scanned the whole table (22 ms of PostgreSQL CPU per lookup at 10,000 emails, growing with the
 #: collection). A GIN index on the same expression serves containment; this event trigger adds
 #: one for ``_id`` and ``status`` to every table FerretDB creates, and for the fields ListEmails
-#: filters on (``recipients``, ``tags``, ``metadata_pairs``, ``provider``, ``idempotency_key``).
+#: filters on (``recipients``, ``tags``, ``metadata_pairs``, ``provider``, ``idempotency_key``)
+#: and walks (``list_buckets``).
 #: (With the server's ``plan_cache_mode=force_custom_plan``: FerretDB sends the field name as a
 #: parameter, and only a custom plan sees it is ``'_id'``.)
 _GIN_TRIGGER_SQL = """
@@ -687,7 +688,7 @@ BEGIN
         ) THEN
             FOREACH field IN ARRAY ARRAY[
                 '_id', 'status', 'recipients', 'tags', 'metadata_pairs', 'provider',
-                'idempotency_key'
+                'idempotency_key', 'list_buckets'
             ] LOOP
                 EXECUTE format(
                     'CREATE INDEX IF NOT EXISTS %I ON %I.%I '
@@ -713,7 +714,8 @@ BEGIN
         WHERE a.attname = '_jsonb' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
     LOOP
         FOREACH field IN ARRAY ARRAY[
-            '_id', 'status', 'recipients', 'tags', 'metadata_pairs', 'provider', 'idempotency_key'
+            '_id', 'status', 'recipients', 'tags', 'metadata_pairs', 'provider', 'idempotency_key',
+            'list_buckets'
         ] LOOP
             EXECUTE format(
                 'CREATE INDEX IF NOT EXISTS %I ON %I.%I '

@@ -167,6 +167,9 @@ class Email(Document):
     # lowercased; and "key=value" for each metadata pair (one index serves any key).
     recipients = ListField(StringField())
     metadata_pairs = ListField(StringField())
+    # The hour to 28-day buckets of the id's time (repository.list_buckets): FerretDB
+    # sorts a query's whole result in memory, so ListEmails walks these newest first there.
+    list_buckets = ListField(StringField())
     # When the retention job removed the bodies, attachments and headers.
     purged_at = DateTimeField()
 

@@ -8,6 +8,17 @@ existed when it started exactly once.
 
 Each filter is served by a compound index ``{field, _id}`` (see ``Email.meta``) on MongoDB; on
 FerretDB/PostgreSQL by the GIN indexes the devtools trigger puts on the filtered fields.
+
+FerretDB 1.24 pushes equality filters down to PostgreSQL but never the sort nor the limit: it
+fetches every match, sorts them in Go, then cuts the page (0.5 ms or more per matching email
+on the shared machine: tens of seconds for a page of 100,000 emails). So there a page walks the
+emails' time buckets (``list_buckets``: hour to 28 days of the id's time) newest first, each
+query ``filter AND bucket`` (an equality FerretDB pushes down), until the page is full; the span
+of the next bucket follows the matches per second seen so far (growing at most eightfold the
+time scanned), so a sparse filter moves on to days and months within a few queries. After a
+28-day bucket with no match, or MAX_BUCKET_QUERIES, the rest is one query without a bucket (a
+filter that sparse has few matches). Emails stored before the buckets existed have none: they
+are found only by that last query.
 """
 
 from __future__ import annotations
@@ -16,23 +27,35 @@ import base64
 import binascii
 import hashlib
 import json
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
+from pymongo.errors import OperationFailure
 
 from core.errors import FieldViolation, InvalidArgument
 from core.store.documents import Email
 from core.store.mapping import map_mongo_errors
-from core.store.repository import metadata_pair, recipient_key
+from core.store.repository import LIST_BUCKET_SPANS, list_bucket, metadata_pair, recipient_key
 
 #: The fields a BASIC page leaves out, so the store does not even send them.
 BASIC_EXCLUDED = ("text", "html", "headers", "attachments.content")
 #: Bytes of the filter hash in a page token: enough to tell filters apart, short in a URL.
 _FILTER_HASH_BYTES = 8
 _OID_BYTES = 12
+#: Bucket queries of one page before the rest is read with one query.
+MAX_BUCKET_QUERIES = 12
+#: A bucket is chosen to hold at most this many times the emails the page still needs.
+_BUCKET_FILL = 4
+#: A bucket spans at most this many times the time already scanned.
+_BUCKET_GROWTH = 8
+#: Ids made by another API process whose clock is ahead: the first bucket starts this late.
+_CLOCK_SLACK_SECONDS = 300
+# Whether the store sorts in memory (FerretDB), by database name; asked once per process.
+_sorts_in_memory: dict[str, bool] = {}
 
 
 @dataclass(frozen=True)
@@ -154,8 +177,86 @@ def decode_page_token(token: str, email_filter: EmailFilter) -> ObjectId:
     return ObjectId(raw[:_OID_BYTES])
 
 
+def store_sorts_in_memory() -> bool:
+    """Whether the store is FerretDB, which sorts a query's every match in memory."""
+    db = Email._get_db()
+    if db.name not in _sorts_in_memory:
+        try:
+            info = db.command("buildInfo")
+        except (OperationFailure, NotImplementedError):
+            # A store that cannot tell (mongomock in the unit tests) is taken for MongoDB.
+            info = {}
+        # FerretDB's buildInfo has ferretdbVersion and ferretdbFeatures; MongoDB's has neither.
+        _sorts_in_memory[db.name] = any(key.startswith("ferretdb") for key in info)
+    return _sorts_in_memory[db.name]
+
+
+def _oid_of_second(second: int) -> ObjectId:
+    """The smallest ObjectId of Unix second ``second``: ids below it are older."""
+    return ObjectId.from_datetime(datetime.fromtimestamp(second, UTC))
+
+
+def _below(bound: ObjectId, cursor: ObjectId | None) -> dict[str, ObjectId]:
+    return {"$lt": min(bound, cursor) if cursor is not None else bound}
+
+
+def _span(found: int, scanned: int, needed: int) -> int:
+    """The span of the next bucket: the longest expected to hold at most a few pages' worth.
+
+    It grows at most _BUCKET_GROWTH times the time scanned so far, so a quiet spell (an empty
+    first hour) does not send a busy filter to a month's emails at once.
+    """
+    longest = max(LIST_BUCKET_SPANS[0], _BUCKET_GROWTH * scanned)
+    fitting = [
+        span
+        for span in LIST_BUCKET_SPANS
+        if span <= longest and found * span <= _BUCKET_FILL * needed * scanned
+    ]
+    return fitting[-1] if fitting else LIST_BUCKET_SPANS[0]
+
+
+def _walk_buckets(
+    query: dict[str, Any], projection: dict[str, int] | None, want: int, cursor: ObjectId | None
+) -> list[dict[str, Any]]:
+    """Up to ``want`` documents matching ``query`` below ``cursor``, newest first, by bucket."""
+    collection = Email._get_collection()
+    start = (
+        int(cursor.generation_time.timestamp()) + 1
+        if cursor is not None
+        else int(time.time()) + _CLOCK_SLACK_SECONDS
+    )
+    upper = start  # every matching id of a second >= upper is already in rows (or above cursor)
+    rows: list[dict[str, Any]] = []
+    scanned = 0
+    for _ in range(MAX_BUCKET_QUERIES):
+        needed = want - len(rows)
+        span = _span(len(rows), scanned, needed)
+        bucket = {
+            **query,
+            "list_buckets": list_bucket(span, upper - 1),
+            "_id": _below(_oid_of_second(upper), cursor),
+        }
+        found = list(collection.find(bucket, projection).sort("_id", -1).limit(needed))
+        rows += found
+        if len(rows) >= want:
+            return rows
+        lower = (upper - 1) // span * span
+        scanned += upper - lower
+        upper = lower
+        if span == LIST_BUCKET_SPANS[-1] and not found:
+            break
+    rest = {**query, "_id": _below(_oid_of_second(upper), cursor)}
+    rows += list(collection.find(rest, projection).sort("_id", -1).limit(want - len(rows)))
+    return rows
+
+
 def list_page(
-    email_filter: EmailFilter, *, page_size: int, page_token: str = "", full: bool = True
+    email_filter: EmailFilter,
+    *,
+    page_size: int,
+    page_token: str = "",
+    full: bool = True,
+    bucketed: bool | None = None,
 ) -> Page:
     """Return one page of the emails ``email_filter`` keeps, newest first.
 
@@ -165,20 +266,26 @@ def list_page(
         page_token: The previous page's ``next_page_token``; empty for the first page.
         full: False leaves out the bodies, the attachments' contents and the headers
             (:data:`BASIC_EXCLUDED`) in the store's answer itself.
+        bucketed: Walk the time buckets (see the module's notes); None: on FerretDB only.
 
     Raises:
         InvalidArgument: A malformed token, or one made for other filters (``page_token``).
         StorageUnavailable: MongoDB is unreachable.
     """
     query = email_filter.query()
-    if page_token:
-        query["_id"] = {"$lt": decode_page_token(page_token, email_filter)}
+    cursor = decode_page_token(page_token, email_filter) if page_token else None
     projection = None if full else dict.fromkeys(BASIC_EXCLUDED, 0)
     with map_mongo_errors():
-        cursor = (
-            Email._get_collection().find(query, projection).sort("_id", -1).limit(page_size + 1)
-        )
-        documents = list(cursor)
+        if bucketed is None:
+            bucketed = store_sorts_in_memory()
+        if bucketed:
+            documents = _walk_buckets(query, projection, page_size + 1, cursor)
+        else:
+            if cursor is not None:
+                query["_id"] = {"$lt": cursor}
+            documents = list(
+                Email._get_collection().find(query, projection).sort("_id", -1).limit(page_size + 1)
+            )
     emails = [Email._from_son(doc) for doc in documents[:page_size]]
     token = ""
     if len(documents) > page_size:

@@ -78,8 +78,9 @@ def metadata_pair(key: str, value: str) -> str:
     return f"{key}={value}"
 
 
-#: The spans, in seconds, of ListEmails' time buckets of an email id: an hour, a day, 28 days.
-LIST_BUCKET_SPANS = (3600, 86_400, 28 * 86_400)
+#: The spans, in seconds, of ListEmails' time buckets of an email id: an hour, 6 hours, a day,
+#: a week, 28 days.
+LIST_BUCKET_SPANS = (3600, 6 * 3600, 86_400, 7 * 86_400, 28 * 86_400)
 
 
 def list_bucket(span: int, second: int) -> str:

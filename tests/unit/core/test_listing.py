@@ -243,3 +243,41 @@ def test_a_rest_metadata_key_given_twice_is_refused() -> None:
     with pytest.raises(InvalidArgument) as exc:
         parse_request(mail_pb2.ListEmailsRequest(), "/api/emails?metadata.a=1&metadata.a=2")
     assert violation_fields(exc) == ["metadata.a"]
+
+
+AGES = [
+    timedelta(minutes=m)
+    for m in (1, 7, 30, 61, 125, 300, 1_500, 3_000, 9_000, 30_000, 60_000, 200_000, 600_000)
+]
+
+
+@pytest.mark.parametrize("tag", ["", "even"])
+@pytest.mark.parametrize("page_size", [1, 2, 5])
+def test_the_bucket_walk_pages_as_the_plain_query_does(tag: str, page_size: int) -> None:
+    now = utcnow().replace(microsecond=0)
+    stored = [
+        store(at=now - age, tags=("even",) if i % 2 == 0 else ()) for i, age in enumerate(AGES)
+    ]
+    email_filter = EmailFilter.of(tag=tag)
+
+    def walk(bucketed: bool) -> list[str]:
+        seen: list[str] = []
+        token = ""
+        while True:
+            page = list_page(email_filter, page_size=page_size, page_token=token, bucketed=bucketed)
+            seen += [str(e.id) for e in page.emails]
+            token = page.next_page_token
+            if not token:
+                return seen
+
+    expected = [str(oid) for i, oid in enumerate(stored) if not tag or i % 2 == 0]
+    assert walk(bucketed=False) == expected
+    assert walk(bucketed=True) == expected
+
+
+def test_the_bucket_walk_finds_emails_stored_without_buckets_last() -> None:
+    old = store(at=T0)
+    Email._get_collection().update_one({"_id": old}, {"$unset": {"list_buckets": ""}})
+    new = store()
+    page = list_page(EmailFilter(), page_size=5, bucketed=True)
+    assert [e.id for e in page.emails] == [new, old]

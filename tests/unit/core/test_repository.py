@@ -84,6 +84,7 @@ def test_new_email_document_is_what_the_mongoengine_document_stores(
         metadata=new.metadata,
         recipients=sorted({repository.recipient_key(a) for a in new.to + new.cc + new.bcc}),
         metadata_pairs=[f"{k}={v}" for k, v in sorted(new.metadata.items())],
+        list_buckets=repository.list_buckets(oid),
     )
     expected.validate()
 
