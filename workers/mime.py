@@ -94,7 +94,7 @@ def extra_header_value(name: str, value: str) -> str:
         if width + len(candidate) <= MAX_HEADER_LINE_CHARS:
             line = candidate
             continue
-        if not line:
+        if not line or not word:  # nothing to fold before, or a fold at a double space
             return encode_header_text(value)
         lines.append(line)
         line, width = f" {word}", 0
