@@ -216,7 +216,11 @@ def _span(found: int, scanned: int, needed: int) -> int:
 
 
 def _walk_buckets(
-    query: dict[str, Any], projection: dict[str, int] | None, want: int, cursor: ObjectId | None
+    query: dict[str, Any],
+    projection: dict[str, int] | None,
+    want: int,
+    cursor: ObjectId | None,
+    created_before: datetime | None,
 ) -> list[dict[str, Any]]:
     """Up to ``want`` documents matching ``query`` below ``cursor``, newest first, by bucket."""
     collection = Email._get_collection()
@@ -225,6 +229,11 @@ def _walk_buckets(
         if cursor is not None
         else int(time.time()) + _CLOCK_SLACK_SECONDS
     )
+    if created_before is not None:
+        # An id is made before its email is stored (a successor keeps the voided id's time), so
+        # an email created before T has an id older than T, give or take the API clocks.
+        bound = int(created_before.replace(tzinfo=UTC).timestamp()) + _CLOCK_SLACK_SECONDS
+        start = min(start, bound)
     upper = start  # every matching id of a second >= upper is already in rows (or above cursor)
     rows: list[dict[str, Any]] = []
     scanned = 0
@@ -279,7 +288,9 @@ def list_page(
         if bucketed is None:
             bucketed = store_sorts_in_memory()
         if bucketed:
-            documents = _walk_buckets(query, projection, page_size + 1, cursor)
+            documents = _walk_buckets(
+                query, projection, page_size + 1, cursor, email_filter.created_before
+            )
         else:
             if cursor is not None:
                 query["_id"] = {"$lt": cursor}

@@ -281,3 +281,11 @@ def test_the_bucket_walk_finds_emails_stored_without_buckets_last() -> None:
     new = store()
     page = list_page(EmailFilter(), page_size=5, bucketed=True)
     assert [e.id for e in page.emails] == [new, old]
+
+
+def test_the_bucket_walk_starts_at_created_before() -> None:
+    now = utcnow().replace(microsecond=0)
+    stored = [store(at=now - timedelta(days=d)) for d in (0, 3, 10, 40)]
+    email_filter = EmailFilter.of(created_before=now - timedelta(days=2))
+    page = list_page(email_filter, page_size=5, bucketed=True)
+    assert [e.id for e in page.emails] == stored[1:]
