@@ -224,7 +224,9 @@ def main() -> int:
                 f"batch of {b.size} vs {b.size} single SendEmail calls at concurrency "
                 f"{b.concurrency}: gRPC {rates['grpc batch']:.0f} vs {rates['grpc single']:.0f} "
                 f"emails/s (ratio {b.ratio('grpc'):.2f}); REST {rates['rest batch']:.0f} vs "
-                f"{rates['rest single']:.0f} emails/s (ratio {b.ratio('rest'):.2f})"
+                f"{rates['rest single']:.0f} emails/s (ratio {b.ratio('rest'):.2f}); gRPC with "
+                f"a key per email {rates['grpc+key batch']:.0f} vs "
+                f"{rates['grpc+key single']:.0f} emails/s (ratio {b.ratio('grpc+key'):.2f})"
             )
         if "list" in args.sections:
             listed = listing.run(

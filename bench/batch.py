@@ -6,6 +6,9 @@ Both paths run against the same API, store and Redis in the same run, over gRPC 
 * single: 100 ``SendEmail`` calls one after another (a load thread's unit of work);
 * batch:  one ``SendEmailBatch`` carrying the same 100 emails.
 
+``grpc+key`` repeats both over gRPC with a fresh idempotency key on each email, as the SDK's
+``send_email_batch`` sends them (the batch then also binds 100 keys in bulk).
+
 The figure is accepted emails per second, and batch/single: what a caller gains by batching.
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +44,7 @@ class BatchResult:
     rates: dict[str, float]
 
     def ratio(self, transport: str) -> float:
-        """Batch over single emails/s for ``grpc`` or ``rest``."""
+        """Batch over single emails/s for ``grpc``, ``rest`` or ``grpc+key``."""
         single = self.rates.get(f"{transport} single", 0.0)
         return self.rates.get(f"{transport} batch", 0.0) / single if single else 0.0
 
@@ -102,6 +106,22 @@ def run(
             if reply.accepted_count != size:
                 raise IncompleteBatch(f"{reply.accepted_count} of {size} accepted")
 
+        def keyed(index: int) -> mail_pb2.SendEmailRequest:
+            request = mail_pb2.SendEmailRequest()
+            request.CopyFrom(single)
+            request.idempotency_key = f"bench-{uuid.uuid4().hex}-{index}"
+            return request
+
+        def keyed_single(index: int) -> None:
+            for _ in range(size):
+                stubs[index].SendEmail(keyed(index), timeout=10)
+
+        def keyed_batch(index: int) -> None:
+            request = mail_pb2.SendEmailBatchRequest(emails=[keyed(index) for _ in range(size)])
+            reply = stubs[index].SendEmailBatch(request, timeout=30)
+            if reply.accepted_count != size:
+                raise IncompleteBatch(f"{reply.accepted_count} of {size} accepted")
+
         connections = [
             http.client.HTTPConnection("127.0.0.1", rest_port, timeout=30) for _ in range(most)
         ]
@@ -137,6 +157,8 @@ def run(
             ("grpc batch", grpc_batch),
             ("rest single", rest_single),
             ("rest batch", rest_batch),
+            ("grpc+key single", keyed_single),
+            ("grpc+key batch", keyed_batch),
         ]
         # Warm up every path and connect every client (FerretDB's tables, Envoy's clusters).
         for _name, call in paths:
@@ -148,7 +170,7 @@ def run(
             "processes"
         )
         columns = ("path", "conc", "emails/s", "p50 ms", "p99 ms", "errors", "ratio")
-        header = f"{columns[0]:<12} " + " ".join(f"{c:>9}" for c in columns[1:])
+        header = f"{columns[0]:<15} " + " ".join(f"{c:>9}" for c in columns[1:])
         print(header)
         print("-" * len(header))
         results: dict[tuple[str, int], Cell] = {}
@@ -170,14 +192,14 @@ def run(
                 cells: tuple[object, ...] = (level, f"{cell.rps * size:.1f}")
                 cells += (f"{cell.percentile_ms(0.5):.1f}", f"{cell.percentile_ms(0.99):.1f}")
                 cells += (cell.errors, f"{ratio:.2f}")
-                line = f"{name:<12} " + " ".join(f"{c:>9}" for c in cells)
+                line = f"{name:<15} " + " ".join(f"{c:>9}" for c in cells)
                 if cell.kinds:
                     line += "  " + ", ".join(f"{k} {v}" for k, v in cell.kinds.most_common())
                 print(line, flush=True)
         print(f"(latency: of one unit of work, i.e. {size} emails; ratio: batch/single)")
         print("CPU in cores while each path ran:")
         for (name, level), meter in meters.items():
-            print(meter.line(f"  {name:<11} {level:>3}: "))
+            print(meter.line(f"  {name:<15} {level:>3}: "))
         first = levels[0]
         return BatchResult(
             size, first, {name: results[(name, first)].rps * size for name, _call in paths}
