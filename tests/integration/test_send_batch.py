@@ -181,3 +181,29 @@ def test_grpc_batch_with_no_valid_email_is_invalid_argument_with_details(mail_cl
     bad = error_details_pb2.BadRequest()
     status.details[0].Unpack(bad)
     assert [v.field for v in bad.field_violations] == ["emails[0].to[0]"]
+
+
+def test_rest_batch_with_an_idempotency_key_header_is_400_naming_it(envoy, real_store) -> None:
+    tag = marker()
+    emails = [item(tag, 0)]
+
+    status, _, reply = envoy.request(
+        "POST", "/api/emails:batch", {"emails": emails}, headers={"Idempotency-Key": tag}
+    )
+
+    assert status == 400, reply
+    assert fields_of(reply) == ["idempotency_key"]
+    assert stored(emails) == 0
+
+
+def test_rest_batch_retried_with_keys_answers_the_same_ids(envoy, real_store) -> None:
+    tag = marker()
+    emails = [item(tag, n, idempotencyKey=f"{tag}-{n}") for n in range(3)]
+
+    first = envoy.request("POST", "/api/emails:batch", {"emails": emails})
+    again = envoy.request("POST", "/api/emails:batch", {"emails": emails})
+
+    assert (first[0], again[0]) == (200, 200), (first, again)
+    ids = [r["id"] for r in first[2]["results"]]
+    assert [r["id"] for r in again[2]["results"]] == ids
+    assert stored(emails) == 3
