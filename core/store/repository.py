@@ -186,7 +186,8 @@ def insert_new(
     """Insert documents with one unordered bulk write; report each one's fate.
 
     Unordered, so that one refused document does not stop the ones after it. Shared by the
-    batch writes of emails, idempotency keys and turns.
+    batch writes of emails, idempotency keys and turns. A batch fits in one message (gRPC admits
+    at most 32 MiB, pymongo splits at 48 MB), so a whole-write error means nothing was stored.
 
     Raises:
         StorageOutcomeUnknown: The write was sent but its outcome is unknown (for any of the
