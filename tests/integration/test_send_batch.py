@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -11,6 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import code_pb2, error_details_pb2
 from grpc_status import rpc_status
 
+from core.queue import DeliveryQueue
 from core.store.documents import Email
 from helpers import wait_until
 from mailroom.v1 import mail_pb2
@@ -207,3 +209,37 @@ def test_rest_batch_retried_with_keys_answers_the_same_ids(envoy, real_store) ->
     ids = [r["id"] for r in first[2]["results"]]
     assert [r["id"] for r in again[2]["results"]] == ids
     assert stored(emails) == 3
+
+
+def test_a_pipelined_enqueue_puts_messages_where_one_by_one_enqueues_do(
+    redis_server, redis_client
+) -> None:
+    name = f"batchq{marker()}"
+    queue = DeliveryQueue(redis_server.url, name, timeout_seconds=5)
+    try:
+        queue.enqueue_delivery("one", delay_ms=None)
+        queue.enqueue_delivery("two", delay_ms=60_000)
+        queue.enqueue_deliveries([("three", None), ("four", 60_000)])
+    finally:
+        queue.close()
+
+    def messages(queue_name: str) -> dict[str, dict]:
+        ids = [i.decode() for i in redis_client.lrange(f"dramatiq:{queue_name}", 0, -1)]
+        bodies = redis_client.hmget(f"dramatiq:{queue_name}.msgs", ids)
+        return {json.loads(b)["args"][0]: json.loads(b) for b in bodies}
+
+    now = messages(name)
+    later = messages(f"{name}.DQ")
+    assert sorted(now) == ["one", "three"]
+    assert sorted(later) == ["four", "two"]
+    # The same message shape either way, but for ids and times.
+    volatile = {"message_id", "message_timestamp", "options"}
+
+    def strip(message: dict) -> dict:
+        return {k: v for k, v in message.items() if k not in volatile}
+
+    assert strip(now["three"]) == {**strip(now["one"]), "args": ["three"]}
+    assert strip(later["four"]) == {**strip(later["two"]), "args": ["four"]}
+    options = {"redis_message_id", "eta"}
+    assert set(later["four"]["options"]) == set(later["two"]["options"]) == options
+    assert abs(later["four"]["options"]["eta"] - later["two"]["options"]["eta"]) < 30_000
