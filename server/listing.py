@@ -10,6 +10,10 @@ Envoy's gRPC-JSON transcoder binds no map field from a query string (grpc-httpjs
 issue 37): ``metadata.plan=pro`` would be dropped as an unknown parameter, and the filter
 silently ignored. The transcoder passes the original path and query to the API as the
 ``x-envoy-original-path`` header, so the REST metadata filter is read from there.
+
+A ``status`` filter matches the stored status. A worker's claim does not write the email (see
+``core.store.turns``): an email being sent is stored QUEUED or RETRYING until its outcome, so it
+is listed as such, and ``status=SENDING`` matches none (GetEmail shows SENDING from the claim).
 """
 
 from __future__ import annotations

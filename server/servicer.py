@@ -44,7 +44,7 @@ from mailroom.v1 import mail_pb2, mail_pb2_grpc
 from server import batch
 from server.backlog import RetryBacklog
 from server.convert import email_to_proto
-from server.listing import list_emails
+from server.listing import ORIGINAL_PATH_HEADER, list_emails
 from server.validation import validate_send_request
 
 log = logging.getLogger(__name__)
@@ -265,7 +265,7 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
         return list_emails(
             request,
             self._settings,
-            original_path=_metadata_value(context, "x-envoy-original-path"),
+            original_path=_metadata_value(context, ORIGINAL_PATH_HEADER),
         )
 
     def SendEmailBatch(
