@@ -17,6 +17,7 @@ One home for what may go into a header, so that whatever the API accepts, the MI
 from __future__ import annotations
 
 import base64
+import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ MAX_HEADER_LINE_CHARS = 998
 
 # What str.splitlines() splits on besides CR and LF; the email package refuses them in headers.
 _LINE_BREAKS = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")
+# A space and the whitespace after it: a reader's parse of a display name makes it one space.
+_SPACES = re.compile(r" \s+")
 
 
 class AddressError(ValueError):
@@ -118,8 +121,10 @@ def parse_address(value: str) -> ParsedAddress:
     if groups[0].display_name is not None:
         raise AddressError("one address per entry, not a group")
     address = addresses[0]
-    # Leading and trailing blanks of a name do not survive a reader's parse.
-    name = address.display_name.strip()
+    # Leading and trailing blanks of a name do not survive a reader's parse, nor does a space
+    # followed by more whitespace (U+00A0, U+3000...): the email package reads that as one space,
+    # even within an encoded word.
+    name = _SPACES.sub(" ", address.display_name).strip()
     unsafe = header_unsafe(name)
     if unsafe:
         raise AddressError(f"the display name {unsafe}")

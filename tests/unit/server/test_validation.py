@@ -189,3 +189,16 @@ def test_the_sender_policy(settings, sender, allowed):
     # Empty: any sender; no from: the default sender, whatever the list.
     validate_send_request(request(from_address=sender), settings)
     validate_send_request(request(), policy)
+
+
+def test_runs_of_spaces_in_a_display_name_become_one(settings):
+    # The email package's reader parses a space and the whitespace after it in a name as one
+    # space, even inside an encoded word: stored as it will read back (the property test found
+    # "0  0" and "0 \xa00" with a non-ASCII local part).
+    new = validate_send_request(
+        request(
+            to=['"Ann  Lee" <ann@example.com>', '"0 \xa00" <ü@0.com>', '"a\xa0 b" <b@example.com>']
+        ),
+        settings,
+    )
+    assert new.to == ["Ann Lee <ann@example.com>", "0 0 <ü@0.com>", '"a\xa0 b" <b@example.com>']
