@@ -17,7 +17,8 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from core.store import repository
-from core.store.documents import utcnow
+from core.store.documents import Email, utcnow
+from core.store.repository import list_bucket
 from helpers import wait_until
 from mailroom.v1 import mail_pb2
 
@@ -227,3 +228,27 @@ def test_an_email_sent_over_rest_is_listed_by_its_tag_once_delivered(
     assert email["id"] == email_id
     assert email["metadata"] == {"order": "42"}
     assert email["provider"]
+
+
+@pytest.mark.usefixtures("real_store")
+def test_ferretdb_serves_each_filter_and_bucket_from_an_index():
+    """FerretDB pushes the equality filters down; PostgreSQL reads them from the GIN indexes."""
+    tag = unique("t")
+    store(tag=tag, status="FAILED", metadata={"plan": "pro"})
+    bucket = list_bucket(3600, int(utcnow().replace(tzinfo=UTC).timestamp()))
+    for field, value in [
+        ("recipients", "to@example.com"),
+        ("tags", tag),
+        ("metadata_pairs", "plan=pro"),
+        ("provider", "smtp"),
+        ("status", "FAILED"),
+        ("idempotency_key", "k"),
+    ]:
+        query = {field: value, "list_buckets": bucket}
+        plan = Email._get_db().command(
+            {"explain": {"find": "emails", "filter": query, "sort": {"_id": -1}, "limit": 51}}
+        )
+        assert plan["filterPushdown"] is True, (field, plan)
+        text = str(plan["queryPlanner"])
+        assert "Seq Scan" not in text, (field, text)
+        assert f"{field}_gin" in text or "list_buckets_gin" in text, (field, text)
