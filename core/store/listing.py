@@ -286,7 +286,9 @@ def list_page(
     projection = None if full else dict.fromkeys(BASIC_EXCLUDED, 0)
     with map_mongo_errors():
         if bucketed is None:
-            bucketed = store_sorts_in_memory()
+            # An idempotency key matches one email (two with a voided one's successor): one
+            # plain query is cheapest even where the store sorts in memory.
+            bucketed = not email_filter.idempotency_key and store_sorts_in_memory()
         if bucketed:
             documents = _walk_buckets(
                 query, projection, page_size + 1, cursor, email_filter.created_before

@@ -215,6 +215,7 @@ def test_an_email_sent_over_rest_is_listed_by_its_tag_once_delivered(
         "content": "Hello",
         "tags": [tag],
         "metadata": {"order": "42"},
+        "idempotencyKey": unique("key"),
     }
     status, _headers, reply = envoy.request("POST", "/api/email", body)
     assert status == 201, reply
@@ -228,6 +229,7 @@ def test_an_email_sent_over_rest_is_listed_by_its_tag_once_delivered(
     assert email["id"] == email_id
     assert email["metadata"] == {"order": "42"}
     assert email["provider"]
+    assert rest_ids(envoy, idempotency_key=body["idempotencyKey"]) == [email_id]
 
 
 @pytest.mark.usefixtures("real_store")
