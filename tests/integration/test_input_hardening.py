@@ -53,11 +53,7 @@ def no_leak(text: object) -> None:
 
 def violations(body: object) -> list[str]:
     assert isinstance(body, dict), body
-    return [
-        v["field"]
-        for d in body.get("details", [])
-        for v in d.get("fieldViolations", [])
-    ]
+    return [v["field"] for d in body.get("details", []) for v in d.get("fieldViolations", [])]
 
 
 def grpc_violations(exc: grpc.RpcError) -> list[str]:
