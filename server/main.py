@@ -17,20 +17,20 @@ from core.logs import configure_logging
 from core.queue import DeliveryQueue
 from core.settings import Settings, get_settings
 from core.store.connection import connect, ensure_indexes_in_background
-from mailroom.v1 import mail_pb2, mail_pb2_grpc
 from server.health import HealthPoolInterceptor, StoreMonitor
 from server.interceptors import ApiKeyInterceptor, ErrorInterceptor
-from server.servicer import MailServicer
+from server.registry import SERVICES, close_servicer
 from server.supervisor import supervise
 
 log = logging.getLogger("server")
 
-SERVICE_NAME = mail_pb2.DESCRIPTOR.services_by_name["MailService"].full_name
+#: The full names of the API's services (server.registry), as reflection and health list them.
+SERVICE_NAMES = [service.full_name for service in SERVICES]
 
 
 def build_server(
     settings: Settings, queue: DeliveryQueue, *, reuse_port: bool = False
-) -> tuple[grpc.Server, int, health.HealthServicer, MailServicer]:
+) -> tuple[grpc.Server, int, health.HealthServicer, list[object]]:
     """Build the gRPC server (not started) and bind its port.
 
     Args:
@@ -40,17 +40,17 @@ def build_server(
             second API started by mistake on a busy port fails instead of splitting traffic.
 
     Returns:
-        The server, the bound port (useful with port 0), its health servicer and the
-        MailService servicer (whose background retries stop with the server).
+        The server, the bound port (useful with port 0), its health servicer and the servicers
+        of :data:`server.registry.SERVICES` (whose background work stops with the server).
     """
     # Outermost first: health runs on its own threads, then errors are mapped around the rest.
     health_pool = HealthPoolInterceptor()
     interceptors: list[grpc.ServerInterceptor] = [health_pool, ErrorInterceptor()]  # type: ignore[type-arg]
     if settings.api_keys:
         keys = [k.get_secret_value() for k in settings.api_keys]
-        interceptors.append(ApiKeyInterceptor(keys, [SERVICE_NAME]))
+        protected = [service.full_name for service in SERVICES if service.protected]
+        interceptors.append(ApiKeyInterceptor(keys, protected))
     max_message = max(settings.grpc_max_message_bytes, settings.max_email_bytes * 2)
-    servicer = MailServicer(settings, queue)
     server = grpc.server(
         futures.ThreadPoolExecutor(
             max_workers=settings.grpc_max_workers, thread_name_prefix="grpc"
@@ -63,20 +63,24 @@ def build_server(
             ("grpc.so_reuseport", int(reuse_port)),
         ],
     )
-    mail_pb2_grpc.add_MailServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    servicers: list[object] = []
+    for service in SERVICES:
+        servicer = service.build(settings, queue)
+        service.register(servicer, server)
+        servicers.append(servicer)
     health_servicer = health.HealthServicer()
-    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    for name in ["", *SERVICE_NAMES]:
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     address = f"{settings.grpc_host}:{settings.grpc_port}"
     try:
         port = server.add_insecure_port(address)
     except RuntimeError as exc:  # grpcio's "Failed to bind", with no reason given
         raise SystemExit(f"cannot bind {address}: the port is in use or not available") from exc
-    return server, port, health_servicer, servicer
+    return server, port, health_servicer, servicers
 
 
 def serve(settings: Settings, *, reuse_port: bool = False) -> None:
@@ -90,8 +94,8 @@ def serve(settings: Settings, *, reuse_port: bool = False) -> None:
     queue = DeliveryQueue(
         settings.redis_url, settings.queue_name, timeout_seconds=settings.redis_timeout_seconds
     )
-    server, port, health_servicer, servicer = build_server(settings, queue, reuse_port=reuse_port)
-    monitor = StoreMonitor(health_servicer, ["", SERVICE_NAME]).start()
+    server, port, health_servicer, servicers = build_server(settings, queue, reuse_port=reuse_port)
+    monitor = StoreMonitor(health_servicer, ["", *SERVICE_NAMES]).start()
     server.start()
     log.info("mailroom-api listening on %s:%d", settings.grpc_host, port)
 
@@ -108,7 +112,8 @@ def serve(settings: Settings, *, reuse_port: bool = False) -> None:
     monitor.stop()
     health_servicer.enter_graceful_shutdown()
     server.stop(grace=5).wait()
-    servicer.close()
+    for servicer in servicers:
+        close_servicer(servicer)
     queue.close()
     log.info("mailroom-api stopped")
 
