@@ -150,6 +150,24 @@ class RescanSettings(BaseModel):
     retention_cron: str = "17 * * * *"
 
 
+class WebhookSettings(BaseModel):
+    """Outbound webhooks: delivery attempts, backoff and the sweep of the outbox."""
+
+    # The Dramatiq queue of the webhook actor: deliveries never wait behind emails.
+    queue_name: str = "mail.webhooks"
+    # Attempts per delivery before it is dead; the default backoff spreads them over ~23 h.
+    max_attempts: int = Field(default=15, ge=1)
+    min_backoff_ms: int = Field(default=10_000, ge=1)
+    max_backoff_ms: int = Field(default=21_600_000, ge=1)
+    timeout_seconds: float = 10.0
+    # The periodic sweep re-enqueues pending deliveries overdue by this much (messages lost).
+    sweep_cron: str = "* * * * *"
+    sweep_grace_seconds: float = 60.0
+    sweep_batch_size: int = 500
+    # Receivers' responses kept per attempt, in characters.
+    max_response_chars: int = 500
+
+
 class Settings(BaseSettings):
     """All of Mailroom's settings."""
 
@@ -217,6 +235,7 @@ class Settings(BaseSettings):
     retry: RetrySettings = RetrySettings()
     breaker: BreakerSettings = BreakerSettings()
     rescan: RescanSettings = RescanSettings()
+    webhooks: WebhookSettings = WebhookSettings()
 
     # A claimed email is locked for this long: longer than the longest provider timeout.
     lease_seconds: float = 120.0

@@ -10,10 +10,17 @@ import mongoengine
 from pymongo.errors import PyMongoError
 
 from core.store.documents import DeadLetter, Email, EmailTurn, IdempotencyKey
+from core.store.webhooks import WEBHOOK_DOCUMENTS
 
 log = logging.getLogger(__name__)
 
-DOCUMENTS: tuple[type[mongoengine.Document], ...] = (Email, EmailTurn, IdempotencyKey, DeadLetter)
+DOCUMENTS: tuple[type[mongoengine.Document], ...] = (
+    Email,
+    EmailTurn,
+    IdempotencyKey,
+    DeadLetter,
+    *WEBHOOK_DOCUMENTS,
+)
 
 
 def connect(uri: str, *, timeout_ms: int, operation_timeout_ms: int | None = None) -> None:
