@@ -10,6 +10,7 @@ import mongoengine
 from pymongo.errors import PyMongoError
 
 from core.store.documents import DeadLetter, Email, EmailTurn, IdempotencyKey
+from core.store.suppressions import Suppression
 from core.store.webhooks import WEBHOOK_DOCUMENTS
 
 log = logging.getLogger(__name__)
@@ -19,6 +20,7 @@ DOCUMENTS: tuple[type[mongoengine.Document], ...] = (
     EmailTurn,
     IdempotencyKey,
     DeadLetter,
+    Suppression,
     *WEBHOOK_DOCUMENTS,
 )
 

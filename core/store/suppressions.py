@@ -1,0 +1,196 @@
+"""The suppression list: addresses Mailroom never sends to, whichever provider would send.
+
+One document per address, keyed by the address itself (``_id``: its addr-spec, lowercased, the
+form of ``Email.recipients``), so that adding is one insert whose duplicate fails atomically on
+MongoDB and FerretDB alike (no unique secondary index, no find-and-modify), and checking the
+recipients of an email is one ``_id $in`` query on the primary key.
+
+Reasons are plain strings (:data:`REASONS`); provider events add ``hard_bounce`` and
+``complaint`` with their provider and event id, an operator ``manual``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from mongoengine import DateTimeField, Document, StringField
+from mongoengine.queryset.visitor import Q
+
+from core.errors import DuplicateKey, FieldViolation, InvalidArgument
+from core.store.documents import utcnow
+from core.store.mapping import map_mongo_errors
+from core.store.repository import recipient_key
+
+HARD_BOUNCE = "hard_bounce"
+COMPLAINT = "complaint"
+MANUAL = "manual"
+UNSUBSCRIBE = "unsubscribe"
+#: Why an address may be suppressed.
+REASONS = (HARD_BOUNCE, COMPLAINT, MANUAL, UNSUBSCRIBE)
+
+
+class Suppression(Document):  # type: ignore[misc]
+    """One suppressed address."""
+
+    meta: dict[str, Any] = {
+        "collection": "suppressions",
+        # Indexes are created once at start-up (ensure_indexes), never lazily on a request.
+        "auto_create_index": False,
+        "indexes": [
+            # The list, newest first, whole or by reason (an index is walked either way).
+            {"fields": ["created_at", "address"]},
+            {"fields": ["reason", "created_at", "address"]},
+        ],
+    }
+
+    #: The addr-spec, lowercased (:func:`suppression_key`).
+    address = StringField(primary_key=True)
+    reason = StringField(required=True, choices=REASONS)
+    #: The provider whose event added the address; None when added by hand.
+    provider = StringField()
+    #: The id of that provider event.
+    event_id = StringField()
+    created_at = DateTimeField(required=True)
+
+
+def suppression_key(address: str) -> str:
+    """The stored form of an address (``Name <A@x.com>`` or ``A@x.com``): ``a@x.com``."""
+    return recipient_key(address)
+
+
+def suppress(
+    address: str, reason: str, *, provider: str | None = None, event_id: str | None = None
+) -> bool:
+    """Add an address to the list; adding it again changes nothing (the first entry stays).
+
+    Args:
+        address: The address (a display name is allowed; the addr-spec is kept, lowercased).
+        reason: One of :data:`REASONS`.
+        provider: The provider whose event suppressed it, if any.
+        event_id: That event's id, if any.
+
+    Returns:
+        True when the address was added by this call, False when it was already suppressed.
+
+    Raises:
+        ValueError: The address is empty or the reason unknown.
+        StorageUnavailable: MongoDB is unreachable (StorageOutcomeUnknown: it may be added).
+    """
+    key = suppression_key(address)
+    if not key:
+        raise ValueError("an empty address cannot be suppressed")
+    if reason not in REASONS:
+        raise ValueError(f"unknown suppression reason {reason!r}")
+    entry = Suppression(
+        address=key, reason=reason, provider=provider, event_id=event_id, created_at=utcnow()
+    )
+    try:
+        with map_mongo_errors():
+            entry.save(force_insert=True, validate=False)
+    except DuplicateKey:
+        return False
+    return True
+
+
+def suppressed_among(addresses: Iterable[str]) -> dict[str, str]:
+    """Which of ``addresses`` are suppressed, with one query on the primary key.
+
+    Args:
+        addresses: Addresses as the caller holds them (``Name <a@b>`` or ``a@b``).
+
+    Returns:
+        Each suppressed address, exactly as given, mapped to its reason; the others are absent.
+
+    Raises:
+        StorageUnavailable: MongoDB is unreachable.
+    """
+    by_key: dict[str, list[str]] = {}
+    for address in addresses:
+        by_key.setdefault(suppression_key(address), []).append(address)
+    by_key.pop("", None)
+    if not by_key:
+        return {}
+    with map_mongo_errors():
+        found = Suppression.objects(address__in=list(by_key)).only("reason").as_pymongo()
+        rows = list(found)
+    return {given: row["reason"] for row in rows for given in by_key.get(row["_id"], [])}
+
+
+def get_suppression(address: str) -> Suppression | None:
+    """The entry of an address, or None when it is not suppressed."""
+    with map_mongo_errors():
+        entry: Suppression | None = Suppression.objects(address=suppression_key(address)).first()
+    return entry
+
+
+def unsuppress(address: str) -> bool:
+    """Remove an address from the list.
+
+    Returns:
+        True when it was suppressed (and is no longer), False when it was not.
+    """
+    with map_mongo_errors():
+        deleted: int = Suppression.objects(address=suppression_key(address)).delete()
+    return deleted > 0
+
+
+def _token(entry: Suppression, reason: str | None) -> str:
+    millis = int(entry.created_at.replace(tzinfo=UTC).timestamp() * 1000)
+    raw = json.dumps({"t": millis, "a": entry.address, "r": reason or ""}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _cursor(page_token: str, reason: str | None) -> tuple[datetime, str]:
+    refused = InvalidArgument([FieldViolation("page_token", "not a token of this list")])
+    try:
+        padded = page_token + "=" * (-len(page_token) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        millis, address, bound = int(data["t"]), str(data["a"]), str(data["r"])
+        at = datetime.fromtimestamp(millis / 1000, UTC).replace(tzinfo=None)
+    except (ValueError, TypeError, KeyError, binascii.Error, OverflowError, OSError):
+        raise refused from None
+    if bound != (reason or ""):
+        raise InvalidArgument(
+            [FieldViolation("page_token", "made with another reason filter: start over")]
+        )
+    return at, address
+
+
+def list_suppressions(
+    *, reason: str | None = None, page_size: int = 50, page_token: str = ""
+) -> tuple[list[Suppression], str]:
+    """One page of the list, newest first (ties by address, descending).
+
+    A page is one query ``created_at, address < cursor`` limited to ``page_size + 1`` (the extra
+    entry only says whether there is a next page): no offset, so entries added while a client
+    pages never shift its pages.
+
+    Args:
+        reason: Only entries with this reason; all when None.
+        page_size: Entries per page (at least 1).
+        page_token: The token of the previous page; empty for the first.
+
+    Returns:
+        The entries and the next page's token ("" on the last page).
+
+    Raises:
+        InvalidArgument: The token is malformed or was made with another reason filter.
+        StorageUnavailable: MongoDB is unreachable.
+    """
+    query = Q(reason=reason) if reason else Q()
+    if page_token:
+        at, address = _cursor(page_token, reason)
+        query &= Q(created_at__lt=at) | Q(created_at=at, address__lt=address)
+    with map_mongo_errors():
+        entries = list(
+            Suppression.objects(query).order_by("-created_at", "-address").limit(page_size + 1)
+        )
+    if len(entries) <= page_size:
+        return entries, ""
+    page = entries[:page_size]
+    return page, _token(page[-1], reason)
