@@ -26,9 +26,10 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
+from mailroom.v1 import suppressions_pb2 as mailroom_dot_v1_dot_suppressions__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16mailroom/v1/mail.proto\x12\x0bmailroom.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"g\n\nAttachment\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\x0c\x12\x12\n\ncontent_id\x18\x04 \x01(\t\x12\x0c\n\x04size\x18\x05 \x01(\x03\"\xf2\x03\n\x10SendEmailRequest\x12\n\n\x02to\x18\x01 \x03(\t\x12\n\n\x02\x63\x63\x18\x02 \x03(\t\x12\x0b\n\x03\x62\x63\x63\x18\x03 \x03(\t\x12\r\n\x05title\x18\x04 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x05 \x01(\t\x12\x0c\n\x04html\x18\x06 \x01(\t\x12\x1a\n\x0c\x66rom_address\x18\x07 \x01(\tR\x04\x66rom\x12\x10\n\x08reply_to\x18\x08 \x01(\t\x12\x17\n\x0fidempotency_key\x18\t \x01(\t\x12+\n\x07send_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x0b\x61ttachments\x18\x0b \x03(\x0b\x32\x17.mailroom.v1.Attachment\x12;\n\x07headers\x18\x0c \x03(\x0b\x32*.mailroom.v1.SendEmailRequest.HeadersEntry\x12\x0c\n\x04tags\x18\r \x03(\t\x12=\n\x08metadata\x18\x0e \x03(\x0b\x32+.mailroom.v1.SendEmailRequest.MetadataEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1f\n\x11SendEmailResponse\x12\n\n\x02id\x18\x01 \x01(\t\"F\n\x15SendEmailBatchRequest\x12-\n\x06\x65mails\x18\x01 \x03(\x0b\x32\x1d.mailroom.v1.SendEmailRequest\"E\n\x14SendEmailBatchResult\x12\n\n\x02id\x18\x01 \x01(\t\x12!\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.Status\"{\n\x16SendEmailBatchResponse\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32!.mailroom.v1.SendEmailBatchResult\x12\x16\n\x0e\x61\x63\x63\x65pted_count\x18\x02 \x01(\x05\x12\x15\n\rrefused_count\x18\x03 \x01(\x05\"\xad\x03\n\x11ListEmailsRequest\x12(\n\x06status\x18\x01 \x03(\x0e\x32\x18.mailroom.v1.EmailStatus\x12\x11\n\trecipient\x18\x02 \x01(\t\x12\x0b\n\x03tag\x18\x03 \x01(\t\x12>\n\x08metadata\x18\x04 \x03(\x0b\x32,.mailroom.v1.ListEmailsRequest.MetadataEntry\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\x31\n\rcreated_after\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fidempotency_key\x18\x08 \x01(\t\x12\x11\n\tpage_size\x18\t \x01(\x05\x12\x12\n\npage_token\x18\n \x01(\t\x12$\n\x04view\x18\x0b \x01(\x0e\x32\x16.mailroom.v1.EmailView\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Q\n\x12ListEmailsResponse\x12\"\n\x06\x65mails\x18\x01 \x03(\x0b\x32\x12.mailroom.v1.Email\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1d\n\x0fGetEmailRequest\x12\n\n\x02id\x18\x01 \x01(\t\"5\n\x10GetEmailResponse\x12!\n\x05\x65mail\x18\x01 \x01(\x0b\x32\x12.mailroom.v1.Email\" \n\x12\x43\x61ncelEmailRequest\x12\n\n\x02id\x18\x01 \x01(\t\"8\n\x13\x43\x61ncelEmailResponse\x12!\n\x05\x65mail\x18\x01 \x01(\x0b\x32\x12.mailroom.v1.Email\"\xae\x06\n\x05\x45mail\x12\n\n\x02id\x18\x01 \x01(\t\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.mailroom.v1.EmailStatus\x12\n\n\x02to\x18\x03 \x03(\t\x12\n\n\x02\x63\x63\x18\x04 \x03(\t\x12\x0b\n\x03\x62\x63\x63\x18\x05 \x03(\t\x12\r\n\x05title\x18\x06 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x07 \x01(\t\x12\x0c\n\x04html\x18\x08 \x01(\t\x12\x1a\n\x0c\x66rom_address\x18\t \x01(\tR\x04\x66rom\x12\x10\n\x08reply_to\x18\n \x01(\t\x12\x12\n\nmessage_id\x18\x0b \x01(\t\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07send_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tsent_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08provider\x18\x10 \x01(\t\x12\x1b\n\x13provider_message_id\x18\x11 \x01(\t\x12\x12\n\nlast_error\x18\x12 \x01(\t\x12&\n\x08\x61ttempts\x18\x13 \x03(\x0b\x32\x14.mailroom.v1.Attempt\x12,\n\x0b\x61ttachments\x18\x14 \x03(\x0b\x32\x17.mailroom.v1.Attachment\x12\x30\n\x07headers\x18\x15 \x03(\x0b\x32\x1f.mailroom.v1.Email.HeadersEntry\x12\x0c\n\x04tags\x18\x16 \x03(\t\x12\x32\n\x08metadata\x18\x17 \x03(\x0b\x32 .mailroom.v1.Email.MetadataEntry\x12.\n\npurge_time\x18\x18 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd7\x01\n\x07\x41ttempt\x12\x10\n\x08provider\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08\x64uration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\x07outcome\x18\x04 \x01(\x0e\x32\x1b.mailroom.v1.AttemptOutcome\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x10\n\x08response\x18\x06 \x01(\t\x12\x0e\n\x06worker\x18\x07 \x01(\t*\xe1\x01\n\x0b\x45mailStatus\x12\x1c\n\x18\x45MAIL_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45MAIL_STATUS_SCHEDULED\x10\x01\x12\x17\n\x13\x45MAIL_STATUS_QUEUED\x10\x02\x12\x18\n\x14\x45MAIL_STATUS_SENDING\x10\x03\x12\x19\n\x15\x45MAIL_STATUS_RETRYING\x10\x04\x12\x15\n\x11\x45MAIL_STATUS_SENT\x10\x05\x12\x17\n\x13\x45MAIL_STATUS_FAILED\x10\x06\x12\x1a\n\x16\x45MAIL_STATUS_CANCELLED\x10\x07*\x92\x02\n\x0e\x41ttemptOutcome\x12\x1f\n\x1b\x41TTEMPT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x41TTEMPT_OUTCOME_DELIVERED\x10\x01\x12\x1d\n\x19\x41TTEMPT_OUTCOME_TRANSIENT\x10\x02\x12\x1d\n\x19\x41TTEMPT_OUTCOME_PERMANENT\x10\x03\x12\x1d\n\x19\x41TTEMPT_OUTCOME_THROTTLED\x10\x04\x12!\n\x1d\x41TTEMPT_OUTCOME_MISCONFIGURED\x10\x05\x12\x1f\n\x1b\x41TTEMPT_OUTCOME_NO_PROVIDER\x10\x06\x12\x1f\n\x1b\x41TTEMPT_OUTCOME_INTERRUPTED\x10\x07*R\n\tEmailView\x12\x1a\n\x16\x45MAIL_VIEW_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45MAIL_VIEW_BASIC\x10\x01\x12\x13\n\x0f\x45MAIL_VIEW_FULL\x10\x02\x32\xa4\x04\n\x0bMailService\x12\x61\n\tSendEmail\x12\x1d.mailroom.v1.SendEmailRequest\x1a\x1e.mailroom.v1.SendEmailResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\"\n/api/email:\x01*\x12`\n\x08GetEmail\x12\x1c.mailroom.v1.GetEmailRequest\x1a\x1d.mailroom.v1.GetEmailResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/api/email/{id}\x12\x62\n\nListEmails\x12\x1e.mailroom.v1.ListEmailsRequest\x1a\x1f.mailroom.v1.ListEmailsResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/api/emails\x12w\n\x0eSendEmailBatch\x12\".mailroom.v1.SendEmailBatchRequest\x1a#.mailroom.v1.SendEmailBatchResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/api/emails:batch:\x01*\x12s\n\x0b\x43\x61ncelEmail\x12\x1f.mailroom.v1.CancelEmailRequest\x1a .mailroom.v1.CancelEmailResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x16/api/email/{id}:cancel:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16mailroom/v1/mail.proto\x12\x0bmailroom.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x1emailroom/v1/suppressions.proto\"g\n\nAttachment\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\x0c\x12\x12\n\ncontent_id\x18\x04 \x01(\t\x12\x0c\n\x04size\x18\x05 \x01(\x03\"\xf2\x03\n\x10SendEmailRequest\x12\n\n\x02to\x18\x01 \x03(\t\x12\n\n\x02\x63\x63\x18\x02 \x03(\t\x12\x0b\n\x03\x62\x63\x63\x18\x03 \x03(\t\x12\r\n\x05title\x18\x04 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x05 \x01(\t\x12\x0c\n\x04html\x18\x06 \x01(\t\x12\x1a\n\x0c\x66rom_address\x18\x07 \x01(\tR\x04\x66rom\x12\x10\n\x08reply_to\x18\x08 \x01(\t\x12\x17\n\x0fidempotency_key\x18\t \x01(\t\x12+\n\x07send_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x0b\x61ttachments\x18\x0b \x03(\x0b\x32\x17.mailroom.v1.Attachment\x12;\n\x07headers\x18\x0c \x03(\x0b\x32*.mailroom.v1.SendEmailRequest.HeadersEntry\x12\x0c\n\x04tags\x18\r \x03(\t\x12=\n\x08metadata\x18\x0e \x03(\x0b\x32+.mailroom.v1.SendEmailRequest.MetadataEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Z\n\x11SendEmailResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x39\n\x12\x64ropped_recipients\x18\x02 \x03(\x0b\x32\x1d.mailroom.v1.DroppedRecipient\"F\n\x15SendEmailBatchRequest\x12-\n\x06\x65mails\x18\x01 \x03(\x0b\x32\x1d.mailroom.v1.SendEmailRequest\"\x80\x01\n\x14SendEmailBatchResult\x12\n\n\x02id\x18\x01 \x01(\t\x12!\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.Status\x12\x39\n\x12\x64ropped_recipients\x18\x03 \x03(\x0b\x32\x1d.mailroom.v1.DroppedRecipient\"{\n\x16SendEmailBatchResponse\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32!.mailroom.v1.SendEmailBatchResult\x12\x16\n\x0e\x61\x63\x63\x65pted_count\x18\x02 \x01(\x05\x12\x15\n\rrefused_count\x18\x03 \x01(\x05\"\xad\x03\n\x11ListEmailsRequest\x12(\n\x06status\x18\x01 \x03(\x0e\x32\x18.mailroom.v1.EmailStatus\x12\x11\n\trecipient\x18\x02 \x01(\t\x12\x0b\n\x03tag\x18\x03 \x01(\t\x12>\n\x08metadata\x18\x04 \x03(\x0b\x32,.mailroom.v1.ListEmailsRequest.MetadataEntry\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\x31\n\rcreated_after\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fidempotency_key\x18\x08 \x01(\t\x12\x11\n\tpage_size\x18\t \x01(\x05\x12\x12\n\npage_token\x18\n \x01(\t\x12$\n\x04view\x18\x0b \x01(\x0e\x32\x16.mailroom.v1.EmailView\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Q\n\x12ListEmailsResponse\x12\"\n\x06\x65mails\x18\x01 \x03(\x0b\x32\x12.mailroom.v1.Email\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1d\n\x0fGetEmailRequest\x12\n\n\x02id\x18\x01 \x01(\t\"5\n\x10GetEmailResponse\x12!\n\x05\x65mail\x18\x01 \x01(\x0b\x32\x12.mailroom.v1.Email\" \n\x12\x43\x61ncelEmailRequest\x12\n\n\x02id\x18\x01 \x01(\t\"8\n\x13\x43\x61ncelEmailResponse\x12!\n\x05\x65mail\x18\x01 \x01(\x0b\x32\x12.mailroom.v1.Email\"\xae\x06\n\x05\x45mail\x12\n\n\x02id\x18\x01 \x01(\t\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.mailroom.v1.EmailStatus\x12\n\n\x02to\x18\x03 \x03(\t\x12\n\n\x02\x63\x63\x18\x04 \x03(\t\x12\x0b\n\x03\x62\x63\x63\x18\x05 \x03(\t\x12\r\n\x05title\x18\x06 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x07 \x01(\t\x12\x0c\n\x04html\x18\x08 \x01(\t\x12\x1a\n\x0c\x66rom_address\x18\t \x01(\tR\x04\x66rom\x12\x10\n\x08reply_to\x18\n \x01(\t\x12\x12\n\nmessage_id\x18\x0b \x01(\t\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07send_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tsent_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08provider\x18\x10 \x01(\t\x12\x1b\n\x13provider_message_id\x18\x11 \x01(\t\x12\x12\n\nlast_error\x18\x12 \x01(\t\x12&\n\x08\x61ttempts\x18\x13 \x03(\x0b\x32\x14.mailroom.v1.Attempt\x12,\n\x0b\x61ttachments\x18\x14 \x03(\x0b\x32\x17.mailroom.v1.Attachment\x12\x30\n\x07headers\x18\x15 \x03(\x0b\x32\x1f.mailroom.v1.Email.HeadersEntry\x12\x0c\n\x04tags\x18\x16 \x03(\t\x12\x32\n\x08metadata\x18\x17 \x03(\x0b\x32 .mailroom.v1.Email.MetadataEntry\x12.\n\npurge_time\x18\x18 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd7\x01\n\x07\x41ttempt\x12\x10\n\x08provider\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08\x64uration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\x07outcome\x18\x04 \x01(\x0e\x32\x1b.mailroom.v1.AttemptOutcome\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x10\n\x08response\x18\x06 \x01(\t\x12\x0e\n\x06worker\x18\x07 \x01(\t*\xe1\x01\n\x0b\x45mailStatus\x12\x1c\n\x18\x45MAIL_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45MAIL_STATUS_SCHEDULED\x10\x01\x12\x17\n\x13\x45MAIL_STATUS_QUEUED\x10\x02\x12\x18\n\x14\x45MAIL_STATUS_SENDING\x10\x03\x12\x19\n\x15\x45MAIL_STATUS_RETRYING\x10\x04\x12\x15\n\x11\x45MAIL_STATUS_SENT\x10\x05\x12\x17\n\x13\x45MAIL_STATUS_FAILED\x10\x06\x12\x1a\n\x16\x45MAIL_STATUS_CANCELLED\x10\x07*\x92\x02\n\x0e\x41ttemptOutcome\x12\x1f\n\x1b\x41TTEMPT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x41TTEMPT_OUTCOME_DELIVERED\x10\x01\x12\x1d\n\x19\x41TTEMPT_OUTCOME_TRANSIENT\x10\x02\x12\x1d\n\x19\x41TTEMPT_OUTCOME_PERMANENT\x10\x03\x12\x1d\n\x19\x41TTEMPT_OUTCOME_THROTTLED\x10\x04\x12!\n\x1d\x41TTEMPT_OUTCOME_MISCONFIGURED\x10\x05\x12\x1f\n\x1b\x41TTEMPT_OUTCOME_NO_PROVIDER\x10\x06\x12\x1f\n\x1b\x41TTEMPT_OUTCOME_INTERRUPTED\x10\x07*R\n\tEmailView\x12\x1a\n\x16\x45MAIL_VIEW_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45MAIL_VIEW_BASIC\x10\x01\x12\x13\n\x0f\x45MAIL_VIEW_FULL\x10\x02\x32\xa4\x04\n\x0bMailService\x12\x61\n\tSendEmail\x12\x1d.mailroom.v1.SendEmailRequest\x1a\x1e.mailroom.v1.SendEmailResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\"\n/api/email:\x01*\x12`\n\x08GetEmail\x12\x1c.mailroom.v1.GetEmailRequest\x1a\x1d.mailroom.v1.GetEmailResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/api/email/{id}\x12\x62\n\nListEmails\x12\x1e.mailroom.v1.ListEmailsRequest\x1a\x1f.mailroom.v1.ListEmailsResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/api/emails\x12w\n\x0eSendEmailBatch\x12\".mailroom.v1.SendEmailBatchRequest\x1a#.mailroom.v1.SendEmailBatchResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/api/emails:batch:\x01*\x12s\n\x0b\x43\x61ncelEmail\x12\x1f.mailroom.v1.CancelEmailRequest\x1a .mailroom.v1.CancelEmailResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x16/api/email/{id}:cancel:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -55,50 +56,50 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MAILSERVICE'].methods_by_name['SendEmailBatch']._serialized_options = b'\202\323\344\223\002\026\"\021/api/emails:batch:\001*'
   _globals['_MAILSERVICE'].methods_by_name['CancelEmail']._loaded_options = None
   _globals['_MAILSERVICE'].methods_by_name['CancelEmail']._serialized_options = b'\202\323\344\223\002\033\"\026/api/email/{id}:cancel:\001*'
-  _globals['_EMAILSTATUS']._serialized_start=2795
-  _globals['_EMAILSTATUS']._serialized_end=3020
-  _globals['_ATTEMPTOUTCOME']._serialized_start=3023
-  _globals['_ATTEMPTOUTCOME']._serialized_end=3297
-  _globals['_EMAILVIEW']._serialized_start=3299
-  _globals['_EMAILVIEW']._serialized_end=3381
-  _globals['_ATTACHMENT']._serialized_start=159
-  _globals['_ATTACHMENT']._serialized_end=262
-  _globals['_SENDEMAILREQUEST']._serialized_start=265
-  _globals['_SENDEMAILREQUEST']._serialized_end=763
-  _globals['_SENDEMAILREQUEST_HEADERSENTRY']._serialized_start=668
-  _globals['_SENDEMAILREQUEST_HEADERSENTRY']._serialized_end=714
-  _globals['_SENDEMAILREQUEST_METADATAENTRY']._serialized_start=716
-  _globals['_SENDEMAILREQUEST_METADATAENTRY']._serialized_end=763
-  _globals['_SENDEMAILRESPONSE']._serialized_start=765
-  _globals['_SENDEMAILRESPONSE']._serialized_end=796
-  _globals['_SENDEMAILBATCHREQUEST']._serialized_start=798
-  _globals['_SENDEMAILBATCHREQUEST']._serialized_end=868
-  _globals['_SENDEMAILBATCHRESULT']._serialized_start=870
-  _globals['_SENDEMAILBATCHRESULT']._serialized_end=939
-  _globals['_SENDEMAILBATCHRESPONSE']._serialized_start=941
-  _globals['_SENDEMAILBATCHRESPONSE']._serialized_end=1064
-  _globals['_LISTEMAILSREQUEST']._serialized_start=1067
-  _globals['_LISTEMAILSREQUEST']._serialized_end=1496
-  _globals['_LISTEMAILSREQUEST_METADATAENTRY']._serialized_start=716
-  _globals['_LISTEMAILSREQUEST_METADATAENTRY']._serialized_end=763
-  _globals['_LISTEMAILSRESPONSE']._serialized_start=1498
-  _globals['_LISTEMAILSRESPONSE']._serialized_end=1579
-  _globals['_GETEMAILREQUEST']._serialized_start=1581
-  _globals['_GETEMAILREQUEST']._serialized_end=1610
-  _globals['_GETEMAILRESPONSE']._serialized_start=1612
-  _globals['_GETEMAILRESPONSE']._serialized_end=1665
-  _globals['_CANCELEMAILREQUEST']._serialized_start=1667
-  _globals['_CANCELEMAILREQUEST']._serialized_end=1699
-  _globals['_CANCELEMAILRESPONSE']._serialized_start=1701
-  _globals['_CANCELEMAILRESPONSE']._serialized_end=1757
-  _globals['_EMAIL']._serialized_start=1760
-  _globals['_EMAIL']._serialized_end=2574
-  _globals['_EMAIL_HEADERSENTRY']._serialized_start=668
-  _globals['_EMAIL_HEADERSENTRY']._serialized_end=714
-  _globals['_EMAIL_METADATAENTRY']._serialized_start=716
-  _globals['_EMAIL_METADATAENTRY']._serialized_end=763
-  _globals['_ATTEMPT']._serialized_start=2577
-  _globals['_ATTEMPT']._serialized_end=2792
-  _globals['_MAILSERVICE']._serialized_start=3384
-  _globals['_MAILSERVICE']._serialized_end=3932
+  _globals['_EMAILSTATUS']._serialized_start=2946
+  _globals['_EMAILSTATUS']._serialized_end=3171
+  _globals['_ATTEMPTOUTCOME']._serialized_start=3174
+  _globals['_ATTEMPTOUTCOME']._serialized_end=3448
+  _globals['_EMAILVIEW']._serialized_start=3450
+  _globals['_EMAILVIEW']._serialized_end=3532
+  _globals['_ATTACHMENT']._serialized_start=191
+  _globals['_ATTACHMENT']._serialized_end=294
+  _globals['_SENDEMAILREQUEST']._serialized_start=297
+  _globals['_SENDEMAILREQUEST']._serialized_end=795
+  _globals['_SENDEMAILREQUEST_HEADERSENTRY']._serialized_start=700
+  _globals['_SENDEMAILREQUEST_HEADERSENTRY']._serialized_end=746
+  _globals['_SENDEMAILREQUEST_METADATAENTRY']._serialized_start=748
+  _globals['_SENDEMAILREQUEST_METADATAENTRY']._serialized_end=795
+  _globals['_SENDEMAILRESPONSE']._serialized_start=797
+  _globals['_SENDEMAILRESPONSE']._serialized_end=887
+  _globals['_SENDEMAILBATCHREQUEST']._serialized_start=889
+  _globals['_SENDEMAILBATCHREQUEST']._serialized_end=959
+  _globals['_SENDEMAILBATCHRESULT']._serialized_start=962
+  _globals['_SENDEMAILBATCHRESULT']._serialized_end=1090
+  _globals['_SENDEMAILBATCHRESPONSE']._serialized_start=1092
+  _globals['_SENDEMAILBATCHRESPONSE']._serialized_end=1215
+  _globals['_LISTEMAILSREQUEST']._serialized_start=1218
+  _globals['_LISTEMAILSREQUEST']._serialized_end=1647
+  _globals['_LISTEMAILSREQUEST_METADATAENTRY']._serialized_start=748
+  _globals['_LISTEMAILSREQUEST_METADATAENTRY']._serialized_end=795
+  _globals['_LISTEMAILSRESPONSE']._serialized_start=1649
+  _globals['_LISTEMAILSRESPONSE']._serialized_end=1730
+  _globals['_GETEMAILREQUEST']._serialized_start=1732
+  _globals['_GETEMAILREQUEST']._serialized_end=1761
+  _globals['_GETEMAILRESPONSE']._serialized_start=1763
+  _globals['_GETEMAILRESPONSE']._serialized_end=1816
+  _globals['_CANCELEMAILREQUEST']._serialized_start=1818
+  _globals['_CANCELEMAILREQUEST']._serialized_end=1850
+  _globals['_CANCELEMAILRESPONSE']._serialized_start=1852
+  _globals['_CANCELEMAILRESPONSE']._serialized_end=1908
+  _globals['_EMAIL']._serialized_start=1911
+  _globals['_EMAIL']._serialized_end=2725
+  _globals['_EMAIL_HEADERSENTRY']._serialized_start=700
+  _globals['_EMAIL_HEADERSENTRY']._serialized_end=746
+  _globals['_EMAIL_METADATAENTRY']._serialized_start=748
+  _globals['_EMAIL_METADATAENTRY']._serialized_end=795
+  _globals['_ATTEMPT']._serialized_start=2728
+  _globals['_ATTEMPT']._serialized_end=2943
+  _globals['_MAILSERVICE']._serialized_start=3535
+  _globals['_MAILSERVICE']._serialized_end=4083
 # @@protoc_insertion_point(module_scope)

@@ -4,6 +4,7 @@ from google.api import annotations_pb2 as _annotations_pb2
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.rpc import status_pb2 as _status_pb2
+from mailroom.v1 import suppressions_pb2 as _suppressions_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -121,10 +122,12 @@ class SendEmailRequest(_message.Message):
     def __init__(self, to: _Optional[_Iterable[str]] = ..., cc: _Optional[_Iterable[str]] = ..., bcc: _Optional[_Iterable[str]] = ..., title: _Optional[str] = ..., content: _Optional[str] = ..., html: _Optional[str] = ..., from_address: _Optional[str] = ..., reply_to: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., send_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attachments: _Optional[_Iterable[_Union[Attachment, _Mapping]]] = ..., headers: _Optional[_Mapping[str, str]] = ..., tags: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class SendEmailResponse(_message.Message):
-    __slots__ = ("id",)
+    __slots__ = ("id", "dropped_recipients")
     ID_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_RECIPIENTS_FIELD_NUMBER: _ClassVar[int]
     id: str
-    def __init__(self, id: _Optional[str] = ...) -> None: ...
+    dropped_recipients: _containers.RepeatedCompositeFieldContainer[_suppressions_pb2.DroppedRecipient]
+    def __init__(self, id: _Optional[str] = ..., dropped_recipients: _Optional[_Iterable[_Union[_suppressions_pb2.DroppedRecipient, _Mapping]]] = ...) -> None: ...
 
 class SendEmailBatchRequest(_message.Message):
     __slots__ = ("emails",)
@@ -133,12 +136,14 @@ class SendEmailBatchRequest(_message.Message):
     def __init__(self, emails: _Optional[_Iterable[_Union[SendEmailRequest, _Mapping]]] = ...) -> None: ...
 
 class SendEmailBatchResult(_message.Message):
-    __slots__ = ("id", "error")
+    __slots__ = ("id", "error", "dropped_recipients")
     ID_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_RECIPIENTS_FIELD_NUMBER: _ClassVar[int]
     id: str
     error: _status_pb2.Status
-    def __init__(self, id: _Optional[str] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
+    dropped_recipients: _containers.RepeatedCompositeFieldContainer[_suppressions_pb2.DroppedRecipient]
+    def __init__(self, id: _Optional[str] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., dropped_recipients: _Optional[_Iterable[_Union[_suppressions_pb2.DroppedRecipient, _Mapping]]] = ...) -> None: ...
 
 class SendEmailBatchResponse(_message.Message):
     __slots__ = ("results", "accepted_count", "refused_count")

@@ -75,7 +75,12 @@ class MailServiceServicer:
     def SendEmail(self, request, context):
         """SendEmail validates and stores an email, queues it for delivery and
         answers at once with its id. Through Envoy this is `POST /api/email`,
-        answered with `201 Created`.
+        answered with `201 Created`. Recipients whose address is suppressed
+        (SuppressionService) are left out and listed in `dropped_recipients`; an
+        email left with no `to` recipient is refused with INVALID_ARGUMENT (HTTP
+        400) naming each suppressed field and its reason. With the server
+        setting MAILROOM_SUPPRESSION_POLICY=refuse any suppressed recipient
+        refuses the email that way.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -26,7 +26,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1emailroom/v1/suppressions.proto\x12\x0bmailroom.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa3\x01\n\x0bSuppression\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12.\n\x06reason\x18\x02 \x01(\x0e\x32\x1e.mailroom.v1.SuppressionReason\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"p\n\x17ListSuppressionsRequest\x12.\n\x06reason\x18\x01 \x01(\x0e\x32\x1e.mailroom.v1.SuppressionReason\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"c\n\x18ListSuppressionsResponse\x12.\n\x0csuppressions\x18\x01 \x03(\x0b\x32\x18.mailroom.v1.Suppression\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"X\n\x15\x41\x64\x64SuppressionRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12.\n\x06reason\x18\x02 \x01(\x0e\x32\x1e.mailroom.v1.SuppressionReason\"X\n\x16\x41\x64\x64SuppressionResponse\x12-\n\x0bsuppression\x18\x01 \x01(\x0b\x32\x18.mailroom.v1.Suppression\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"+\n\x18RemoveSuppressionRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\"J\n\x19RemoveSuppressionResponse\x12-\n\x0bsuppression\x18\x01 \x01(\x0b\x32\x18.mailroom.v1.Suppression*\xc0\x01\n\x11SuppressionReason\x12\"\n\x1eSUPPRESSION_REASON_UNSPECIFIED\x10\x00\x12\"\n\x1eSUPPRESSION_REASON_HARD_BOUNCE\x10\x01\x12 \n\x1cSUPPRESSION_REASON_COMPLAINT\x10\x02\x12\x1d\n\x19SUPPRESSION_REASON_MANUAL\x10\x03\x12\"\n\x1eSUPPRESSION_REASON_UNSUBSCRIBE\x10\x04\x32\x93\x03\n\x12SuppressionService\x12z\n\x10ListSuppressions\x12$.mailroom.v1.ListSuppressionsRequest\x1a%.mailroom.v1.ListSuppressionsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/api/suppressions\x12w\n\x0e\x41\x64\x64Suppression\x12\".mailroom.v1.AddSuppressionRequest\x1a#.mailroom.v1.AddSuppressionResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/api/suppressions:\x01*\x12\x87\x01\n\x11RemoveSuppression\x12%.mailroom.v1.RemoveSuppressionRequest\x1a&.mailroom.v1.RemoveSuppressionResponse\"#\x82\xd3\xe4\x93\x02\x1d*\x1b/api/suppressions/{address}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1emailroom/v1/suppressions.proto\x12\x0bmailroom.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa3\x01\n\x0bSuppression\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12.\n\x06reason\x18\x02 \x01(\x0e\x32\x1e.mailroom.v1.SuppressionReason\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"b\n\x10\x44roppedRecipient\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12.\n\x06reason\x18\x03 \x01(\x0e\x32\x1e.mailroom.v1.SuppressionReason\"p\n\x17ListSuppressionsRequest\x12.\n\x06reason\x18\x01 \x01(\x0e\x32\x1e.mailroom.v1.SuppressionReason\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"c\n\x18ListSuppressionsResponse\x12.\n\x0csuppressions\x18\x01 \x03(\x0b\x32\x18.mailroom.v1.Suppression\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"X\n\x15\x41\x64\x64SuppressionRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12.\n\x06reason\x18\x02 \x01(\x0e\x32\x1e.mailroom.v1.SuppressionReason\"X\n\x16\x41\x64\x64SuppressionResponse\x12-\n\x0bsuppression\x18\x01 \x01(\x0b\x32\x18.mailroom.v1.Suppression\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"+\n\x18RemoveSuppressionRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\"J\n\x19RemoveSuppressionResponse\x12-\n\x0bsuppression\x18\x01 \x01(\x0b\x32\x18.mailroom.v1.Suppression*\xc0\x01\n\x11SuppressionReason\x12\"\n\x1eSUPPRESSION_REASON_UNSPECIFIED\x10\x00\x12\"\n\x1eSUPPRESSION_REASON_HARD_BOUNCE\x10\x01\x12 \n\x1cSUPPRESSION_REASON_COMPLAINT\x10\x02\x12\x1d\n\x19SUPPRESSION_REASON_MANUAL\x10\x03\x12\"\n\x1eSUPPRESSION_REASON_UNSUBSCRIBE\x10\x04\x32\x93\x03\n\x12SuppressionService\x12z\n\x10ListSuppressions\x12$.mailroom.v1.ListSuppressionsRequest\x1a%.mailroom.v1.ListSuppressionsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/api/suppressions\x12w\n\x0e\x41\x64\x64Suppression\x12\".mailroom.v1.AddSuppressionRequest\x1a#.mailroom.v1.AddSuppressionResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/api/suppressions:\x01*\x12\x87\x01\n\x11RemoveSuppression\x12%.mailroom.v1.RemoveSuppressionRequest\x1a&.mailroom.v1.RemoveSuppressionResponse\"#\x82\xd3\xe4\x93\x02\x1d*\x1b/api/suppressions/{address}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,22 +39,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUPPRESSIONSERVICE'].methods_by_name['AddSuppression']._serialized_options = b'\202\323\344\223\002\026\"\021/api/suppressions:\001*'
   _globals['_SUPPRESSIONSERVICE'].methods_by_name['RemoveSuppression']._loaded_options = None
   _globals['_SUPPRESSIONSERVICE'].methods_by_name['RemoveSuppression']._serialized_options = b'\202\323\344\223\002\035*\033/api/suppressions/{address}'
-  _globals['_SUPPRESSIONREASON']._serialized_start=793
-  _globals['_SUPPRESSIONREASON']._serialized_end=985
+  _globals['_SUPPRESSIONREASON']._serialized_start=893
+  _globals['_SUPPRESSIONREASON']._serialized_end=1085
   _globals['_SUPPRESSION']._serialized_start=111
   _globals['_SUPPRESSION']._serialized_end=274
-  _globals['_LISTSUPPRESSIONSREQUEST']._serialized_start=276
-  _globals['_LISTSUPPRESSIONSREQUEST']._serialized_end=388
-  _globals['_LISTSUPPRESSIONSRESPONSE']._serialized_start=390
-  _globals['_LISTSUPPRESSIONSRESPONSE']._serialized_end=489
-  _globals['_ADDSUPPRESSIONREQUEST']._serialized_start=491
-  _globals['_ADDSUPPRESSIONREQUEST']._serialized_end=579
-  _globals['_ADDSUPPRESSIONRESPONSE']._serialized_start=581
-  _globals['_ADDSUPPRESSIONRESPONSE']._serialized_end=669
-  _globals['_REMOVESUPPRESSIONREQUEST']._serialized_start=671
-  _globals['_REMOVESUPPRESSIONREQUEST']._serialized_end=714
-  _globals['_REMOVESUPPRESSIONRESPONSE']._serialized_start=716
-  _globals['_REMOVESUPPRESSIONRESPONSE']._serialized_end=790
-  _globals['_SUPPRESSIONSERVICE']._serialized_start=988
-  _globals['_SUPPRESSIONSERVICE']._serialized_end=1391
+  _globals['_DROPPEDRECIPIENT']._serialized_start=276
+  _globals['_DROPPEDRECIPIENT']._serialized_end=374
+  _globals['_LISTSUPPRESSIONSREQUEST']._serialized_start=376
+  _globals['_LISTSUPPRESSIONSREQUEST']._serialized_end=488
+  _globals['_LISTSUPPRESSIONSRESPONSE']._serialized_start=490
+  _globals['_LISTSUPPRESSIONSRESPONSE']._serialized_end=589
+  _globals['_ADDSUPPRESSIONREQUEST']._serialized_start=591
+  _globals['_ADDSUPPRESSIONREQUEST']._serialized_end=679
+  _globals['_ADDSUPPRESSIONRESPONSE']._serialized_start=681
+  _globals['_ADDSUPPRESSIONRESPONSE']._serialized_end=769
+  _globals['_REMOVESUPPRESSIONREQUEST']._serialized_start=771
+  _globals['_REMOVESUPPRESSIONREQUEST']._serialized_end=814
+  _globals['_REMOVESUPPRESSIONRESPONSE']._serialized_start=816
+  _globals['_REMOVESUPPRESSIONRESPONSE']._serialized_end=890
+  _globals['_SUPPRESSIONSERVICE']._serialized_start=1088
+  _globals['_SUPPRESSIONSERVICE']._serialized_end=1491
 # @@protoc_insertion_point(module_scope)

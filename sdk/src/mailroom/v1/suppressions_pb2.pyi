@@ -38,6 +38,16 @@ class Suppression(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     def __init__(self, address: _Optional[str] = ..., reason: _Optional[_Union[SuppressionReason, str]] = ..., provider: _Optional[str] = ..., event_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
+class DroppedRecipient(_message.Message):
+    __slots__ = ("field", "address", "reason")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    address: str
+    reason: SuppressionReason
+    def __init__(self, field: _Optional[str] = ..., address: _Optional[str] = ..., reason: _Optional[_Union[SuppressionReason, str]] = ...) -> None: ...
+
 class ListSuppressionsRequest(_message.Message):
     __slots__ = ("reason", "page_size", "page_token")
     REASON_FIELD_NUMBER: _ClassVar[int]
