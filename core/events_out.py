@@ -21,7 +21,7 @@ from dramatiq.brokers.redis import RedisBroker
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from core.errors import QueueUnavailable
+from core.errors import MailroomError, QueueUnavailable
 from core.redis_errors import map_redis_errors
 from core.settings import Settings, get_settings
 from core.store.webhook_outbox import Queued, store_deliveries
@@ -176,3 +176,19 @@ def enqueue_all(queued: Sequence[Queued], queue: WebhookQueue | None = None) -> 
             return done
         done += 1
     return done
+
+
+def publish_safely(
+    email_id: str, event_type: str, data: dict[str, Any], *, occurred_at: datetime
+) -> bool:
+    """:func:`publish` for callers whose own work is done and must not fail on it.
+
+    A store error is logged (the email's state is already written; only its webhook event is
+    missing) and the call returns False.
+    """
+    try:
+        publish(email_id, event_type, data, occurred_at=occurred_at)
+    except MailroomError as exc:
+        log.error("email %s: %s event not stored for webhooks: %s", email_id, event_type, exc)
+        return False
+    return True

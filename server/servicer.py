@@ -36,6 +36,7 @@ from core.errors import (
     StorageOutcomeUnknown,
     StorageUnavailable,
 )
+from core.events_out import publish_safely
 from core.queue import DeliveryQueue
 from core.settings import Settings
 from core.store import idempotency, repository, turns
@@ -256,6 +257,7 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
         """Cancel a SCHEDULED or QUEUED email no worker has claimed."""
         email = turns.cancel_email(request.id)
         log.info("email %s cancelled", request.id)
+        publish_safely(str(email.id), "email.cancelled", {}, occurred_at=utcnow())
         return mail_pb2.CancelEmailResponse(email=email_to_proto(email))
 
     def ListEmails(

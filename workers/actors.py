@@ -1,4 +1,4 @@
-"""The Dramatiq actors: ``deliver`` and ``dead_letter``. The top layer of the workers.
+"""The Dramatiq actors: ``deliver``, ``dead_letter``, ``deliver_webhook``. The workers' top layer.
 
 ``mailroom-worker`` runs ``dramatiq workers.actors``; each worker process imports this module,
 which reads the settings and declares the actors without touching the network, then connects to
@@ -12,13 +12,16 @@ import logging
 import threading
 
 import dramatiq
+import redis
 
+from core.events_out import webhook_queue
 from core.logs import configure_logging
 from core.settings import get_settings
 from workers import delivery
 from workers.broker import ConnectStore, setup_broker
 from workers.mta.registry import build_providers, describe
 from workers.routing import Router, build_router
+from workers.webhooks import WebhookSender
 
 log = logging.getLogger("workers")
 
@@ -29,6 +32,7 @@ broker.add_middleware(ConnectStore(settings))
 
 
 _router: Router | None = None
+_sender: WebhookSender | None = None
 _router_lock = threading.Lock()
 
 
@@ -77,3 +81,29 @@ def dead_letter(message: dict[str, object], info: dict[str, int]) -> None:
     delivery.dead_letter(
         message, retries=int(info.get("retries", 0)), max_retries=int(info.get("max_retries", 0))
     )
+
+
+def sender() -> WebhookSender:
+    """This process's webhook sender (HTTP client, Redis for the chain locks), made once."""
+    global _sender
+    with _router_lock:
+        if _sender is None:
+            _sender = WebhookSender(
+                settings, webhook_queue(settings), redis.Redis.from_url(settings.redis_url)
+            )
+        return _sender
+
+
+@dramatiq.actor(
+    actor_name="deliver_webhook",
+    queue_name=settings.webhooks.queue_name,
+    # Store or Redis errors only: the attempts' own backoff is in the outbox (the sweep is
+    # the backstop when these run out).
+    max_retries=5,
+    min_backoff=1_000,
+    max_backoff=60_000,
+    time_limit=int((settings.webhooks.timeout_seconds + 60) * 1000),
+)
+def deliver_webhook(delivery_id: str) -> None:
+    """Deliver one webhook (see :mod:`workers.webhooks`)."""
+    sender().deliver(delivery_id, worker=delivery.worker_id())

@@ -19,6 +19,7 @@ from typing import NoReturn
 import dramatiq
 
 from core.errors import StorageUnavailable
+from core.events_out import publish_safely
 from core.settings import Settings
 from core.store import repository
 from core.store.documents import Attempt, Outcome, Status, utcnow
@@ -138,6 +139,13 @@ def deliver(email_id: str, *, settings: Settings, router: Router) -> Status | No
         log.error(
             "email %s: sent, but a newer claim took it over before SENT was recorded", email_id
         )
+    else:
+        publish_safely(
+            email_id,
+            "email.sent",
+            {"provider": provider, "provider_message_id": result.provider_message_id},
+            occurred_at=utcnow(),
+        )
     log.info("email %s: sent through %s (%s)", email_id, provider, result.provider_message_id)
     return Status.SENT
 
@@ -223,7 +231,13 @@ def _record_failure(
         worker=held.owner,
     )
     if outcome == Outcome.PERMANENT:
-        claims.record_failed_attempt(held, attempt, status=Status.FAILED, error=error)
+        if claims.record_failed_attempt(held, attempt, status=Status.FAILED, error=error):
+            publish_safely(
+                email_id,
+                "email.failed",
+                {"provider": provider, "reason": error, "dead_letter": False},
+                occurred_at=utcnow(),
+            )
         log.warning("email %s: permanently rejected: %s", email_id, error)
         return Status.FAILED
 
@@ -285,9 +299,18 @@ def dead_letter(message: dict[str, object], retries: int, max_retries: int) -> S
             dead_letters.save_dead_letter(
                 email_id, reason=current.last_error, retries=retries, message=message
             )
+            _publish_dead(email_id, current.last_error)
             return None
         log.info("dead letter for email %s ignored: final, or a live attempt holds it", email_id)
         return None
     dead_letters.save_dead_letter(email_id, reason=reason, retries=retries, message=message)
     log.error("email %s FAILED: %s", email_id, reason)
+    _publish_dead(email_id, reason)
     return Status.FAILED
+
+
+def _publish_dead(email_id: str, reason: str) -> None:
+    """The ``email.failed`` webhook event of a dead-lettered email (stored once however often)."""
+    publish_safely(
+        email_id, "email.failed", {"reason": reason, "dead_letter": True}, occurred_at=utcnow()
+    )

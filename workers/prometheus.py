@@ -22,6 +22,8 @@ from typing import Any
 from dramatiq import Broker, Worker
 from dramatiq.middleware.prometheus import Prometheus
 
+from workers.webhook_metrics import run_exposition_server
+
 
 class MailroomPrometheus(Prometheus):
     """Dramatiq's Prometheus middleware; the delayed-messages gauge goes back to 0."""
@@ -32,6 +34,11 @@ class MailroomPrometheus(Prometheus):
         # same id can be held twice for a moment: a retry's copy arriving before the last ack).
         self._held: Counter[tuple[str, str, str]] = Counter()
         self._held_lock = threading.Lock()
+
+    @property
+    def forks(self) -> list[Any]:
+        """Dramatiq's exposition server, also serving the webhook outbox's gauge."""
+        return [run_exposition_server]
 
     def before_delay_message(self, broker: Broker, message: Any) -> None:
         """Count a message held from the delay queue in (not Dramatiq's version: see above)."""

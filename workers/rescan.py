@@ -26,7 +26,8 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from core.errors import QueueUnavailable
-from core.store.documents import Status
+from core.events_out import publish_safely
+from core.store.documents import Status, utcnow
 from workers.store import dead_letters, pending
 from workers.store.pending import PENDING_STATUSES, PendingEmail
 
@@ -225,6 +226,9 @@ def _fail(email: PendingEmail, result: RescanResult) -> None:
         email.id, reason=reason, retries=email.failed_attempts, message={}
     )
     log.error("email %s FAILED by the rescan: %s", email.id, reason)
+    publish_safely(
+        email.id, "email.failed", {"reason": reason, "dead_letter": True}, occurred_at=utcnow()
+    )
 
 
 def _enqueue_all(

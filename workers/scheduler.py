@@ -12,6 +12,8 @@ Periodic jobs (crons from ``settings.rescan``):
   it could enqueue, a worker that died mid-send and whose message is gone): recovery in a minute
   or two, where the full rescan is the half-hourly backstop.
 * ``mailroom_purge`` (hourly): delete expired idempotency keys and old email turns.
+* ``mailroom_webhooks_sweep`` (every minute, ``settings.webhooks.sweep_cron``): enqueue again the
+  pending webhook deliveries overdue by ``sweep_grace_seconds`` (Redis lost their messages).
 * ``mailroom_retention`` (hourly): purge the bodies, attachment contents and headers of final
   emails older than ``retention_days`` (see :mod:`workers.retention`).
 
@@ -27,8 +29,8 @@ The scheduling loop is periodiq's own :class:`periodiq.Scheduler` (what the ``pe
 runs), driven here rather than through the CLI so the process also starts the worker and stops
 both cleanly on SIGTERM.
 
-``mailroom-scheduler --once [rescan|due|purge|retention]`` runs one job now, prints its result
-as one JSON line on stdout and exits: for operators and tests.
+``mailroom-scheduler --once [rescan|due|purge|retention|webhooks]`` runs one job now, prints its
+result as one JSON line on stdout and exits: for operators and tests.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 
 from core.errors import MailroomError, QueueUnavailable
+from core.events_out import webhook_queue
 from core.logs import configure_logging
 from core.queue import DeliveryQueue
 from core.redis_errors import map_redis_errors
@@ -58,6 +61,7 @@ from core.settings import Settings, get_settings
 from core.store import idempotency, turns
 from core.store.connection import connect, ensure_indexes_in_background
 from core.store.documents import Status, utcnow
+from workers import webhooks
 from workers.broker import setup_broker
 from workers.locks import hold
 from workers.marks import EnqueueMarks
@@ -73,7 +77,7 @@ DUE_LOCK = "mailroom:lock:rescan-due"
 # periodiq's default: a job message older than this is skipped. Our own worker takes each one at
 # once; a message this old means the scheduler was stalled, and the next tick will do.
 SKIP_DELAY_SECONDS = 30
-JOBS = ("rescan", "due", "purge", "retention")
+JOBS = ("rescan", "due", "purge", "retention", "webhooks")
 # Turns only guard a writer between reading an email and writing it: a day is plenty.
 TURNS_KEPT = timedelta(days=1)
 
@@ -156,6 +160,8 @@ class Jobs:
             return dict(self.purge())
         if job == "retention":
             return self.retention().as_dict()
+        if job == "webhooks":
+            return dict(self.sweep_webhooks())
         raise ValueError(f"unknown job {job!r}; one of {', '.join(JOBS)}")
 
     def rescan(self) -> RescanResult:
@@ -198,6 +204,10 @@ class Jobs:
     def retention(self) -> RetentionResult:
         """Purge the content of final emails older than ``retention_days``."""
         return run_retention(self.settings, self.redis)
+
+    def sweep_webhooks(self) -> dict[str, int]:
+        """Enqueue again the webhook deliveries whose messages were lost (see workers.webhooks)."""
+        return webhooks.sweep(webhook_queue(self.settings), self.settings)
 
     def _scan(
         self,
@@ -258,6 +268,7 @@ def declare_actors(broker: RedisBroker, jobs: Jobs) -> list[dramatiq.Actor[Any, 
         ("mailroom_rescan_due", rescan_settings.due_cron, jobs.rescan_due, 600_000),
         ("mailroom_purge", rescan_settings.purge_cron, jobs.purge, 600_000),
         ("mailroom_retention", rescan_settings.retention_cron, jobs.retention, 3_600_000),
+        ("mailroom_webhooks_sweep", jobs.settings.webhooks.sweep_cron, jobs.sweep_webhooks, 60_000),
     ]
     actors: list[dramatiq.Actor[Any, Any]] = []
     for name, spec, job, time_limit in specs:
@@ -369,7 +380,7 @@ def main(argv: list[str] | None = None) -> None:
         const="rescan",
         choices=JOBS,
         metavar="JOB",
-        help="run one job now (rescan, due, purge or retention; default rescan), print it as JSON",
+        help="run one job now (rescan, due, purge, retention, webhooks; default rescan), as JSON",
     )
     args = parser.parse_args(argv)
     settings = get_settings()
