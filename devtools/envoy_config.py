@@ -39,15 +39,25 @@ def _socket_address(holder: dict[str, Any], what: str) -> dict[str, Any]:
     return address
 
 
-def _transcoders(config: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def _http_filters(config: dict[str, Any]) -> Iterator[dict[str, Any]]:
     for listener in config["static_resources"]["listeners"]:
         for chain in listener.get("filter_chains", []):
             for network_filter in chain.get("filters", []):
-                if network_filter.get("name") != HCM_FILTER:
-                    continue
-                for http_filter in network_filter["typed_config"].get("http_filters", []):
-                    if http_filter.get("name") == TRANSCODER_FILTER:
-                        yield http_filter["typed_config"]
+                if network_filter.get("name") == HCM_FILTER:
+                    yield from network_filter["typed_config"].get("http_filters", [])
+
+
+def _transcoders(config: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for http_filter in _http_filters(config):
+        if http_filter.get("name") == TRANSCODER_FILTER:
+            yield http_filter["typed_config"]
+
+
+def _lua_package_paths(config: dict[str, Any]) -> Iterator[list[str]]:
+    for http_filter in _http_filters(config):
+        paths = http_filter.get("typed_config", {}).get("package_paths")
+        if paths is not None:
+            yield paths
 
 
 def _direct_response_bodies(config: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -76,7 +86,7 @@ def render_envoy_config(
     """Return ``envoy/envoy.yaml`` as YAML text with ports, upstream and paths replaced.
 
     The files the docs routes serve (``direct_response`` bodies read from a ``filename``
-    relative to the repo root) get absolute paths too.
+    relative to the repo root) and the Lua filters' ``package_paths`` get absolute paths too.
 
     Args:
         listen_port: Port of the REST/gRPC listener (8080 in the committed file).
@@ -132,6 +142,9 @@ def render_envoy_config(
     for body in _direct_response_bodies(config):
         if "filename" in body:
             body["filename"] = str((REPO_ROOT / body["filename"]).resolve())
+    for paths in _lua_package_paths(config):
+        # Lua's search templates ("dir/?.lua") are not files: join, do not resolve.
+        paths[:] = [p if p.startswith("/") else str(REPO_ROOT / p) for p in paths]
 
     return yaml.safe_dump(config, sort_keys=False)
 

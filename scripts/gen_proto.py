@@ -6,6 +6,9 @@ The one codegen command of the project (``make proto``). Outputs:
   the workers and the SDK import.
 * ``envoy/mailroom.binpb``: the descriptor set the gRPC-JSON transcoder loads. It includes
   ``google/rpc/error_details.proto`` so that Envoy can render BadRequest details as JSON.
+* ``envoy/lua/request_schema.lua``: the JSON field names each REST body may carry, which
+  ``envoy/lua/request_fields.lua`` checks so that an unknown field is a 400, not silently
+  dropped (scripts/request_schema.py).
 * ``envoy/openapi.yaml``: the OpenAPI 3 document of the REST API (the ``google.api.http``
   rules and the proto comments), written by gnostic's ``protoc-gen-openapi`` (built by
   scripts/install_tools.sh) and served by Envoy at ``/openapi.yaml`` and, rendered, ``/docs``.
@@ -29,7 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from google.protobuf import descriptor_pb2
 from grpc_tools import protoc
+from request_schema import render as render_request_schema  # scripts/ is this script's path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto"
@@ -38,6 +43,7 @@ PROTOS = sorted(f"mailroom/v1/{p.name}" for p in (PROTO_DIR / "mailroom/v1").glo
 STUB_DIR = Path("sdk/src/mailroom/v1")
 DESCRIPTOR = Path("envoy/mailroom.binpb")
 OPENAPI = Path("envoy/openapi.yaml")
+REQUEST_SCHEMA = Path("envoy/lua/request_schema.lua")
 
 OPENAPI_PLUGIN = "protoc-gen-openapi"
 # Keep in step with PROTOC_GEN_OPENAPI_VERSION in scripts/install_tools.sh: another version
@@ -212,11 +218,15 @@ def generate(out_root: Path) -> None:
         raise SystemExit("protoc failed generating the descriptor set")
     (out_root / STUB_DIR / "__init__.py").touch()
     _generate_openapi(out_root, includes)
+    files = descriptor_pb2.FileDescriptorSet()
+    files.ParseFromString((out_root / DESCRIPTOR).read_bytes())
+    (out_root / REQUEST_SCHEMA).parent.mkdir(parents=True, exist_ok=True)
+    (out_root / REQUEST_SCHEMA).write_text(render_request_schema(files, "mailroom.v1"), "utf-8")
 
 
 def _outputs(root: Path) -> list[Path]:
     files = sorted(p.relative_to(root) for p in (root / STUB_DIR).glob("*") if p.is_file())
-    return [*files, DESCRIPTOR, OPENAPI]
+    return [*files, DESCRIPTOR, OPENAPI, REQUEST_SCHEMA]
 
 
 def main() -> int:

@@ -161,3 +161,18 @@ def test_responses_use_the_json_names_requests_take() -> None:
 
     assert transcoder["print_options"]["preserve_proto_field_names"] is False
     assert transcoder["print_options"].get("always_print_enums_as_ints", False) is False
+
+
+def test_rendered_lua_package_paths_find_the_request_fields_modules() -> None:
+    config = yaml.safe_load(render_envoy_config(listen_port=1, admin_port=2, api_port=3))
+    (fields_filter,) = [
+        f for f in _hcm(config)["http_filters"] if "package_paths" in f["typed_config"]
+    ]
+
+    paths = fields_filter["typed_config"]["package_paths"]
+
+    for module in ("request_fields", "request_schema"):
+        found = [
+            Path(p.replace("?", module)) for p in paths if Path(p.replace("?", module)).is_file()
+        ]
+        assert found and found[0].is_absolute(), (module, paths)
