@@ -17,9 +17,17 @@ from google.protobuf.descriptor import FileDescriptor
 
 from core.queue import DeliveryQueue
 from core.settings import Settings
-from mailroom.v1 import mail_pb2, mail_pb2_grpc, suppressions_pb2, suppressions_pb2_grpc
+from mailroom.v1 import (
+    mail_pb2,
+    mail_pb2_grpc,
+    suppressions_pb2,
+    suppressions_pb2_grpc,
+    webhooks_pb2,
+    webhooks_pb2_grpc,
+)
 from server.servicer import MailServicer
 from server.suppressions import SuppressionServicer
+from server.webhooks import WebhookServicer
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,12 @@ SERVICES: tuple[Service, ...] = (
         "SuppressionService",
         SuppressionServicer,
         suppressions_pb2_grpc.add_SuppressionServiceServicer_to_server,
+    ),
+    Service(
+        webhooks_pb2.DESCRIPTOR,
+        "WebhookService",
+        WebhookServicer,
+        webhooks_pb2_grpc.add_WebhookServiceServicer_to_server,
     ),
 )
 

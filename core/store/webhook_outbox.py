@@ -1,6 +1,6 @@
 """The webhook outbox: storing deliveries, their chains, attempts, the sweep's reads, replay.
 
-A delivery's ``_id`` is ``<event id>:<subscription id>``, so publishing the same event twice
+A delivery's ``_id`` is ``<event id>_<subscription id>``, so publishing the same event twice
 stores it once. Deliveries of one email to one subscription (a chain) go out in order: ``seq``
 (nanoseconds at publish) orders them, and a worker sends a delivery only when no earlier one of
 its chain is pending.
@@ -55,20 +55,19 @@ def store_deliveries(
     seq = time.time_ns()
     docs = [
         WebhookDelivery(
-            key=f"{event_id}:{sub.id}",
+            key=f"{event_id}_{sub.id}",
             subscription_id=str(sub.id),
             event_id=event_id,
             email_id=email_id,
             event_type=event_type,
             payload=payload,
-            seq=seq,
+            seq=seq + index,
             created_at=now,
             occurred_at=occurred_at,
             state=DeliveryState.PENDING,
             next_attempt_at=now,
         )
-        for sub in list_subscriptions()
-        if sub.wants(event_type, data)
+        for index, sub in enumerate(s for s in list_subscriptions() if s.wants(event_type, data))
     ]
     if not docs:
         return []

@@ -5,6 +5,7 @@ return {
     {method = "POST", path = "^/api/email$", message = ".mailroom.v1.SendEmailRequest"},
     {method = "POST", path = "^/api/emails:batch$", message = ".mailroom.v1.SendEmailBatchRequest"},
     {method = "POST", path = "^/api/email/[^/]+:cancel$", message = ".mailroom.v1.CancelEmailRequest"},
+    {method = "POST", path = "^/api/webhooks$", message = ".mailroom.v1.CreateWebhookRequest"},
   },
   messages = {
     [".mailroom.v1.AddSuppressionRequest"] = {
@@ -22,6 +23,14 @@ return {
     },
     [".mailroom.v1.CancelEmailRequest"] = {
       ["id"] = {message = "", map = false},
+    },
+    [".mailroom.v1.CreateWebhookRequest"] = {
+      ["description"] = {message = "", map = false},
+      ["eventTypes"] = {message = "", map = false},
+      ["event_types"] = {message = "", map = false},
+      ["finalOutcomesOnly"] = {message = "", map = false},
+      ["final_outcomes_only"] = {message = "", map = false},
+      ["url"] = {message = "", map = false},
     },
     [".mailroom.v1.SendEmailBatchRequest"] = {
       ["emails"] = {message = ".mailroom.v1.SendEmailRequest", map = false},
