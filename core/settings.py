@@ -221,6 +221,10 @@ class Settings(BaseSettings):
     max_metadata: int = 20
     # SendEmailBatch: the most emails one call may carry.
     max_batch_emails: int = Field(default=100, ge=1, le=1000)
+    # A suppressed recipient of SendEmail (core.store.suppressions): "drop" leaves it out and
+    # reports it (the email is refused when no `to` recipient remains); "refuse" refuses the
+    # whole email. Either way the answer names the field and the reason.
+    suppression_policy: Literal["drop", "refuse"] = "drop"
     # Final emails older than this lose their bodies, attachments and headers (the retention
     # job, hourly); their metadata, statuses and attempts are kept.
     retention_days: float = Field(default=30.0, gt=0)

@@ -9,7 +9,7 @@ outcomes into the response or, when no email was accepted, into the call's one e
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bson import ObjectId
 
@@ -26,6 +26,7 @@ from core.settings import Settings
 from core.store.repository import NewEmail
 from mailroom.v1 import mail_pb2
 from server.interceptors import error_to_status
+from server.suppression_check import Dropped
 from server.validation import validate_send_request
 
 
@@ -46,6 +47,7 @@ class Item:
         error: Why it was refused, as it would be answered to SendEmail (field names and
             messages are given the email's place in the batch by :meth:`named_error`); None
             while it is (or once it is) accepted.
+        dropped: Its recipients left out because they are suppressed.
     """
 
     index: int
@@ -57,6 +59,7 @@ class Item:
     enqueue: bool = False
     same_as: Item | None = None
     error: MailroomError | None = None
+    dropped: list[Dropped] = field(default_factory=list)
 
     @property
     def outcome(self) -> Item:
@@ -195,7 +198,12 @@ def response(items: list[Item]) -> mail_pb2.SendEmailBatchResponse:
     for item in items:
         error = item.named_error
         if error is None:
-            results.append(mail_pb2.SendEmailBatchResult(id=str(item.outcome.email_id)))
+            results.append(
+                mail_pb2.SendEmailBatchResult(
+                    id=str(item.outcome.email_id),
+                    dropped_recipients=[d.to_proto() for d in item.outcome.dropped],
+                )
+            )
         else:
             results.append(mail_pb2.SendEmailBatchResult(error=error_to_status(error)))
     accepted = sum(1 for r in results if r.id)

@@ -30,6 +30,7 @@ from bson import ObjectId
 
 from core.errors import (
     DuplicateKey,
+    InvalidArgument,
     MailroomError,
     NotAccepted,
     QueueUnavailable,
@@ -46,6 +47,7 @@ from server import batch
 from server.backlog import RetryBacklog
 from server.convert import email_to_proto
 from server.listing import ORIGINAL_PATH_HEADER, list_emails
+from server.suppression_check import apply_suppression, find_suppressed
 from server.validation import validate_send_request
 
 log = logging.getLogger(__name__)
@@ -126,6 +128,9 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
         deadline = time.monotonic() + budget
         email_id = ObjectId()
         with pymongo.timeout(budget):
+            new, dropped = apply_suppression(
+                new, find_suppressed([new]), self._settings.suppression_policy
+            )
             replay = False
             if new.idempotency_key:
                 existing = self._reserve(new.idempotency_key, _fingerprint(request), email_id)
@@ -140,7 +145,9 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
         if enqueue:
             self._enqueue((str(email_id), new.send_at))
         context.send_initial_metadata(((HTTP_STATUS_METADATA, "201"),))
-        return mail_pb2.SendEmailResponse(id=str(email_id))
+        return mail_pb2.SendEmailResponse(
+            id=str(email_id), dropped_recipients=[d.to_proto() for d in dropped]
+        )
 
     def _document(self, new: repository.NewEmail, email_id: ObjectId) -> dict[str, object]:
         return repository.new_email_document(
@@ -291,6 +298,7 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
         budget = self._settings.accept_timeout_ms / 1000
         deadline = time.monotonic() + budget
         with pymongo.timeout(budget):
+            self._suppress_items([i for i in items if i.open])
             self._reserve_items([i for i in items if i.open])
             self._take_over_items([i for i in items if i.open and i.replay])
             self._insert_items([i for i in items if i.open and not i.replay], deadline)
@@ -298,6 +306,19 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
             [(str(i.email_id), i.new.send_at) for i in items if i.enqueue and i.new is not None]
         )
         return batch.response(items)
+
+    def _suppress_items(self, items: list[batch.Item]) -> None:
+        """Drop the suppressed recipients of the items, or refuse items: one query for all."""
+        suppressed = find_suppressed(i.new for i in items if i.new is not None)
+        for item in items:
+            if item.new is None:
+                continue
+            try:
+                item.new, item.dropped = apply_suppression(
+                    item.new, suppressed, self._settings.suppression_policy
+                )
+            except InvalidArgument as exc:
+                item.error = exc
 
     def _reserve_items(self, items: list[batch.Item]) -> None:
         """Give each email of a batch its id: a new one, or its key's first email's (a replay).

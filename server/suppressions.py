@@ -7,8 +7,6 @@ and stored as their addr-spec, lowercased (:mod:`core.store.suppressions`). Reas
 
 from __future__ import annotations
 
-from typing import cast
-
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -20,29 +18,11 @@ from core.store import suppressions as store
 from core.store.documents import utcnow
 from mailroom.v1 import suppressions_pb2, suppressions_pb2_grpc
 from server.servicer import HTTP_STATUS_METADATA
+from server.suppression_check import reason_name, reason_value
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
-_REASON_PREFIX = "SUPPRESSION_REASON_"
 Reason = suppressions_pb2.SuppressionReason
-
-
-def reason_name(value: int) -> str | None:
-    """The stored reason of an enum value (``hard_bounce``); None for UNSPECIFIED or unknown."""
-    try:
-        name = Reason.Name(value).removeprefix(_REASON_PREFIX).lower()
-    except ValueError:
-        return None
-    return name if name in store.REASONS else None
-
-
-def reason_value(name: str) -> suppressions_pb2.SuppressionReason:
-    """The enum value of a stored reason (UNSPECIFIED for one the API does not know)."""
-    try:
-        value = Reason.Value(_REASON_PREFIX + name.upper())
-    except ValueError:
-        return Reason.SUPPRESSION_REASON_UNSPECIFIED
-    return cast(suppressions_pb2.SuppressionReason, value)
 
 
 def suppression_to_proto(entry: store.Suppression) -> suppressions_pb2.Suppression:

@@ -10,7 +10,8 @@ from core.errors import InvalidArgument, NotFound
 from core.settings import Settings
 from core.store.suppressions import Suppression, suppress
 from mailroom.v1 import suppressions_pb2 as pb
-from server.suppressions import SuppressionServicer, checked_address, reason_name, reason_value
+from server.suppression_check import reason_name, reason_value
+from server.suppressions import SuppressionServicer, checked_address
 
 R = pb.SuppressionReason
 
