@@ -10,6 +10,7 @@ Usage::
     mailroom-admin retention run [--days N] [--json]
                                                  purge the content of final emails older than
                                                  N days (default MAILROOM_RETENTION_DAYS)
+    mailroom-admin suppressions list|add|remove  the suppression list (admin/suppressions.py)
 
 Reads the same ``MAILROOM_*`` settings as the workers. Exit status: 0 on success, 1 when a
 backing service is unreachable or some item could not be handled, 2 on a usage error.
@@ -25,6 +26,7 @@ from typing import Any, TextIO
 
 import redis
 
+from admin import suppressions
 from core.errors import FailedPrecondition, NotFound, QueueUnavailable, StorageUnavailable
 from core.logs import configure_logging
 from core.queue import DeliveryQueue
@@ -305,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="final emails last changed more than N days ago (default: MAILROOM_RETENTION_DAYS)",
     )
     run.add_argument("--json", action="store_true", help="print JSON")
+    suppressions.register(commands)
     return parser
 
 
@@ -327,6 +330,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         if args.command == "providers":
             return cmd_providers(args, settings, out)
         connect(settings.mongodb_uri, timeout_ms=max(settings.mongodb_timeout_ms, 5_000))
+        if getattr(args, "run", None) is not None:  # a group of its own module (admin/*.py)
+            return int(args.run(args, settings, out))
         if args.command == "retention":
             return cmd_retention_run(args, settings, out)
         if args.action == "list":

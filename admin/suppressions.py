@@ -1,0 +1,122 @@
+"""``mailroom-admin suppressions``: the suppression list, read and edited in the store.
+
+Usage::
+
+    mailroom-admin suppressions list [--reason R] [--limit N] [--json]
+                                                 newest first; R: hard_bounce, complaint,
+                                                 manual, unsubscribe
+    mailroom-admin suppressions add ADDRESS... [--reason R]
+                                                 suppress (default reason: manual)
+    mailroom-admin suppressions remove ADDRESS...
+                                                 send to these addresses again
+
+Exit status: 0 when every address was handled (an address already suppressed counts), 1 when
+one is not a valid address or, for ``remove``, was not suppressed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any, TextIO
+
+from core.addresses import AddressError, parse_address
+from core.settings import Settings
+from core.store import suppressions as store
+
+#: Entries read per query while listing.
+PAGE_SIZE = 500
+
+
+def register(commands: Any) -> None:
+    """Add the ``suppressions`` command group to the CLI's sub-parsers."""
+    group = commands.add_parser("suppressions", help="list, add or remove suppressed addresses")
+    actions = group.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="suppressed addresses, newest first")
+    listing.add_argument("--reason", choices=store.REASONS, help="only this reason")
+    listing.add_argument("--limit", type=int, default=0, help="at most N (default: all)")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(run=cmd_list)
+    add = actions.add_parser("add", help="suppress addresses")
+    add.add_argument("addresses", nargs="+", metavar="ADDRESS")
+    add.add_argument("--reason", choices=store.REASONS, default=store.MANUAL)
+    add.set_defaults(run=cmd_add)
+    remove = actions.add_parser("remove", help="remove addresses from the list")
+    remove.add_argument("addresses", nargs="+", metavar="ADDRESS")
+    remove.set_defaults(run=cmd_remove)
+
+
+def _row(entry: store.Suppression) -> dict[str, Any]:
+    return {
+        "address": entry.address,
+        "reason": entry.reason,
+        "provider": entry.provider or "",
+        "event_id": entry.event_id or "",
+        "created_at": entry.created_at.isoformat() + "Z",
+    }
+
+
+def cmd_list(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    """Print the list page by page (a table, or one JSON array)."""
+    rows: list[dict[str, Any]] = []
+    token = ""
+    while True:
+        size = PAGE_SIZE if not args.limit else min(PAGE_SIZE, args.limit - len(rows))
+        entries, token = store.list_suppressions(
+            reason=args.reason, page_size=size, page_token=token
+        )
+        rows += [_row(e) for e in entries]
+        if not token or (args.limit and len(rows) >= args.limit):
+            break
+    if args.json:
+        out.write(json.dumps(rows, indent=2) + "\n")
+        return 0
+    if not rows:
+        out.write("no suppressed addresses\n")
+        return 0
+    columns = ["address", "reason", "provider", "event_id", "created_at"]
+    table = [[c.upper() for c in columns], *[[str(r[c]) for c in columns] for r in rows]]
+    widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
+    for row in table:
+        out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
+    return 0
+
+
+def _addr_spec(value: str, out: TextIO) -> str | None:
+    try:
+        return parse_address(value).addr_spec
+    except AddressError as exc:
+        out.write(f"{value}: not a valid address: {exc}\n")
+        return None
+
+
+def cmd_add(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    """Suppress each address; 1 when one is not a valid address."""
+    status = 0
+    for value in args.addresses:
+        address = _addr_spec(value, out)
+        if address is None:
+            status = 1
+            continue
+        added = store.suppress(address, args.reason)
+        out.write(
+            f"{store.suppression_key(address)}: {'added' if added else 'already suppressed'}\n"
+        )
+    return status
+
+
+def cmd_remove(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    """Remove each address; 1 when one is invalid or was not suppressed."""
+    status = 0
+    for value in args.addresses:
+        address = _addr_spec(value, out)
+        if address is None:
+            status = 1
+            continue
+        key = store.suppression_key(address)
+        if store.unsuppress(address):
+            out.write(f"{key}: removed\n")
+        else:
+            out.write(f"{key}: not suppressed\n")
+            status = 1
+    return status
