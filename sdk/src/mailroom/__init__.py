@@ -51,6 +51,7 @@ from mailroom.models import (
     EmailStatus,
 )
 from mailroom.outgoing import Attachment, OutgoingEmail
+from mailroom.webhooks import WebhookVerificationError, sign_webhook, verify_webhook
 
 __all__ = [
     "DEFAULT_TARGET",
@@ -88,7 +89,10 @@ __all__ = [
     "Unavailable",
     "Unimplemented",
     "Unknown",
+    "WebhookVerificationError",
     "error_class_for",
     "error_from_rpc",
     "error_from_status",
+    "sign_webhook",
+    "verify_webhook",
 ]
