@@ -11,6 +11,8 @@ Usage::
                                                  purge the content of final emails older than
                                                  N days (default MAILROOM_RETENTION_DAYS)
     mailroom-admin suppressions list|add|remove  the suppression list (admin/suppressions.py)
+    mailroom-admin webhooks list|create|delete|deliveries list|deliveries replay
+                                                 outbound webhooks (admin/webhooks.py)
 
 Reads the same ``MAILROOM_*`` settings as the workers. Exit status: 0 on success, 1 when a
 backing service is unreachable or some item could not be handled, 2 on a usage error.
@@ -26,7 +28,7 @@ from typing import Any, TextIO
 
 import redis
 
-from admin import suppressions
+from admin import suppressions, webhooks
 from core.errors import FailedPrecondition, NotFound, QueueUnavailable, StorageUnavailable
 from core.logs import configure_logging
 from core.queue import DeliveryQueue
@@ -308,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--json", action="store_true", help="print JSON")
     suppressions.register(commands)
+    webhooks.register(commands)
     return parser
 
 
