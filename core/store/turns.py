@@ -3,30 +3,33 @@
 A turn is the insert of ``<email id>:<generation>`` into ``email_turns``; a duplicate ``_id``
 fails atomically where find-and-modify is not atomic (FerretDB 1.24). Claims (with a lease),
 cancels, fails, replays, and the API's void and accept of an unconfirmed insert all take turns.
+Taking one is :mod:`core.store.turn_taking` (re-exported here); this module holds the state
+changes made with them.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
-from core.errors import Aborted, DuplicateKey, FailedPrecondition
+from core.errors import Aborted, FailedPrecondition
 from core.store.documents import Email, EmailTurn, Status, utcnow
 from core.store.mapping import map_mongo_errors
 from core.store.repository import (
     CANCELLABLE,
     CLAIMABLE,
-    find_email,
     get_email,
     insert_new,
     parse_email_id,
 )
-
-log = logging.getLogger(__name__)
+from core.store.turn_taking import TurnBlocked as TurnBlocked
+from core.store.turn_taking import TurnPurpose as TurnPurpose
+from core.store.turn_taking import TurnTaken as TurnTaken
+from core.store.turn_taking import acquire_turn as acquire_turn
+from core.store.turn_taking import insert_turn, is_live
+from core.store.turn_taking import read_turn as read_turn
 
 
 def get_email_as_seen(email_id: str) -> Email:
@@ -43,7 +46,7 @@ def get_email_as_seen(email_id: str) -> Email:
     email = get_email(email_id)
     if email.status in CLAIMABLE:
         turn = read_turn(email_id, int(email.last_turn or 0) + 1)
-        if turn is not None and turn.purpose == TurnPurpose.CLAIM and _live(turn, utcnow()):
+        if turn is not None and turn.purpose == TurnPurpose.CLAIM and is_live(turn, utcnow()):
             email.status = Status.SENDING
             email.provider = turn.provider or email.provider
     return email
@@ -86,24 +89,6 @@ def cancel_email(email_id: str) -> Email:
     raise Aborted(f"email {email_id} is being changed by another request; try again")
 
 
-# --- turns: one writer per state change ------------------------------------------------------
-
-
-class TurnPurpose(StrEnum):
-    """Why a turn was taken; kept on the :class:`EmailTurn`."""
-
-    CLAIM = "claim"
-    CANCEL = "cancel"
-    FAIL = "fail"
-    REPLAY = "replay"
-    #: The API could not confirm the email's insert and answered that it was not accepted.
-    VOID = "void"
-    #: An idempotent retry took over an email whose first request got no confirmed answer.
-    ACCEPT = "accept"
-    #: The retention job removed an old final email's content (core.store.retention).
-    PURGE = "purge"
-
-
 @dataclass(frozen=True)
 class Turn:
     """An exclusive state change of an email.
@@ -117,151 +102,6 @@ class Turn:
     before: Email
     email: Email
     generation: int
-
-
-@dataclass(frozen=True)
-class TurnTaken:
-    """A turn this writer holds.
-
-    Attributes:
-        generation: Its generation; the writer's update sets ``last_turn`` to it.
-        interrupted: An expired claim skipped on the way: a worker died (or stalled past its
-            lease) mid-send, so the provider may have accepted the email already.
-    """
-
-    generation: int
-    interrupted: EmailTurn | None = None
-
-
-@dataclass(frozen=True)
-class TurnBlocked:
-    """Why a writer could not take a turn.
-
-    Attributes:
-        reason: ``held`` (a worker's live claim), ``void`` (the email was never accepted),
-            ``busy`` (another writer is between its turn and its write) or ``moved`` (the
-            email changed since it was read).
-        until: When the live claim expires (``held``).
-    """
-
-    reason: str
-    until: datetime | None = None
-
-
-def _insert_turn(
-    email_id: str,
-    generation: int,
-    purpose: TurnPurpose,
-    *,
-    owner: str = "",
-    expires_at: datetime | None = None,
-    provider: str = "",
-) -> bool:
-    """Insert turn ``generation`` of the email; False when another writer has it already."""
-    doc: dict[str, Any] = {
-        "_id": f"{email_id}:{generation}",
-        "email_id": email_id,
-        "purpose": str(purpose),
-        "owner": owner,
-        "created_at": utcnow(),
-    }
-    if expires_at is not None:
-        doc["expires_at"] = expires_at
-    if provider:
-        doc["provider"] = provider
-    try:
-        with map_mongo_errors():
-            EmailTurn._get_collection().insert_one(doc)
-    except DuplicateKey:
-        return False
-    return True
-
-
-def read_turn(email_id: str, generation: int) -> EmailTurn | None:
-    """Return turn ``generation`` of the email, if it was taken.
-
-    Raises:
-        StorageUnavailable: MongoDB is unreachable.
-    """
-    with map_mongo_errors():
-        return EmailTurn.objects(key=f"{email_id}:{generation}").first()  # type: ignore[no-any-return]
-
-
-def _live(turn: EmailTurn, now: datetime) -> bool:
-    return turn.expires_at is not None and turn.expires_at > now
-
-
-#: A turn whose writer died between taking it and writing its change blocks that generation for
-#: everyone; once it is this old (and the email still shows the generation before it), the next
-#: writer skips it. Far longer than the one write that follows a turn. A claim's turn carries its
-#: own expiry (the lease) instead.
-TURN_TAKEOVER = timedelta(seconds=60)
-_MAX_SKIPPED_TURNS = 3
-
-
-def acquire_turn(
-    email: Email,
-    purpose: TurnPurpose,
-    *,
-    owner: str = "",
-    expires_at: datetime | None = None,
-    provider: str = "",
-) -> TurnTaken | TurnBlocked:
-    """Take the next turn of an email as read, skipping turns whose writers are gone.
-
-    One insert: exactly one concurrent writer gets each generation, on MongoDB and FerretDB
-    alike. A taken turn is skipped when it is an ``accept`` (it writes nothing), an expired
-    claim, or another writer's turn older than :data:`TURN_TAKEOVER`, and in both latter cases
-    only while the email still shows the generation read.
-
-    Args:
-        email: The email as the writer read it.
-        purpose: Why.
-        owner: Who (a worker id).
-        expires_at: A claim's lease: until then the turn blocks every other writer.
-        provider: The provider a claim sends through (shown if its worker dies).
-
-    Raises:
-        StorageUnavailable: MongoDB is unreachable.
-    """
-    email_id = str(email.id)
-    read_generation = int(email.last_turn or 0)
-    generation = read_generation + 1
-    interrupted: EmailTurn | None = None
-    for _ in range(_MAX_SKIPPED_TURNS):
-        taken = _insert_turn(
-            email_id, generation, purpose, owner=owner, expires_at=expires_at, provider=provider
-        )
-        if taken:
-            return TurnTaken(generation, interrupted)
-        turn = read_turn(email_id, generation)
-        if turn is None:  # purged in between: try the same generation again
-            continue
-        now = utcnow()
-        if turn.purpose == TurnPurpose.ACCEPT:
-            generation += 1
-            continue
-        if turn.purpose == TurnPurpose.VOID:
-            return TurnBlocked("void")
-        if turn.purpose == TurnPurpose.CLAIM and _live(turn, now):
-            return TurnBlocked("held", until=turn.expires_at)
-        if turn.purpose != TurnPurpose.CLAIM and now - turn.created_at < TURN_TAKEOVER:
-            return TurnBlocked("busy")
-        # Its writer died (or outlived its lease): skip the turn if it never wrote its change.
-        current = find_email(email_id)
-        if current is None or int(current.last_turn or 0) != read_generation:
-            return TurnBlocked("moved")
-        log.warning(
-            "email %s: turn %d (%s by %s) was never written; skipping it",
-            email_id,
-            generation,
-            turn.purpose,
-            turn.owner,
-        )
-        if turn.purpose == TurnPurpose.CLAIM:
-            interrupted = turn
-        generation += 1
-    return TurnBlocked("busy")
 
 
 def take_turn(
@@ -338,7 +178,7 @@ def void_email(email_id: str) -> bool:
     Raises:
         StorageUnavailable: MongoDB is unreachable (the caller tries again later).
     """
-    if not _insert_turn(email_id, 1, TurnPurpose.VOID):
+    if not insert_turn(email_id, 1, TurnPurpose.VOID):
         turn = read_turn(email_id, 1)
         if turn is None or turn.purpose != TurnPurpose.VOID:
             return False
@@ -369,7 +209,7 @@ def accept_email(email_id: str) -> bool | None:
     Raises:
         StorageUnavailable: MongoDB is unreachable.
     """
-    if _insert_turn(email_id, 1, TurnPurpose.ACCEPT):
+    if insert_turn(email_id, 1, TurnPurpose.ACCEPT):
         return True
     turn = read_turn(email_id, 1)
     if turn is not None and turn.purpose == TurnPurpose.VOID:
@@ -388,7 +228,7 @@ def accept_emails(email_ids: list[str]) -> list[bool | None]:
         StorageUnavailable: MongoDB is unreachable.
     """
     now = utcnow()
-    # The turn _insert_turn writes, generation 1 of each email.
+    # The turn insert_turn writes, generation 1 of each email.
     docs = [
         {
             "_id": f"{i}:1",
