@@ -13,6 +13,8 @@ Usage::
     mailroom-admin suppressions list|add|remove  the suppression list (admin/suppressions.py)
     mailroom-admin webhooks list|create|delete|deliveries list|deliveries replay
                                                  outbound webhooks (admin/webhooks.py)
+    mailroom-admin events ingest-dsn FILE...     SMTP bounces (RFC 3464 DSNs) as events
+                                                 (admin/events.py)
 
 Reads the same ``MAILROOM_*`` settings as the workers. Exit status: 0 on success, 1 when a
 backing service is unreachable or some item could not be handled, 2 on a usage error.
@@ -28,7 +30,7 @@ from typing import Any, TextIO
 
 import redis
 
-from admin import suppressions, webhooks
+from admin import events, suppressions, webhooks
 from core.errors import FailedPrecondition, NotFound, QueueUnavailable, StorageUnavailable
 from core.logs import configure_logging
 from core.queue import DeliveryQueue
@@ -309,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="final emails last changed more than N days ago (default: MAILROOM_RETENTION_DAYS)",
     )
     run.add_argument("--json", action="store_true", help="print JSON")
+    events.register(commands)
     suppressions.register(commands)
     webhooks.register(commands)
     return parser

@@ -168,6 +168,27 @@ class WebhookSettings(BaseModel):
     max_response_chars: int = 500
 
 
+class ProviderEventSettings(BaseModel):
+    """Inbound provider events: how each provider's webhook proves it is the provider.
+
+    A provider without its setting has its events refused (401): nothing unverified is stored.
+    """
+
+    # SendGrid's "verification key" (base64 DER of an ECDSA P-256 public key, or PEM).
+    sendgrid_public_key: SecretStr | None = None
+    # Mailgun's HTTP webhook signing key.
+    mailgun_signing_key: SecretStr | None = None
+    # The basic auth credentials put in the webhook URL configured at Postmark.
+    postmark_username: str | None = None
+    postmark_password: SecretStr | None = None
+    # SNS topics whose messages are accepted (empty: any topic with a valid signature).
+    ses_topic_arns: list[str] = Field(default_factory=list)
+    # URL prefixes trusted for SNS signing certificates and SubscribeURLs besides
+    # https://sns.<region>.amazonaws.com/ (tests point this at a local server).
+    sns_trusted_url_prefixes: list[str] = Field(default_factory=list)
+    sns_timeout_seconds: float = 5.0
+
+
 class Settings(BaseSettings):
     """All of Mailroom's settings."""
 
@@ -239,6 +260,7 @@ class Settings(BaseSettings):
     retry: RetrySettings = RetrySettings()
     breaker: BreakerSettings = BreakerSettings()
     rescan: RescanSettings = RescanSettings()
+    provider_events: ProviderEventSettings = ProviderEventSettings()
     webhooks: WebhookSettings = WebhookSettings()
 
     # A claimed email is locked for this long: longer than the longest provider timeout.
@@ -247,6 +269,8 @@ class Settings(BaseSettings):
     worker_threads: int = 8
     metrics_port: int = 9191
     scheduler_metrics_port: int = 9192
+    # The API's Prometheus metrics (provider events received, signature failures); 0: off.
+    api_metrics_port: int = 9193
     log_level: str = "INFO"
 
     @classmethod

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from core.store.documents import Attempt, Email, StoredAttachment
+from core.store.documents import Attempt, Email, EmailEvent, RecipientStatus, StoredAttachment
 from mailroom.v1 import mail_pb2
 
 
@@ -43,6 +43,31 @@ def attachment_to_proto(attachment: StoredAttachment, *, full: bool = True) -> m
         content=content,
         content_id=attachment.content_id or "",
         size=int(attachment.size or 0),
+    )
+
+
+def event_to_proto(event: EmailEvent) -> mail_pb2.EmailEvent:
+    """Convert one provider event of an email."""
+    return mail_pb2.EmailEvent(
+        id=event.key or "",
+        type=mail_pb2.EmailEventType.Value(f"EMAIL_EVENT_TYPE_{event.type}"),  # type: ignore[arg-type]
+        provider=event.provider or "",
+        recipient=event.recipient or "",
+        time=_timestamp(event.occurred_at),
+        bounce_type=event.bounce_type or "",
+        diagnostic_code=event.diagnostic_code or "",
+        description=event.description or "",
+        url=event.url or "",
+    )
+
+
+def recipient_to_proto(summary: RecipientStatus) -> mail_pb2.RecipientSummary:
+    """Convert one recipient's summary status."""
+    return mail_pb2.RecipientSummary(
+        address=summary.address or "",
+        status=mail_pb2.RecipientStatus.Value(f"RECIPIENT_STATUS_{summary.status}"),  # type: ignore[arg-type]
+        update_time=_timestamp(summary.updated_at),
+        diagnostic_code=summary.diagnostic_code or "",
     )
 
 
@@ -83,4 +108,6 @@ def email_to_proto(email: Email, *, full: bool = True) -> mail_pb2.Email:
         tags=list(email.tags or []),
         metadata={str(k): str(v) for k, v in (email.metadata or {}).items()},
         purge_time=_timestamp(email.purged_at),
+        events=[event_to_proto(e) for e in email.events or []],
+        recipient_statuses=[recipient_to_proto(r) for r in email.recipient_statuses or []],
     )

@@ -18,6 +18,8 @@ from google.protobuf.descriptor import FileDescriptor
 from core.queue import DeliveryQueue
 from core.settings import Settings
 from mailroom.v1 import (
+    events_pb2,
+    events_pb2_grpc,
     mail_pb2,
     mail_pb2_grpc,
     suppressions_pb2,
@@ -25,6 +27,7 @@ from mailroom.v1 import (
     webhooks_pb2,
     webhooks_pb2_grpc,
 )
+from server.provider_events.servicer import ProviderEventServicer
 from server.servicer import MailServicer
 from server.suppressions import SuppressionServicer
 from server.webhooks import WebhookServicer
@@ -74,6 +77,14 @@ SERVICES: tuple[Service, ...] = (
         "WebhookService",
         WebhookServicer,
         webhooks_pb2_grpc.add_WebhookServiceServicer_to_server,
+    ),
+    # Providers prove themselves by signature or credentials, not by our API key.
+    Service(
+        events_pb2.DESCRIPTOR,
+        "ProviderEventService",
+        ProviderEventServicer,
+        events_pb2_grpc.add_ProviderEventServiceServicer_to_server,
+        protected=False,
     ),
 )
 

@@ -10,6 +10,7 @@ import mongoengine
 from pymongo.errors import PyMongoError
 
 from core.store.documents import DeadLetter, Email, EmailTurn, IdempotencyKey
+from core.store.events import StoredProviderEvent
 from core.store.suppressions import Suppression
 from core.store.webhooks import WEBHOOK_DOCUMENTS
 
@@ -21,6 +22,7 @@ DOCUMENTS: tuple[type[mongoengine.Document], ...] = (
     IdempotencyKey,
     DeadLetter,
     Suppression,
+    StoredProviderEvent,
     *WEBHOOK_DOCUMENTS,
 )
 

@@ -45,9 +45,15 @@ class Status(StrEnum):
     SENT = "SENT"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
+    # After SENT, from the providers' events (core.store.events.overall_status has the rule).
+    DELIVERED = "DELIVERED"
+    BOUNCED = "BOUNCED"
+    COMPLAINED = "COMPLAINED"
 
 
-FINAL_STATUSES = frozenset({Status.SENT, Status.FAILED, Status.CANCELLED})
+#: What the providers' events may still change: SENT and the outcomes after it.
+AFTER_SENT_STATUSES = frozenset({Status.SENT, Status.DELIVERED, Status.BOUNCED, Status.COMPLAINED})
+FINAL_STATUSES = frozenset({Status.FAILED, Status.CANCELLED}) | AFTER_SENT_STATUSES
 
 
 def is_scheduled(send_at: datetime | None, now: datetime) -> bool:
@@ -94,6 +100,29 @@ class Attempt(EmbeddedDocument):
     worker = StringField(default="")
 
 
+class EmailEvent(EmbeddedDocument):
+    """One normalized provider event of an email (a copy; ``provider_events`` is the source)."""
+
+    key = StringField(required=True)
+    type = StringField(required=True)
+    provider = StringField(default="")
+    recipient = StringField(default="")
+    occurred_at = DateTimeField(required=True)
+    bounce_type = StringField(default="")
+    diagnostic_code = StringField(default="")
+    description = StringField(default="")
+    url = StringField(default="")
+
+
+class RecipientStatus(EmbeddedDocument):
+    """Where one recipient's copy ended, from the provider events about it."""
+
+    address = StringField(required=True)
+    status = StringField(required=True)
+    updated_at = DateTimeField(required=True)
+    diagnostic_code = StringField(default="")
+
+
 class StoredAttachment(EmbeddedDocument):
     """A file sent with an email."""
 
@@ -125,6 +154,9 @@ class Email(Document):
             {"fields": ["provider", "id"]},
             {"fields": ["idempotency_key"]},
             {"fields": ["created_at"]},
+            # Provider events find their email by the provider's id or by our Message-ID.
+            {"fields": ["provider_message_id"]},
+            {"fields": ["message_id"]},
         ],
     }
 
@@ -172,6 +204,10 @@ class Email(Document):
     list_buckets = ListField(StringField())
     # When the retention job removed the bodies, attachments and headers.
     purged_at = DateTimeField()
+    # The provider events (oldest first, the latest MAX_EMAIL_EVENTS) and the per-recipient
+    # summary, both rewritten from the provider_events collection (core.store.events).
+    events = EmbeddedDocumentListField(EmailEvent)
+    recipient_statuses = EmbeddedDocumentListField(RecipientStatus)
 
 
 class EmailTurn(Document):

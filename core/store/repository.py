@@ -139,6 +139,9 @@ def new_email_document(
         "recipients": sorted({recipient_key(a) for a in (*new.to, *new.cc, *new.bcc)}),
         "metadata_pairs": [metadata_pair(k, v) for k, v in sorted(new.metadata.items())],
         "list_buckets": list_buckets(email_id),
+        # Provider events and their per-recipient summary (core.store.events).
+        "events": [],
+        "recipient_statuses": [],
     }
     if new.idempotency_key:
         document["idempotency_key"] = new.idempotency_key

@@ -24,6 +24,31 @@ class EmailStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EMAIL_STATUS_SENT: _ClassVar[EmailStatus]
     EMAIL_STATUS_FAILED: _ClassVar[EmailStatus]
     EMAIL_STATUS_CANCELLED: _ClassVar[EmailStatus]
+    EMAIL_STATUS_DELIVERED: _ClassVar[EmailStatus]
+    EMAIL_STATUS_BOUNCED: _ClassVar[EmailStatus]
+    EMAIL_STATUS_COMPLAINED: _ClassVar[EmailStatus]
+
+class EmailEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EMAIL_EVENT_TYPE_UNSPECIFIED: _ClassVar[EmailEventType]
+    EMAIL_EVENT_TYPE_DELIVERED: _ClassVar[EmailEventType]
+    EMAIL_EVENT_TYPE_DEFERRED: _ClassVar[EmailEventType]
+    EMAIL_EVENT_TYPE_BOUNCED: _ClassVar[EmailEventType]
+    EMAIL_EVENT_TYPE_COMPLAINED: _ClassVar[EmailEventType]
+    EMAIL_EVENT_TYPE_OPENED: _ClassVar[EmailEventType]
+    EMAIL_EVENT_TYPE_CLICKED: _ClassVar[EmailEventType]
+    EMAIL_EVENT_TYPE_UNSUBSCRIBED: _ClassVar[EmailEventType]
+    EMAIL_EVENT_TYPE_REJECTED: _ClassVar[EmailEventType]
+
+class RecipientStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RECIPIENT_STATUS_UNSPECIFIED: _ClassVar[RecipientStatus]
+    RECIPIENT_STATUS_SENT: _ClassVar[RecipientStatus]
+    RECIPIENT_STATUS_DEFERRED: _ClassVar[RecipientStatus]
+    RECIPIENT_STATUS_DELIVERED: _ClassVar[RecipientStatus]
+    RECIPIENT_STATUS_BOUNCED: _ClassVar[RecipientStatus]
+    RECIPIENT_STATUS_REJECTED: _ClassVar[RecipientStatus]
+    RECIPIENT_STATUS_COMPLAINED: _ClassVar[RecipientStatus]
 
 class AttemptOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -49,6 +74,25 @@ EMAIL_STATUS_RETRYING: EmailStatus
 EMAIL_STATUS_SENT: EmailStatus
 EMAIL_STATUS_FAILED: EmailStatus
 EMAIL_STATUS_CANCELLED: EmailStatus
+EMAIL_STATUS_DELIVERED: EmailStatus
+EMAIL_STATUS_BOUNCED: EmailStatus
+EMAIL_STATUS_COMPLAINED: EmailStatus
+EMAIL_EVENT_TYPE_UNSPECIFIED: EmailEventType
+EMAIL_EVENT_TYPE_DELIVERED: EmailEventType
+EMAIL_EVENT_TYPE_DEFERRED: EmailEventType
+EMAIL_EVENT_TYPE_BOUNCED: EmailEventType
+EMAIL_EVENT_TYPE_COMPLAINED: EmailEventType
+EMAIL_EVENT_TYPE_OPENED: EmailEventType
+EMAIL_EVENT_TYPE_CLICKED: EmailEventType
+EMAIL_EVENT_TYPE_UNSUBSCRIBED: EmailEventType
+EMAIL_EVENT_TYPE_REJECTED: EmailEventType
+RECIPIENT_STATUS_UNSPECIFIED: RecipientStatus
+RECIPIENT_STATUS_SENT: RecipientStatus
+RECIPIENT_STATUS_DEFERRED: RecipientStatus
+RECIPIENT_STATUS_DELIVERED: RecipientStatus
+RECIPIENT_STATUS_BOUNCED: RecipientStatus
+RECIPIENT_STATUS_REJECTED: RecipientStatus
+RECIPIENT_STATUS_COMPLAINED: RecipientStatus
 ATTEMPT_OUTCOME_UNSPECIFIED: AttemptOutcome
 ATTEMPT_OUTCOME_DELIVERED: AttemptOutcome
 ATTEMPT_OUTCOME_TRANSIENT: AttemptOutcome
@@ -221,7 +265,7 @@ class CancelEmailResponse(_message.Message):
     def __init__(self, email: _Optional[_Union[Email, _Mapping]] = ...) -> None: ...
 
 class Email(_message.Message):
-    __slots__ = ("id", "status", "to", "cc", "bcc", "title", "content", "html", "from_address", "reply_to", "message_id", "create_time", "update_time", "send_at", "sent_time", "provider", "provider_message_id", "last_error", "attempts", "attachments", "headers", "tags", "metadata", "purge_time")
+    __slots__ = ("id", "status", "to", "cc", "bcc", "title", "content", "html", "from_address", "reply_to", "message_id", "create_time", "update_time", "send_at", "sent_time", "provider", "provider_message_id", "last_error", "attempts", "attachments", "headers", "tags", "metadata", "purge_time", "events", "recipient_statuses")
     class HeadersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -260,6 +304,8 @@ class Email(_message.Message):
     TAGS_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     PURGE_TIME_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_STATUSES_FIELD_NUMBER: _ClassVar[int]
     id: str
     status: EmailStatus
     to: _containers.RepeatedScalarFieldContainer[str]
@@ -284,7 +330,43 @@ class Email(_message.Message):
     tags: _containers.RepeatedScalarFieldContainer[str]
     metadata: _containers.ScalarMap[str, str]
     purge_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., status: _Optional[_Union[EmailStatus, str]] = ..., to: _Optional[_Iterable[str]] = ..., cc: _Optional[_Iterable[str]] = ..., bcc: _Optional[_Iterable[str]] = ..., title: _Optional[str] = ..., content: _Optional[str] = ..., html: _Optional[str] = ..., from_address: _Optional[str] = ..., reply_to: _Optional[str] = ..., message_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., send_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sent_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., provider: _Optional[str] = ..., provider_message_id: _Optional[str] = ..., last_error: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., attachments: _Optional[_Iterable[_Union[Attachment, _Mapping]]] = ..., headers: _Optional[_Mapping[str, str]] = ..., tags: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., purge_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    events: _containers.RepeatedCompositeFieldContainer[EmailEvent]
+    recipient_statuses: _containers.RepeatedCompositeFieldContainer[RecipientSummary]
+    def __init__(self, id: _Optional[str] = ..., status: _Optional[_Union[EmailStatus, str]] = ..., to: _Optional[_Iterable[str]] = ..., cc: _Optional[_Iterable[str]] = ..., bcc: _Optional[_Iterable[str]] = ..., title: _Optional[str] = ..., content: _Optional[str] = ..., html: _Optional[str] = ..., from_address: _Optional[str] = ..., reply_to: _Optional[str] = ..., message_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., send_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sent_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., provider: _Optional[str] = ..., provider_message_id: _Optional[str] = ..., last_error: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., attachments: _Optional[_Iterable[_Union[Attachment, _Mapping]]] = ..., headers: _Optional[_Mapping[str, str]] = ..., tags: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., purge_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., events: _Optional[_Iterable[_Union[EmailEvent, _Mapping]]] = ..., recipient_statuses: _Optional[_Iterable[_Union[RecipientSummary, _Mapping]]] = ...) -> None: ...
+
+class EmailEvent(_message.Message):
+    __slots__ = ("id", "type", "provider", "recipient", "time", "bounce_type", "diagnostic_code", "description", "url")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    BOUNCE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    DIAGNOSTIC_CODE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    type: EmailEventType
+    provider: str
+    recipient: str
+    time: _timestamp_pb2.Timestamp
+    bounce_type: str
+    diagnostic_code: str
+    description: str
+    url: str
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[_Union[EmailEventType, str]] = ..., provider: _Optional[str] = ..., recipient: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bounce_type: _Optional[str] = ..., diagnostic_code: _Optional[str] = ..., description: _Optional[str] = ..., url: _Optional[str] = ...) -> None: ...
+
+class RecipientSummary(_message.Message):
+    __slots__ = ("address", "status", "update_time", "diagnostic_code")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    DIAGNOSTIC_CODE_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    status: RecipientStatus
+    update_time: _timestamp_pb2.Timestamp
+    diagnostic_code: str
+    def __init__(self, address: _Optional[str] = ..., status: _Optional[_Union[RecipientStatus, str]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., diagnostic_code: _Optional[str] = ...) -> None: ...
 
 class Attempt(_message.Message):
     __slots__ = ("provider", "start_time", "duration", "outcome", "error", "response", "worker")
