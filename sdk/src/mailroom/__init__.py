@@ -51,6 +51,12 @@ from mailroom.models import (
     EmailStatus,
 )
 from mailroom.outgoing import Attachment, OutgoingEmail
+from mailroom.suppressions import (
+    DroppedRecipient,
+    Suppression,
+    SuppressionPage,
+    SuppressionReason,
+)
 from mailroom.webhooks import WebhookVerificationError, sign_webhook, verify_webhook
 
 __all__ = [
@@ -69,6 +75,7 @@ __all__ = [
     "DataLoss",
     "DeadlineExceeded",
     "DeliveryTimeout",
+    "DroppedRecipient",
     "Email",
     "EmailFilters",
     "EmailPage",
@@ -85,6 +92,9 @@ __all__ = [
     "PermissionDenied",
     "ResourceExhausted",
     "RetryPolicy",
+    "Suppression",
+    "SuppressionPage",
+    "SuppressionReason",
     "Unauthenticated",
     "Unavailable",
     "Unimplemented",

@@ -20,6 +20,7 @@ from mailroom.models import (
     EmailStatus,
 )
 from mailroom.outgoing import Attachment, OutgoingEmail
+from mailroom.suppressions import DroppedRecipient
 from mailroom.v1 import mail_pb2
 
 #: The page size ``list_emails`` asks for unless told otherwise (the server's default too).
@@ -132,6 +133,7 @@ def batch_response_from_proto(message: mail_pb2.SendEmailBatchResponse) -> Batch
             index=index,
             id=result.id or None,
             error=error_from_status(result.error) if result.HasField("error") else None,
+            dropped_recipients=[DroppedRecipient.from_proto(d) for d in result.dropped_recipients],
         )
         for index, result in enumerate(message.results)
     ]

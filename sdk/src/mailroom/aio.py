@@ -26,6 +26,7 @@ from mailroom._polling import poll_delays
 from mailroom.errors import DeadlineExceeded, DeliveryTimeout, error_from_rpc
 from mailroom.models import BatchResponse, Email, EmailFilters, EmailPage
 from mailroom.outgoing import Attachment, OutgoingEmail
+from mailroom.suppressions import AsyncSuppressionMethods, suppression_stub
 from mailroom.v1 import mail_pb2, mail_pb2_grpc
 
 __all__ = ["AsyncMailroomClient"]
@@ -52,7 +53,7 @@ class _AsyncStub(Protocol):
     ]
 
 
-class AsyncMailroomClient(ClientBase):
+class AsyncMailroomClient(AsyncSuppressionMethods, ClientBase):
     """An asyncio client of the Mailroom API, the twin of :class:`mailroom.MailroomClient`.
 
     Create it inside the event loop that uses it (``grpc.aio`` channels belong to one loop),
@@ -80,6 +81,7 @@ class AsyncMailroomClient(ClientBase):
                 self._target, self._credentials, options=self._options
             )
         self._stub = cast(_AsyncStub, mail_pb2_grpc.MailServiceStub(self._channel))  # type: ignore[no-untyped-call]
+        self._suppressions = suppression_stub(self._channel)
 
     async def close(self) -> None:
         """Close the channel; calls in flight are cancelled."""

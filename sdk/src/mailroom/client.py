@@ -24,6 +24,7 @@ from mailroom._polling import poll_delays
 from mailroom.errors import DeadlineExceeded, DeliveryTimeout, error_from_rpc
 from mailroom.models import BatchResponse, Email, EmailFilters, EmailPage
 from mailroom.outgoing import Attachment, OutgoingEmail
+from mailroom.suppressions import SuppressionMethods, suppression_stub
 from mailroom.v1 import mail_pb2, mail_pb2_grpc
 
 __all__ = ["MailroomClient"]
@@ -48,7 +49,7 @@ class _Stub(Protocol):
     ]
 
 
-class MailroomClient(ClientBase):
+class MailroomClient(SuppressionMethods, ClientBase):
     """A blocking client of the Mailroom API.
 
     Create it from a target (``MailroomClient("localhost:50051", api_key=...)``) or from the
@@ -76,6 +77,7 @@ class MailroomClient(ClientBase):
                 self._target, self._credentials, options=self._options
             )
         self._stub = cast(_Stub, mail_pb2_grpc.MailServiceStub(self._channel))  # type: ignore[no-untyped-call]
+        self._suppressions = suppression_stub(self._channel)
 
     def close(self) -> None:
         """Close the channel; calls in flight are cancelled."""

@@ -19,6 +19,7 @@ from mailroom.outgoing import Attachment
 
 if TYPE_CHECKING:
     from mailroom.errors import MailroomError
+    from mailroom.suppressions import DroppedRecipient
 
 __all__ = [
     "Attempt",
@@ -218,11 +219,14 @@ class BatchResult:
             ``violations`` are named ``emails[<index>].<field>``, or
             :class:`mailroom.AlreadyExists` for an idempotency key used for another email;
             ``None`` when it was accepted.
+        dropped_recipients: The accepted email's recipients the server left out because their
+            address is suppressed.
     """
 
     index: int
     id: str | None = None
     error: MailroomError | None = None
+    dropped_recipients: list[DroppedRecipient] = field(default_factory=list)
 
     @property
     def accepted(self) -> bool:

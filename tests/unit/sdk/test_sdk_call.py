@@ -20,9 +20,13 @@ import pytest
 import mailroom
 from mailroom import AsyncMailroomClient, MailroomClient, OutgoingEmail
 from mailroom.errors import error_class_for
-from mailroom.v1 import mail_pb2
+from mailroom.v1 import mail_pb2, suppressions_pb2
 
-RPC_NAMES = {m.name for m in mail_pb2.DESCRIPTOR.services_by_name["MailService"].methods}
+RPC_NAMES = {
+    m.name
+    for file, service in [(mail_pb2, "MailService"), (suppressions_pb2, "SuppressionService")]
+    for m in file.DESCRIPTOR.services_by_name[service].methods
+}
 ALL_CODES = list(grpc.StatusCode)  # OK too: even a nonsensical error must not escape raw
 TARGET = "localhost:1"  # never dialled: the stub is replaced before any call
 
@@ -47,6 +51,10 @@ CALLS: dict[str, Callable[[Any], Any]] = {
     "get_email": lambda c: c.get_email("e-1"),
     "cancel_email": lambda c: c.cancel_email("e-1"),
     "wait_for_delivery": lambda c: c.wait_for_delivery("e-1", timeout=5),
+    "list_suppressions": lambda c: _drain(c.list_suppressions()),
+    "list_suppressions_page": lambda c: c.list_suppressions_page(),
+    "add_suppression": lambda c: c.add_suppression("a@example.com"),
+    "remove_suppression": lambda c: c.remove_suppression("a@example.com"),
 }
 NO_RPC = {"close", "from_env", "target"}
 
@@ -133,7 +141,7 @@ def _assert_mapped(err: BaseException, rpc_error: grpc.RpcError, code: grpc.Stat
 def test_sync_client_raises_only_mailroom_errors(code, method):
     rpc_error = FakeRpcError(code)
     with MailroomClient(TARGET) as client:
-        client._stub = FakeStub(rpc_error)  # type: ignore[assignment]
+        client._stub = client._suppressions = FakeStub(rpc_error)  # type: ignore[assignment]
         with pytest.raises(mailroom.MailroomError) as info:
             CALLS[method](client)
         assert client._stub.calls, "the fake stub was never called"
@@ -149,7 +157,7 @@ def test_async_client_raises_only_mailroom_errors(code, method, eager):
     async def scenario() -> tuple[BaseException, FakeStub]:
         stub = FakeStub(rpc_error, aio=True, eager=eager)
         async with AsyncMailroomClient(TARGET) as client:
-            client._stub = stub  # type: ignore[assignment]
+            client._stub = client._suppressions = stub  # type: ignore[assignment]
             call: Awaitable[Any] = CALLS[method](client)
             with pytest.raises(mailroom.MailroomError) as info:
                 await call
