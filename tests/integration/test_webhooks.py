@@ -160,14 +160,20 @@ def test_a_receiver_down_then_up_gets_every_event_in_order(
 
     smtp_sink.respond_with(550, "5.1.1 no such user", stage="RCPT")
     failed = send(envoy)
-    wait_until(lambda: email_status(envoy, failed) == "EMAIL_STATUS_FAILED", timeout=60, message="failed")
+    wait_until(
+        lambda: email_status(envoy, failed) == "EMAIL_STATUS_FAILED", timeout=60, message="failed"
+    )
     sent = [send(envoy) for _ in range(4)]
     later = (utcnow() + timedelta(hours=1)).isoformat() + "Z"
     cancelled = send(envoy, sendAt=later)
     status, _, _ = envoy.request("POST", f"/api/email/{cancelled}:cancel")
     assert status == 200
     for email_id in sent:
-        wait_until(lambda e=email_id: email_status(envoy, e) == "EMAIL_STATUS_SENT", timeout=60, message="sent")
+        wait_until(
+            lambda e=email_id: email_status(envoy, e) == "EMAIL_STATUS_SENT",
+            timeout=60,
+            message="sent",
+        )
         wait_until(
             lambda e=email_id: deliveries(envoy, emailId=e), timeout=30, message="sent event stored"
         )
