@@ -19,6 +19,7 @@ from core.settings import Settings, get_settings
 from core.store.connection import connect, ensure_indexes_in_background
 from server.health import HealthPoolInterceptor, StoreMonitor
 from server.interceptors import ApiKeyInterceptor, ErrorInterceptor
+from server.provider_events.metrics import serve_metrics
 from server.registry import SERVICES, close_servicer
 from server.supervisor import supervise
 
@@ -98,6 +99,7 @@ def serve(settings: Settings, *, reuse_port: bool = False) -> None:
     monitor = StoreMonitor(health_servicer, ["", *SERVICE_NAMES]).start()
     server.start()
     log.info("mailroom-api listening on %s:%d", settings.grpc_host, port)
+    serve_metrics(settings.api_metrics_port)
 
     stopped = threading.Event()
 

@@ -2,16 +2,21 @@
 
 Served by the API on ``MAILROOM_API_METRICS_PORT`` (``/metrics``, next to the workers' own on
 ``MAILROOM_METRICS_PORT``): the events arrive in the API, and Prometheus' client keeps a
-registry per process.
+registry per process. With ``MAILROOM_API_PROCESSES`` above 1 only the first API process to
+bind the port serves its counts (the others log it): run one API process per container to
+scrape them all.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
-from prometheus_client import Counter
+from prometheus_client import Counter, start_http_server
 
 from core.store.events import Recorded
+
+log = logging.getLogger(__name__)
 
 EVENTS_RECEIVED = Counter(
     "mailroom_provider_events_received_total",
@@ -38,3 +43,16 @@ def count(recorded: Iterable[Recorded]) -> None:
         EVENTS_RECEIVED.labels(item.event.provider, item.event.type.value, outcome).inc()
         if not item.duplicate and not item.email_id:
             UNMATCHED.labels(item.event.provider).inc()
+
+
+def serve_metrics(port: int, host: str = "0.0.0.0") -> bool:
+    """Expose this process's metrics on ``host:port``; False (logged) if 0 or the port is taken."""
+    if not port:
+        return False
+    try:
+        start_http_server(port, addr=host)
+    except OSError as exc:
+        log.warning("API metrics not served on port %d: %s", port, exc)
+        return False
+    log.info("API metrics on http://%s:%d/metrics", host, port)
+    return True

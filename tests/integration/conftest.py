@@ -45,6 +45,7 @@ def service_env(
         "MAILROOM_LEASE_SECONDS": "20",
         "MAILROOM_METRICS_PORT": "0",
         "MAILROOM_SCHEDULER_METRICS_PORT": "0",
+        "MAILROOM_API_METRICS_PORT": "0",
         "MAILROOM_LOG_LEVEL": "INFO",
         "MAILROOM_MESSAGE_ID_DOMAIN": "mailroom.test",
     }
