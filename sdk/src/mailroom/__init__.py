@@ -57,6 +57,14 @@ from mailroom.suppressions import (
     SuppressionPage,
     SuppressionReason,
 )
+from mailroom.webhook_management import (
+    CreatedWebhook,
+    Webhook,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookDeliveryPage,
+    WebhookDeliveryState,
+)
 from mailroom.webhooks import WebhookVerificationError, sign_webhook, verify_webhook
 
 __all__ = [
@@ -72,6 +80,7 @@ __all__ = [
     "BatchResponse",
     "BatchResult",
     "Cancelled",
+    "CreatedWebhook",
     "DataLoss",
     "DeadlineExceeded",
     "DeliveryTimeout",
@@ -99,6 +108,11 @@ __all__ = [
     "Unavailable",
     "Unimplemented",
     "Unknown",
+    "Webhook",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookDeliveryPage",
+    "WebhookDeliveryState",
     "WebhookVerificationError",
     "error_class_for",
     "error_from_rpc",

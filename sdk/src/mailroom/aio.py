@@ -28,6 +28,7 @@ from mailroom.models import BatchResponse, Email, EmailFilters, EmailPage
 from mailroom.outgoing import Attachment, OutgoingEmail
 from mailroom.suppressions import AsyncSuppressionMethods, suppression_stub
 from mailroom.v1 import mail_pb2, mail_pb2_grpc
+from mailroom.webhook_management import AsyncWebhookMethods, webhook_stub
 
 __all__ = ["AsyncMailroomClient"]
 
@@ -53,7 +54,7 @@ class _AsyncStub(Protocol):
     ]
 
 
-class AsyncMailroomClient(AsyncSuppressionMethods, ClientBase):
+class AsyncMailroomClient(AsyncSuppressionMethods, AsyncWebhookMethods, ClientBase):
     """An asyncio client of the Mailroom API, the twin of :class:`mailroom.MailroomClient`.
 
     Create it inside the event loop that uses it (``grpc.aio`` channels belong to one loop),
@@ -82,6 +83,7 @@ class AsyncMailroomClient(AsyncSuppressionMethods, ClientBase):
             )
         self._stub = cast(_AsyncStub, mail_pb2_grpc.MailServiceStub(self._channel))  # type: ignore[no-untyped-call]
         self._suppressions = suppression_stub(self._channel)
+        self._webhooks = webhook_stub(self._channel)
 
     async def close(self) -> None:
         """Close the channel; calls in flight are cancelled."""

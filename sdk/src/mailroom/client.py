@@ -26,6 +26,7 @@ from mailroom.models import BatchResponse, Email, EmailFilters, EmailPage
 from mailroom.outgoing import Attachment, OutgoingEmail
 from mailroom.suppressions import SuppressionMethods, suppression_stub
 from mailroom.v1 import mail_pb2, mail_pb2_grpc
+from mailroom.webhook_management import WebhookMethods, webhook_stub
 
 __all__ = ["MailroomClient"]
 
@@ -49,7 +50,7 @@ class _Stub(Protocol):
     ]
 
 
-class MailroomClient(SuppressionMethods, ClientBase):
+class MailroomClient(SuppressionMethods, WebhookMethods, ClientBase):
     """A blocking client of the Mailroom API.
 
     Create it from a target (``MailroomClient("localhost:50051", api_key=...)``) or from the
@@ -78,6 +79,7 @@ class MailroomClient(SuppressionMethods, ClientBase):
             )
         self._stub = cast(_Stub, mail_pb2_grpc.MailServiceStub(self._channel))  # type: ignore[no-untyped-call]
         self._suppressions = suppression_stub(self._channel)
+        self._webhooks = webhook_stub(self._channel)
 
     def close(self) -> None:
         """Close the channel; calls in flight are cancelled."""

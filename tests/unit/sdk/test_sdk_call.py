@@ -20,11 +20,15 @@ import pytest
 import mailroom
 from mailroom import AsyncMailroomClient, MailroomClient, OutgoingEmail
 from mailroom.errors import error_class_for
-from mailroom.v1 import mail_pb2, suppressions_pb2
+from mailroom.v1 import mail_pb2, suppressions_pb2, webhooks_pb2
 
 RPC_NAMES = {
     m.name
-    for file, service in [(mail_pb2, "MailService"), (suppressions_pb2, "SuppressionService")]
+    for file, service in [
+        (mail_pb2, "MailService"),
+        (suppressions_pb2, "SuppressionService"),
+        (webhooks_pb2, "WebhookService"),
+    ]
     for m in file.DESCRIPTOR.services_by_name[service].methods
 }
 ALL_CODES = list(grpc.StatusCode)  # OK too: even a nonsensical error must not escape raw
@@ -55,6 +59,11 @@ CALLS: dict[str, Callable[[Any], Any]] = {
     "list_suppressions_page": lambda c: c.list_suppressions_page(),
     "add_suppression": lambda c: c.add_suppression("a@example.com"),
     "remove_suppression": lambda c: c.remove_suppression("a@example.com"),
+    "create_webhook": lambda c: c.create_webhook("https://x.example/hook"),
+    "list_webhooks": lambda c: c.list_webhooks(),
+    "delete_webhook": lambda c: c.delete_webhook("w-1"),
+    "list_webhook_deliveries": lambda c: c.list_webhook_deliveries(),
+    "replay_webhook_delivery": lambda c: c.replay_webhook_delivery("d-1"),
 }
 NO_RPC = {"close", "from_env", "target"}
 
@@ -141,7 +150,7 @@ def _assert_mapped(err: BaseException, rpc_error: grpc.RpcError, code: grpc.Stat
 def test_sync_client_raises_only_mailroom_errors(code, method):
     rpc_error = FakeRpcError(code)
     with MailroomClient(TARGET) as client:
-        client._stub = client._suppressions = FakeStub(rpc_error)  # type: ignore[assignment]
+        client._stub = client._suppressions = client._webhooks = FakeStub(rpc_error)  # type: ignore[assignment]
         with pytest.raises(mailroom.MailroomError) as info:
             CALLS[method](client)
         assert client._stub.calls, "the fake stub was never called"
@@ -157,7 +166,7 @@ def test_async_client_raises_only_mailroom_errors(code, method, eager):
     async def scenario() -> tuple[BaseException, FakeStub]:
         stub = FakeStub(rpc_error, aio=True, eager=eager)
         async with AsyncMailroomClient(TARGET) as client:
-            client._stub = client._suppressions = stub  # type: ignore[assignment]
+            client._stub = client._suppressions = client._webhooks = stub  # type: ignore[assignment]
             call: Awaitable[Any] = CALLS[method](client)
             with pytest.raises(mailroom.MailroomError) as info:
                 await call

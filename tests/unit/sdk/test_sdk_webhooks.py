@@ -63,3 +63,24 @@ def test_tampered_or_incomplete_deliveries_are_refused(change) -> None:
 def test_an_old_timestamp_is_refused() -> None:
     with pytest.raises(WebhookVerificationError, match="too far"):
         verify_webhook(BODY, headers(), SECRET, now=NOW + 301)
+
+
+def test_delivery_messages_convert() -> None:
+    from mailroom import WebhookDelivery, WebhookDeliveryState
+    from mailroom.v1 import webhooks_pb2
+
+    message = webhooks_pb2.WebhookDelivery(
+        id="evt_1_w",
+        webhook_id="w",
+        event_id="evt_1",
+        email_id="e1",
+        event_type="email.sent",
+        state=webhooks_pb2.WEBHOOK_DELIVERY_STATE_DEAD,
+        payload="{}",
+        attempts=[webhooks_pb2.WebhookAttempt(status_code=500, error="HTTP 500")],
+    )
+    message.create_time.FromSeconds(NOW)
+    delivery = WebhookDelivery.from_proto(message)
+    assert delivery.state is WebhookDeliveryState.DEAD
+    assert delivery.attempts[0].status_code == 500 and delivery.attempts[0].at is None
+    assert delivery.created_at is not None and delivery.next_attempt_at is None
