@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from google.protobuf import timestamp_pb2
 
+from mailroom.email_events import event_from_proto, summary_from_proto
 from mailroom.errors import error_from_status
 from mailroom.models import (
     Attempt,
@@ -292,6 +293,8 @@ def email_from_proto(message: mail_pb2.Email) -> Email:
         tags=list(message.tags),
         metadata=dict(message.metadata),
         purge_time=_datetime(message, "purge_time"),
+        events=[event_from_proto(e) for e in message.events],
+        recipient_statuses=[summary_from_proto(r) for r in message.recipient_statuses],
     )
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, TypedDict, overload
 
+from mailroom.email_events import EmailEvent, RecipientSummary
 from mailroom.outgoing import Attachment
 
 if TYPE_CHECKING:
@@ -55,10 +56,20 @@ class EmailStatus(enum.Enum):
     FAILED = 6
     #: Cancelled before any worker claimed it. Final.
     CANCELLED = 7
+    #: After SENT, from the providers' events: a recipient's copy was delivered, none bounced
+    #: or complained.
+    DELIVERED = 8
+    #: After SENT: a recipient's copy hard-bounced or was rejected by the provider.
+    BOUNCED = 9
+    #: After SENT: a recipient reported the email as spam.
+    COMPLAINED = 10
 
     @property
     def is_final(self) -> bool:
-        """Whether the email will not change status any more (SENT, FAILED or CANCELLED)."""
+        """Whether the sending is over: SENT, FAILED, CANCELLED, or an outcome after SENT.
+
+        A SENT email may still become DELIVERED, BOUNCED or COMPLAINED from provider events.
+        """
         return self in _FINAL
 
     @classmethod
@@ -78,7 +89,17 @@ class EmailStatus(enum.Enum):
             return cls.UNSPECIFIED
 
 
-_FINAL = frozenset({EmailStatus.SENT, EmailStatus.FAILED, EmailStatus.CANCELLED})
+# SENT is final for the sending; provider events may still turn it into one of the last three.
+_FINAL = frozenset(
+    {
+        EmailStatus.SENT,
+        EmailStatus.FAILED,
+        EmailStatus.CANCELLED,
+        EmailStatus.DELIVERED,
+        EmailStatus.BOUNCED,
+        EmailStatus.COMPLAINED,
+    }
+)
 
 
 class AttemptOutcome(enum.Enum):
@@ -175,6 +196,8 @@ class Email:
         metadata: The email's key/value metadata.
         purge_time: When the retention job removed the bodies, attachments' contents and
             headers of this final email (UTC); ``None`` while they are kept.
+        events: What the providers reported after sending (delivered, bounced…), oldest first.
+        recipient_statuses: Each recipient's state from those events.
     """
 
     id: str
@@ -201,10 +224,12 @@ class Email:
     tags: list[str] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
     purge_time: datetime | None = None
+    events: list[EmailEvent] = field(default_factory=list)
+    recipient_statuses: list[RecipientSummary] = field(default_factory=list)
 
     @property
     def is_final(self) -> bool:
-        """Whether the email will not change status any more (SENT, FAILED or CANCELLED)."""
+        """Whether the sending is over (see :attr:`EmailStatus.is_final`)."""
         return self.status.is_final
 
 

@@ -179,7 +179,8 @@ def test_a_status_from_a_newer_server_is_unspecified_not_an_error():
 @pytest.mark.parametrize("status", list(EmailStatus), ids=lambda s: s.name)
 def test_python_enums_match_the_proto_enums(status):
     assert mail_pb2.EmailStatus.Name(status.value) == f"EMAIL_STATUS_{status.name}"
-    assert status.is_final == (status.name in {"SENT", "FAILED", "CANCELLED"})
+    final = {"SENT", "FAILED", "CANCELLED", "DELIVERED", "BOUNCED", "COMPLAINED"}
+    assert status.is_final == (status.name in final)
 
 
 def test_every_proto_enum_value_has_a_python_member():
