@@ -30,7 +30,7 @@ from typing import Any, TextIO
 
 import redis
 
-from admin import events, suppressions, webhooks
+from admin import backfill, events, suppressions, webhooks
 from core.errors import FailedPrecondition, NotFound, QueueUnavailable, StorageUnavailable
 from core.logs import configure_logging
 from core.queue import DeliveryQueue
@@ -311,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="final emails last changed more than N days ago (default: MAILROOM_RETENTION_DAYS)",
     )
     run.add_argument("--json", action="store_true", help="print JSON")
+    backfill.register(commands)
     events.register(commands)
     suppressions.register(commands)
     webhooks.register(commands)

@@ -36,6 +36,8 @@ class TurnPurpose(StrEnum):
     ACCEPT = "accept"
     #: The retention job removed an old final email's content (core.store.retention).
     PURGE = "purge"
+    #: The backfill gave an email stored before them ListEmails' time buckets.
+    BACKFILL = "backfill"
 
 
 @dataclass(frozen=True)
