@@ -117,7 +117,7 @@ class DroppedRecipient:
 
     Attributes:
         field: Where it was in the request: ``to[1]``, ``cc[0]``, ``bcc[2]``.
-        address: The address as given.
+        address: The recipient as given, its domain lowercased.
         reason: Why the address is suppressed.
     """
 
