@@ -69,7 +69,9 @@ class Stack:
         req = urllib.request.Request(
             f"{self.url}/api/providers/{provider}/events", data=body, method="POST"
         )
-        req.add_header("content-type", "application/json")
+        # SNS posts JSON as text/plain; the others as application/json.
+        kind = "text/plain; charset=UTF-8" if provider == "ses" else "application/json"
+        req.add_header("content-type", kind)
         for key, value in (headers or {}).items():
             req.add_header(key, value)
         try:
