@@ -242,6 +242,19 @@ def test_ses_through_sns_confirmation_and_signed_notifications(stack: Stack) -> 
         "EMAIL_EVENT_TYPE_DELIVERED",
         "EMAIL_EVENT_TYPE_COMPLAINED",
     ]
+    # ListEmails shows them too, and filters on the new status.
+    query = "status=EMAIL_STATUS_COMPLAINED&recipient=dee@example.com&pageSize=500"
+    with urllib.request.urlopen(f"{stack.url}/api/emails?{query}", timeout=15) as resp:
+        listed = {e["id"]: e for e in json.loads(resp.read())["emails"]}
+    assert len(listed[str(email.id)]["events"]) == 2
+    assert listed[str(email.id)]["recipientStatuses"] == [
+        {
+            "address": "dee@example.com",
+            "status": "RECIPIENT_STATUS_COMPLAINED",
+            "updateTime": "2016-01-27T14:59:38.237Z",
+            "diagnosticCode": "",
+        }
+    ]
 
 
 def test_metrics_count_events_and_signature_failures(stack: Stack) -> None:
