@@ -94,6 +94,8 @@ class Outcome:
     kind: str
     status_code: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    # The delivery whose chain moves on (delivered or dead), once the chain's lock is released.
+    finished: WebhookDelivery | None = None
 
 
 @dataclass
@@ -135,7 +137,11 @@ class WebhookSender:
             if lock is None:
                 self.queue.enqueue(delivery_id, delay_ms=BUSY_RETRY_MS)
                 return Outcome("busy")
-            return self._deliver_held(delivery_id, worker)
+            outcome = self._deliver_held(delivery_id, worker)
+        # After the release: the next delivery's worker must not find the chain busy.
+        if outcome.finished is not None:
+            self._kick_next(outcome.finished)
+        return outcome
 
     def _deliver_held(self, delivery_id: str, worker: str) -> Outcome:
         delivery = outbox.get_delivery(delivery_id)
@@ -147,8 +153,7 @@ class WebhookSender:
         subscription = find_subscription(delivery.subscription_id)
         if subscription is None:
             outbox.kill(delivery, "webhook deleted")
-            self._kick_next(delivery)
-            return Outcome("dead")
+            return Outcome("dead", finished=delivery)
         earlier = outbox.earlier_pending(delivery)
         if earlier is not None:
             due = max(earlier.next_attempt_at or now, now)
@@ -177,17 +182,16 @@ class WebhookSender:
                 delay,
             )
             self.queue.enqueue(delivery.key, delay_ms=delay)
-        else:
-            if kind == "dead":
-                log.warning(
-                    "webhook %s to %s dead after %d attempts: %s",
-                    delivery.key,
-                    subscription.url,
-                    failures,
-                    attempt.error,
-                )
-            self._kick_next(delivery)
-        return Outcome(kind, status_code=int(attempt.status_code or 0))
+            return Outcome(kind, status_code=int(attempt.status_code or 0))
+        if kind == "dead":
+            log.warning(
+                "webhook %s to %s dead after %d attempts: %s",
+                delivery.key,
+                subscription.url,
+                failures,
+                attempt.error,
+            )
+        return Outcome(kind, status_code=int(attempt.status_code or 0), finished=delivery)
 
     def _post(
         self, url: str, secret: str, delivery: WebhookDelivery, worker: str

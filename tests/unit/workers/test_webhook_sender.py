@@ -144,3 +144,13 @@ def test_worker_and_sdk_sign_alike() -> None:
     assert webhooks.sign(secret, "evt_1", 1700000000, "{}") == sign_webhook(
         secret, "evt_1", 1700000000, "{}"
     )
+
+
+def test_a_busy_chain_sends_its_message_back(rig, monkeypatch) -> None:
+    sender, receiver, queue, _ = rig
+    events_out.publish("e1", "email.sent", {}, occurred_at=utcnow())
+    delivery_id = queue.enqueued.pop()[0]
+    monkeypatch.setattr(webhooks, "hold", lambda *a, **k: contextlib.nullcontext(None))
+    assert sender.deliver(delivery_id).kind == "busy"
+    assert queue.enqueued == [(delivery_id, webhooks.BUSY_RETRY_MS)]
+    assert receiver.requests == []
