@@ -306,3 +306,8 @@ def test_a_dead_delivery_is_listed_and_replayed(
     )
     headers, body = receiver.events()[-1]
     assert verify_webhook(body, headers, hook["secret"])["data"]["email_id"] == email_id
+    # Through REST: a delivery that is not dead is not replayed; an unknown one is not found.
+    status, _, answer = envoy.request("POST", f"/api/webhooks/deliveries/{dead[0]['id']}:replay")
+    assert status == 400 and "not dead" in answer["message"], answer
+    status, _, _ = envoy.request("POST", "/api/webhooks/deliveries/evt_nope_x:replay")
+    assert status == 404
