@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -179,16 +180,28 @@ def enqueue_all(queued: Sequence[Queued], queue: WebhookQueue | None = None) -> 
 
 
 def publish_safely(
-    email_id: str, event_type: str, data: dict[str, Any], *, occurred_at: datetime
+    email_id: str,
+    event_type: str,
+    data: dict[str, Any],
+    *,
+    occurred_at: datetime,
+    retries: int = 2,
+    pause_seconds: float = 0.2,
 ) -> bool:
     """:func:`publish` for callers whose own work is done and must not fail on it.
 
-    A store error is logged (the email's state is already written; only its webhook event is
-    missing) and the call returns False.
+    The email's new state is already written, and nothing would publish its event later: a
+    store error is tried again ``retries`` times (pauses doubling from ``pause_seconds``;
+    publishing the same event again stores it once), then logged, and the call returns False.
     """
-    try:
-        publish(email_id, event_type, data, occurred_at=occurred_at)
-    except MailroomError as exc:
-        log.error("email %s: %s event not stored for webhooks: %s", email_id, event_type, exc)
-        return False
-    return True
+    for attempt in range(retries + 1):
+        try:
+            publish(email_id, event_type, data, occurred_at=occurred_at)
+        except MailroomError as exc:
+            if attempt < retries:
+                time.sleep(pause_seconds * 2**attempt)
+                continue
+            log.error("email %s: %s event not stored for webhooks: %s", email_id, event_type, exc)
+            return False
+        return True
+    return False

@@ -123,3 +123,23 @@ def test_oldest_pending(fake_store, queue) -> None:
     store.create_subscription("https://a.example/hook")
     events_out.publish("e1", "email.sent", {}, occurred_at=utcnow())
     assert outbox.oldest_pending_created_at() is not None
+
+
+def test_publish_safely_tries_again_then_gives_up(fake_store, queue, monkeypatch) -> None:
+    from core.errors import StorageUnavailable
+
+    calls: list[str] = []
+
+    def flaky(*args, **kwargs) -> None:
+        calls.append("x")
+        if len(calls) < 3:
+            raise StorageUnavailable("down")
+
+    monkeypatch.setattr(events_out, "publish", flaky)
+    assert events_out.publish_safely("e1", "email.sent", {}, occurred_at=utcnow(), pause_seconds=0)
+    assert len(calls) == 3
+    calls.clear()
+    assert not events_out.publish_safely(
+        "e1", "email.sent", {}, occurred_at=utcnow(), retries=1, pause_seconds=0
+    )
+    calls.clear()
