@@ -5,6 +5,11 @@ form of ``Email.recipients``), so that adding is one insert whose duplicate fail
 MongoDB and FerretDB alike (no unique secondary index, no find-and-modify), and checking the
 recipients of an email is one ``_id $in`` query on the primary key.
 
+FerretDB 1.24 pushes ``_id`` equality down to PostgreSQL but not ``$in`` (nor ``$or``): there an
+``$in`` reads and decodes the whole list (measured: 1.1 to 1.6 s with 20,000 entries, against 2
+to 4 ms for one equality). So on FerretDB each distinct address is one equality query, several
+at once on a small shared thread pool when a batch has many.
+
 Reasons are plain strings (:data:`REASONS`); provider events add ``hard_bounce`` and
 ``complaint`` with their provider and event id, an operator ``manual``.
 """
@@ -13,8 +18,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextvars
 import json
+import threading
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +31,7 @@ from mongoengine.queryset.visitor import Q
 
 from core.errors import DuplicateKey, FieldViolation, InvalidArgument
 from core.store.documents import utcnow
+from core.store.listing import store_sorts_in_memory
 from core.store.mapping import map_mongo_errors
 from core.store.repository import recipient_key
 
@@ -32,6 +41,10 @@ MANUAL = "manual"
 UNSUBSCRIBE = "unsubscribe"
 #: Why an address may be suppressed.
 REASONS = (HARD_BOUNCE, COMPLAINT, MANUAL, UNSUBSCRIBE)
+#: FerretDB: more distinct addresses than this are looked up on the pool, that many at a time.
+_SEQUENTIAL_LOOKUPS = 4
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
 
 
 class Suppression(Document):  # type: ignore[misc]
@@ -116,9 +129,38 @@ def suppressed_among(addresses: Iterable[str]) -> dict[str, str]:
     if not by_key:
         return {}
     with map_mongo_errors():
-        found = Suppression.objects(address__in=list(by_key)).only("reason").as_pymongo()
-        rows = list(found)
+        if store_sorts_in_memory():  # FerretDB: see the module's notes
+            rows = _rows_by_equality(list(by_key))
+        else:
+            rows = list(Suppression.objects(address__in=list(by_key)).only("reason").as_pymongo())
     return {given: row["reason"] for row in rows for given in by_key.get(row["_id"], [])}
+
+
+def _rows_by_equality(keys: list[str]) -> list[dict[str, Any]]:
+    """The entries of ``keys``, one ``_id`` equality query each (FerretDB pushes those down)."""
+    collection = Suppression._get_collection()
+
+    def one(key: str) -> dict[str, Any] | None:
+        row: dict[str, Any] | None = collection.find_one({"_id": key}, {"reason": 1})
+        return row
+
+    if len(keys) <= _SEQUENTIAL_LOOKUPS:
+        found = [one(key) for key in keys]
+    else:
+        # Each on a copy of this thread's context: pymongo.timeout (the accept budget) lives in
+        # a context variable.
+        pool = _lookup_pool()
+        futures = [pool.submit(contextvars.copy_context().run, one, key) for key in keys]
+        found = [future.result() for future in futures]
+    return [row for row in found if row is not None]
+
+
+def _lookup_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="suppressions")
+        return _pool
 
 
 def get_suppression(address: str) -> Suppression | None:

@@ -105,3 +105,28 @@ def test_a_token_is_bound_to_its_reason_filter_and_checked() -> None:
 
 def test_reasons_are_the_documented_ones() -> None:
     assert suppressions.REASONS == ("hard_bounce", "complaint", "manual", "unsubscribe")
+
+
+@pytest.mark.parametrize("count", [2, 9])
+def test_on_ferretdb_each_address_is_one_equality_query(
+    monkeypatch: pytest.MonkeyPatch, count: int
+) -> None:
+    monkeypatch.setattr(suppressions, "store_sorts_in_memory", lambda: True)
+    for i in range(0, count, 2):
+        suppress(f"u{i}@x.com", "manual")
+    queries: list[object] = []
+    collection = Suppression._get_collection()
+    real = collection.find_one
+
+    def find_one(query: object, *args: object) -> object:
+        queries.append(query)
+        return real(query, *args)
+
+    monkeypatch.setattr(type(collection), "find_one", lambda self, q, *a: find_one(q, *a))
+    given = [f"U{i}@x.com" for i in range(count)] + ["u0@x.com"]
+    found = suppressed_among(given)
+    assert found == {
+        **{f"U{i}@x.com": "manual" for i in range(0, count, 2)},
+        "u0@x.com": "manual",
+    }
+    assert sorted(q["_id"] for q in queries) == sorted(f"u{i}@x.com" for i in range(count))
