@@ -11,9 +11,10 @@ issue 37): ``metadata.plan=pro`` would be dropped as an unknown parameter, and t
 silently ignored. The transcoder passes the original path and query to the API as the
 ``x-envoy-original-path`` header, so the REST metadata filter is read from there.
 
-A ``status`` filter matches the stored status. A worker's claim does not write the email (see
-``core.store.turns``): an email being sent is stored QUEUED or RETRYING until its outcome, so it
-is listed as such, and ``status=SENDING`` matches none (GetEmail shows SENDING from the claim).
+A ``status`` filter matches the status GetEmail shows. SENDING is not stored: a worker's claim
+is a turn with a lease and does not write the email (see :mod:`core.store.sending`), so
+``status=SENDING`` lists the emails a live claim holds, ``status=QUEUED`` (RETRYING, SCHEDULED)
+leaves them out, and every listed email held by a claim shows SENDING.
 """
 
 from __future__ import annotations

@@ -223,8 +223,8 @@ class EmailTurn(Document):
     meta: dict[str, Any] = {
         "collection": "email_turns",
         "auto_create_index": False,
-        # The hourly purge of old turns.
-        "indexes": [{"fields": ["created_at"]}],
+        # The hourly purge of old turns; ListEmails' live claims (core.store.sending).
+        "indexes": [{"fields": ["created_at"]}, {"fields": ["list_buckets"]}],
     }
 
     key = StringField(primary_key=True)
@@ -236,6 +236,8 @@ class EmailTurn(Document):
     expires_at = DateTimeField()
     # The provider a claim sends through (shown when its worker dies mid-send).
     provider = StringField(default="")
+    # A claim's lease minutes ("lease:<minute>"), by which ListEmails finds the live claims.
+    list_buckets = ListField(StringField())
 
 
 class IdempotencyKey(Document):

@@ -34,31 +34,30 @@ queries.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
 from pymongo.errors import OperationFailure
 
-from core.errors import FieldViolation, InvalidArgument
-from core.store.documents import Email
+from core.store import sending
+from core.store.documents import Email, Status
 from core.store.mapping import map_mongo_errors
+from core.store.page_tokens import decode_page_token as decode_page_token
+from core.store.page_tokens import encode_page_token as encode_page_token
 from core.store.repository import LIST_BUCKET_SPANS, list_bucket, metadata_pair, recipient_key
 
 #: The fields a BASIC page leaves out, so the store does not even send them.
 BASIC_EXCLUDED = ("text", "html", "headers", "attachments.content")
 #: Bytes of the filter hash in a page token: enough to tell filters apart, short in a URL.
-_FILTER_HASH_BYTES = 8
-_OID_BYTES = 12
+FILTER_HASH_BYTES = 8
 #: Bucket queries of one page before the rest is read with one query.
 MAX_BUCKET_QUERIES = 12
 #: A bucket is chosen to hold at most this many times the emails the page still needs.
@@ -74,6 +73,8 @@ _densities: OrderedDict[bytes, float] = OrderedDict()
 _densities_lock = threading.Lock()
 #: Ids made by another API process whose clock is ahead: the first bucket starts this late.
 _CLOCK_SLACK_SECONDS = 300
+#: The statuses a live claim changes: SENDING, and the stored ones it hides.
+_HELD_STATUSES = {str(Status.SENDING), *sending.CLAIMABLE_STATUSES}
 # Whether the store sorts in memory (FerretDB), by database name; asked once per process.
 _sorts_in_memory: dict[str, bool] = {}
 
@@ -159,7 +160,7 @@ class EmailFilter:
             },
             sort_keys=True,
         )
-        return hashlib.sha256(canonical.encode()).digest()[:_FILTER_HASH_BYTES]
+        return hashlib.sha256(canonical.encode()).digest()[:FILTER_HASH_BYTES]
 
 
 @dataclass
@@ -168,33 +169,6 @@ class Page:
 
     emails: list[Email] = field(default_factory=list)
     next_page_token: str = ""
-
-
-def _bad_token(description: str) -> InvalidArgument:
-    return InvalidArgument([FieldViolation("page_token", description)])
-
-
-def encode_page_token(last_id: ObjectId, email_filter: EmailFilter) -> str:
-    """The opaque token of the page after ``last_id``: its id and the filter's hash, base64url."""
-    raw = last_id.binary + email_filter.digest()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_page_token(token: str, email_filter: EmailFilter) -> ObjectId:
-    """Return the cursor of a page token made for ``email_filter``.
-
-    Raises:
-        InvalidArgument: The token is malformed, or was made for other filters (``page_token``).
-    """
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-    except (binascii.Error, ValueError) as exc:
-        raise _bad_token("not a page token of this service") from exc
-    if len(raw) != _OID_BYTES + _FILTER_HASH_BYTES:
-        raise _bad_token("not a page token of this service")
-    if raw[_OID_BYTES:] != email_filter.digest():
-        raise _bad_token("made for other filters: pass the same filters as the first page")
-    return ObjectId(raw[:_OID_BYTES])
 
 
 def store_sorts_in_memory() -> bool:
@@ -328,6 +302,26 @@ def _walk_buckets(
     return rows[:want]
 
 
+def _read(
+    query: dict[str, Any],
+    projection: dict[str, int] | None,
+    want: int,
+    cursor: ObjectId | None,
+    email_filter: EmailFilter,
+    bucketed: bool | None,
+) -> list[dict[str, Any]]:
+    """Up to ``want`` documents matching ``query`` below ``cursor``, newest first."""
+    if bucketed is None:
+        # An idempotency key matches one email (two with a voided one's successor): one plain
+        # query is cheapest even where the store sorts in memory.
+        bucketed = not email_filter.idempotency_key and store_sorts_in_memory()
+    if bucketed:
+        return _walk_buckets(query, projection, want, cursor, email_filter)
+    if cursor is not None:
+        query = {**query, "_id": {"$lt": cursor}}
+    return list(Email._get_collection().find(query, projection).sort("_id", -1).limit(want))
+
+
 def list_page(
     email_filter: EmailFilter,
     *,
@@ -350,23 +344,34 @@ def list_page(
         InvalidArgument: A malformed token, or one made for other filters (``page_token``).
         StorageUnavailable: MongoDB is unreachable.
     """
-    query = email_filter.query()
     cursor = decode_page_token(page_token, email_filter) if page_token else None
     projection = None if full else dict.fromkeys(BASIC_EXCLUDED, 0)
+    # SENDING is no stored status: it is a live claim on a claimable email (core.store.sending).
+    stored = tuple(s for s in email_filter.statuses if s != Status.SENDING)
+    query = replace(email_filter, statuses=stored).query()
+    want = page_size + 1
     with map_mongo_errors():
-        if bucketed is None:
-            # An idempotency key matches one email (two with a voided one's successor): one
-            # plain query is cheapest even where the store sorts in memory.
-            bucketed = not email_filter.idempotency_key and store_sorts_in_memory()
-        if bucketed:
-            documents = _walk_buckets(query, projection, page_size + 1, cursor, email_filter)
+        claims = sending.live_claims() if _HELD_STATUSES & set(email_filter.statuses) else None
+        held: list[dict[str, Any]] = []
+        if claims:
+            unfiltered = replace(email_filter, statuses=()).query()
+            held = sending.sending_documents(unfiltered, projection, claims, cursor)
+        if email_filter.statuses and not stored:
+            documents = held[:want]
         else:
-            if cursor is not None:
-                query["_id"] = {"$lt": cursor}
-            documents = list(
-                Email._get_collection().find(query, projection).sort("_id", -1).limit(page_size + 1)
-            )
-    emails = [Email._from_son(doc) for doc in documents[:page_size]]
+            # A held email stored QUEUED is not QUEUED now: read enough to leave them out.
+            documents = _read(query, projection, want + len(held), cursor, email_filter, bucketed)
+            held_ids = {doc["_id"] for doc in held}
+            documents = [doc for doc in documents if doc["_id"] not in held_ids]
+            if Status.SENDING in email_filter.statuses:
+                documents = sorted(documents + held, key=lambda doc: doc["_id"], reverse=True)
+            documents = documents[:want]
+        shown = documents[:page_size]
+        if claims is None and any(d.get("status") in sending.CLAIMABLE_STATUSES for d in shown):
+            claims = sending.live_claims()
+        if claims:
+            sending.show_sending(shown, claims)
+    emails = [Email._from_son(doc) for doc in shown]
     token = ""
     if len(documents) > page_size:
         token = encode_page_token(documents[page_size - 1]["_id"], email_filter)

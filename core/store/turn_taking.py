@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -69,6 +69,27 @@ class TurnBlocked:
     until: datetime | None = None
 
 
+#: A claim's lease is found by the minutes it covers (see :func:`lease_keys`).
+LEASE_KEY_SECONDS = 60
+
+
+def lease_key(at: datetime) -> str:
+    """The lookup key of the minute holding ``at`` (a naive UTC datetime, as stored)."""
+    return f"lease:{int(at.replace(tzinfo=UTC).timestamp()) // LEASE_KEY_SECONDS}"
+
+
+def lease_keys(start: datetime, end: datetime) -> list[str]:
+    """The keys of every minute from ``start`` to ``end``, both included.
+
+    Stored on a claim's turn as ``list_buckets`` (the field FerretDB's GIN indexes cover on
+    every collection), so ListEmails finds the claims whose lease covers the current minute
+    with one equality (``core.store.sending``).
+    """
+    first = int(start.replace(tzinfo=UTC).timestamp()) // LEASE_KEY_SECONDS
+    last = int(end.replace(tzinfo=UTC).timestamp()) // LEASE_KEY_SECONDS
+    return [f"lease:{minute}" for minute in range(first, last + 1)]
+
+
 def insert_turn(
     email_id: str,
     generation: int,
@@ -92,6 +113,7 @@ def insert_turn(
     }
     if expires_at is not None:
         doc["expires_at"] = expires_at
+        doc["list_buckets"] = lease_keys(doc["created_at"], expires_at)
     if provider:
         doc["provider"] = provider
     try:
