@@ -329,10 +329,18 @@ VALUES: list[object] = [
 
 def test_rest_fuzz_never_answers_5xx_and_stores_nothing_refused(envoy, real_store):
     serving(envoy)
+    # Every email of this test carries its own metadata pair: counting those is one indexed
+    # equality on FerretDB, where counting the whole collection decodes every stored email.
+    run = uuid.uuid4().hex
+    base = {**BASE, "metadata": {"fuzz": run}}
+
+    def count() -> int:
+        return Email.objects(metadata_pairs=f"fuzz={run}").count()
+
     answers: dict[int, int] = {}
     for field in FIELDS:
         for value in VALUES:
-            body = {**BASE, field: value}
+            body = {**base, field: value}
             before = count()
             status, _, answer = envoy.request("POST", "/api/email", body, timeout=30)
             answers[status] = answers.get(status, 0) + 1
@@ -344,9 +352,9 @@ def test_rest_fuzz_never_answers_5xx_and_stores_nothing_refused(envoy, real_stor
                 no_leak(answer)
     # Unknown fields, and a body that is not an object.
     for body in [
-        {**BASE, "reply_too": "r@example.com"},
-        {**BASE, "bcc_list": ["b@example.com"]},
-        [BASE],
+        {**base, "reply_too": "r@example.com"},
+        {**base, "bcc_list": ["b@example.com"]},
+        [base],
         "text",
         None,
     ]:
