@@ -129,7 +129,7 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
         email_id = ObjectId()
         with pymongo.timeout(budget):
             new, dropped = apply_suppression(
-                new, find_suppressed([new]), self._settings.suppression_policy
+                new, self._suppressed([new], email_id), self._settings.suppression_policy
             )
             replay = False
             if new.idempotency_key:
@@ -156,6 +156,21 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
             email_id=email_id,
             now=utcnow(),
         )
+
+    def _suppressed(
+        self, emails: list[repository.NewEmail], email_id: ObjectId | None
+    ) -> dict[str, str]:
+        """The suppressed recipients of the emails; a store that stalls answers 503 (retry)."""
+        try:
+            return find_suppressed(emails)
+        except StorageOutcomeUnknown as exc:
+            # Only a read: nothing was written, so a retry is safe, as after a stalled reserve.
+            if email_id is not None:
+                raise not_accepted(email_id) from exc
+            raise NotAccepted(
+                "no email of the batch was accepted: the store did not answer in time, so none "
+                "will be sent; retrying with the same idempotency keys is safe"
+            ) from exc
 
     def _reserve(self, key: str, fingerprint: str, email_id: ObjectId) -> str | None:
         try:
@@ -309,7 +324,7 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
 
     def _suppress_items(self, items: list[batch.Item]) -> None:
         """Drop the suppressed recipients of the items, or refuse items: one query for all."""
-        suppressed = find_suppressed(i.new for i in items if i.new is not None)
+        suppressed = self._suppressed([i.new for i in items if i.new is not None], None)
         for item in items:
             if item.new is None:
                 continue

@@ -148,3 +148,22 @@ def test_nothing_suppressed_keeps_the_same_email() -> None:
     email = NewEmail(to=["a@x.com"], subject="s", text="t", from_address="f@x.com")
     assert apply_suppression(email, {}, "drop") == (email, [])
     assert apply_suppression(email, {"other@x.com": "manual"}, "refuse") == (email, [])
+
+
+def test_a_stalled_lookup_answers_not_accepted(
+    drop: MailServicer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core.errors import NotAccepted, StorageOutcomeUnknown
+
+    def stall(emails: Any) -> dict[str, str]:
+        raise StorageOutcomeUnknown("storage did not answer in time (NetworkTimeout)")
+
+    monkeypatch.setattr("server.servicer.find_suppressed", stall)
+    with pytest.raises(NotAccepted) as caught:
+        drop.SendEmail(request(to=["ok@example.com"]), Context())
+    assert "same idempotency key is safe" in caught.value.message
+    with pytest.raises(NotAccepted):
+        drop.SendEmailBatch(
+            mail_pb2.SendEmailBatchRequest(emails=[request(to=["ok@example.com"])]), Context()
+        )
+    assert Email.objects.count() == 0
