@@ -334,3 +334,52 @@ def test_a_postmark_hard_bounce_suppresses_too(stack: Stack) -> None:
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(req, timeout=15)
     assert refused.value.code == 400
+
+
+def test_a_provider_event_reaches_webhook_subscribers_signed(stack: Stack, start_worker) -> None:
+    from mailroom import verify_webhook
+
+    receiver = HTTPServer(host="127.0.0.1", port=free_port())
+    receiver.expect_request("/hook", method="POST").respond_with_data("", status=204)
+    receiver.start()
+    start_worker(
+        MAILROOM_WEBHOOKS__MIN_BACKOFF_MS="200",
+        MAILROOM_WEBHOOKS__MAX_BACKOFF_MS="1500",
+    )
+    req = urllib.request.Request(
+        f"{stack.url}/api/webhooks",
+        data=json.dumps(
+            {"url": f"http://127.0.0.1:{receiver.port}/hook", "eventTypes": ["email.bounced"]}
+        ).encode(),
+        method="POST",
+        headers={"content-type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=15) as resp:
+        created = json.loads(resp.read())
+    try:
+        message_id = str(ObjectId())
+        recipient = f"hooked-{message_id}@example.net"
+        email = sent_email(message_id, recipient)
+        bounce = postmark_bounce(message_id, recipient, bounce_id=int(time.time() * 1000))
+        body = json.dumps(bounce).encode()
+        assert stack.post("postmark", body, postmark_auth()) == (200, {"stored": 1})
+        assert stack.post("postmark", body, postmark_auth()) == (200, {"stored": 0})
+        deadline = time.monotonic() + 60
+        while not receiver.log:
+            assert time.monotonic() < deadline, "the webhook was not delivered"
+            time.sleep(0.2)
+        request, _ = receiver.log[0]
+        event = verify_webhook(request.get_data(), dict(request.headers), created["secret"])
+        assert event["type"] == "email.bounced"
+        assert event["data"]["email_id"] == str(email.id)
+        assert event["data"]["provider"] == "postmark"
+        assert event["data"]["bounce_type"] == "hard"
+        assert event["data"]["recipient"] == recipient
+    finally:
+        delete = urllib.request.Request(
+            f"{stack.url}/api/webhooks/{created['webhook']['id']}", method="DELETE"
+        )
+        urllib.request.urlopen(delete, timeout=15).close()
+        receiver.stop()
+    # The retried request published nothing more.
+    assert len(receiver.log) == 1
