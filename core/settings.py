@@ -166,6 +166,8 @@ class WebhookSettings(BaseModel):
     sweep_batch_size: int = 500
     # Receivers' responses kept per attempt, in characters.
     max_response_chars: int = 500
+    # Delivered and dead deliveries are deleted this long after they finished (the hourly purge).
+    keep_days: float = Field(default=30.0, gt=0)
 
 
 class ProviderEventSettings(BaseModel):

@@ -195,11 +195,12 @@ class Jobs:
         return due.merged(stuck)
 
     def purge(self) -> dict[str, int]:
-        """Delete expired idempotency keys and old email turns; return how many of each."""
+        """Delete expired idempotency keys, old email turns and finished webhook deliveries."""
         keys = idempotency.purge_idempotency_keys()
         purged = turns.purge_turns(TURNS_KEPT)
         log.info("purged %d expired idempotency keys and %d old email turns", keys, purged)
-        return {"purged": keys, "purged_turns": purged}
+        hooks = webhooks.purge(self.settings)
+        return {"purged": keys, "purged_turns": purged, "purged_webhook_deliveries": hooks}
 
     def retention(self) -> RetentionResult:
         """Purge the content of final emails older than ``retention_days``."""

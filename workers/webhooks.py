@@ -250,3 +250,12 @@ def sweep(
     if overdue:
         log.info("webhook sweep: %d overdue deliveries, %d enqueued", len(overdue), enqueued)
     return {"swept": len(overdue), "enqueued": enqueued}
+
+
+def purge(settings: Settings, *, now: datetime | None = None) -> int:
+    """Delete the deliveries that finished more than ``webhooks.keep_days`` ago."""
+    before = (now or utcnow()) - timedelta(days=settings.webhooks.keep_days)
+    purged = outbox.purge_finished(before)
+    if purged:
+        log.info("purged %d finished webhook deliveries", purged)
+    return purged

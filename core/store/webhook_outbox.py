@@ -228,3 +228,13 @@ def replay(delivery_id: str) -> WebhookDelivery | None:
             unset__finished_at=True,
         )
     return get_delivery(delivery_id) if updated else None
+
+
+def purge_finished(before: datetime) -> int:
+    """Delete delivered and dead deliveries that finished before ``before``; return how many."""
+    with map_mongo_errors():
+        return int(
+            WebhookDelivery.objects(
+                state__in=[DeliveryState.DELIVERED, DeliveryState.DEAD], finished_at__lt=before
+            ).delete()
+        )

@@ -139,6 +139,8 @@ class WebhookDelivery(Document):  # type: ignore[misc]
             {"fields": ["subscription_id", "email_id", "state", "seq"]},
             # Listing, newest first, by state.
             {"fields": ["state", "seq"]},
+            # The purge of finished deliveries.
+            {"fields": ["state", "finished_at"]},
         ],
     }
 

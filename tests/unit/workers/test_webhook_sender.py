@@ -154,3 +154,16 @@ def test_a_busy_chain_sends_its_message_back(rig, monkeypatch) -> None:
     assert sender.deliver(delivery_id).kind == "busy"
     assert queue.enqueued == [(delivery_id, webhooks.BUSY_RETRY_MS)]
     assert receiver.requests == []
+
+
+def test_finished_deliveries_are_purged_after_keep_days(rig, hook_settings) -> None:
+    sender, _, queue, _ = rig
+    events_out.publish("e1", "email.sent", {}, occurred_at=utcnow())
+    events_out.publish("e2", "email.sent", {}, occurred_at=utcnow())
+    delivered = queue.enqueued[0][0]
+    assert sender.deliver(delivered).kind == "delivered"
+    keep = timedelta(days=hook_settings.webhooks.keep_days)
+    assert webhooks.purge(hook_settings) == 0
+    assert webhooks.purge(hook_settings, now=utcnow() + keep + timedelta(seconds=1)) == 1
+    # The pending one stays, however old.
+    assert [d.email_id for d in outbox.list_deliveries()] == ["e2"]
