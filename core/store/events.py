@@ -140,7 +140,13 @@ class StoredProviderEvent(Document):  # type: ignore[misc]
     meta: dict[str, Any] = {
         "collection": "provider_events",
         "auto_create_index": False,
-        "indexes": [{"fields": ["email_id", "occurred_at"]}, {"fields": ["received_at"]}],
+        "indexes": [
+            {"fields": ["email_id", "occurred_at"]},
+            {"fields": ["received_at"]},
+            # Unmatched events are adopted by the next event of their message (adopt_unmatched).
+            {"fields": ["provider_message_id"]},
+            {"fields": ["message_id"]},
+        ],
     }
 
     key = StringField(primary_key=True)
@@ -172,11 +178,14 @@ class Recorded:
         event: The event.
         email_id: The matched email ("" when none matched).
         duplicate: An earlier delivery of the same event was already fully processed.
+        adopted: Earlier events of the same message that matched no email when they came
+            (before the worker had recorded the provider's id) and are this email's now.
     """
 
     event: ProviderEvent
     email_id: str
     duplicate: bool
+    adopted: tuple[StoredProviderEvent, ...] = ()
 
 
 def _bare(message_id: str) -> str:
@@ -249,9 +258,43 @@ def record_event(event: ProviderEvent) -> Recorded:
         if earlier is None or earlier.processed:
             return Recorded(event, earlier.email_id if earlier else email_id, duplicate=True)
         email_id = earlier.email_id or email_id
-    if email_id and event.type != EventType.UNKNOWN:
+    adopted = adopt_unmatched(email_id, event) if email_id else []
+    if email_id and (event.type != EventType.UNKNOWN or adopted):
         refresh_email(email_id)
-    return Recorded(event, email_id, duplicate=False)
+    return Recorded(event, email_id, duplicate=False, adopted=tuple(adopted))
+
+
+def adopt_unmatched(email_id: str, event: ProviderEvent) -> list[StoredProviderEvent]:
+    """Give an email the earlier events of its message that matched no email when they came.
+
+    A provider can report an event in the moment between accepting a message and the worker
+    recording the provider's id for it; that event is stored unmatched. The next event of the
+    same message that does match brings it in (one indexed query by each id).
+
+    Returns:
+        The events adopted (each now carries ``email_id``).
+    """
+    found: dict[str, StoredProviderEvent] = {}
+    with map_mongo_errors():
+        for name, ids in (
+            ("provider_message_id", event.provider_message_ids),
+            ("message_id", (event.message_id,)),
+        ):
+            values = _variants(ids)
+            if values:
+                query = {f"{name}__in": values, "email_id": "", "provider": event.provider}
+                for orphan in StoredProviderEvent.objects(**query):
+                    found[orphan.key] = orphan
+        adopted = []
+        for orphan in found.values():
+            if orphan.key == event.key:
+                continue
+            StoredProviderEvent.objects(key=orphan.key, email_id="").update_one(
+                set__email_id=email_id
+            )
+            orphan.email_id = email_id
+            adopted.append(orphan)
+    return adopted
 
 
 def mark_processed(key: str) -> None:

@@ -173,3 +173,26 @@ def test_each_stored_event_of_an_email_is_published_once(fake_store, monkeypatch
     (published_id, event_type, data), _key = calls[0]
     assert (published_id, event_type) == (email_id, "email.clicked")
     assert data["url"] == "https://example.com/x" and data["provider"] == "postmark"
+
+
+def test_an_event_before_the_provider_id_was_recorded_is_adopted_by_the_next(
+    fake_store, monkeypatch
+) -> None:
+    import core.inbound_events as intake
+
+    published = []
+    monkeypatch.setattr(
+        intake.events_out, "publish", lambda email_id, kind, *a, **k: published.append(kind)
+    )
+    email_id = _email(Status.QUEUED, provider_message_id="")
+    early = ingest_one(_event(EventType.DELIVERED, event_id="early"))
+    assert early.email_id == "" and published == []
+    # The worker records SENT with the provider's id; the next event finds the email.
+    Email.objects(id=email_id).update_one(set__status="SENT", set__provider_message_id="pm-1")
+    later = ingest_one(_event(EventType.OPENED, event_id="later"))
+    assert later.email_id == email_id
+    assert [e.key for e in later.adopted] == ["postmark:early"]
+    assert StoredProviderEvent.objects.get(key="postmark:early").email_id == email_id
+    email = Email.objects.get(id=email_id)
+    assert email.status == Status.DELIVERED and len(email.events) == 2
+    assert sorted(published) == ["email.delivered", "email.opened"]
