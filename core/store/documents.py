@@ -45,7 +45,7 @@ class Status(StrEnum):
     SENT = "SENT"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
-    # After SENT, from the providers' events (core.store.events.overall_status has the rule).
+    # After SENT, from the providers' events (core.store.event_status has the rule).
     DELIVERED = "DELIVERED"
     BOUNCED = "BOUNCED"
     COMPLAINED = "COMPLAINED"

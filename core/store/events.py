@@ -8,15 +8,7 @@ MongoDB and FerretDB alike. That collection is the source of truth; the email's 
 of one email never lose each other the way two read-then-write ``$push`` updates could on
 FerretDB.
 
-The status rule (also in the README, "Provider events"):
-
-* each recipient's status is the strongest of its events: ``COMPLAINED`` > ``BOUNCED`` (a hard
-  bounce) = ``REJECTED`` (the later wins) > ``DELIVERED`` (also implied by an open, a click or
-  an unsubscribe) > ``DEFERRED`` (also a soft bounce: the provider keeps trying) > ``SENT``;
-* the email's status, once ``SENT``: ``COMPLAINED`` when any recipient complained, else
-  ``BOUNCED`` when any bounced or was rejected, else ``DELIVERED`` when any was delivered, else
-  ``SENT``. One delivered recipient is enough because some providers (SMTP's DSNs) only ever
-  report failures. An email not yet ``SENT`` keeps its status; its events are still stored.
+The status rule is in :mod:`core.store.event_status`.
 """
 
 from __future__ import annotations
@@ -26,7 +18,6 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from mongoengine import BooleanField, DateTimeField, Document, StringField
@@ -36,10 +27,11 @@ from core.store.documents import (
     AFTER_SENT_STATUSES,
     Email,
     EmailEvent,
-    RecipientStatus,
     Status,
     utcnow,
 )
+from core.store.event_status import EventType as EventType  # re-exported: the event vocabulary
+from core.store.event_status import order, overall_status, summarize
 from core.store.mapping import map_mongo_errors
 from core.store.repository import parse_email_id
 
@@ -49,42 +41,6 @@ MAX_EMAIL_EVENTS = 100
 MAX_RAW_CHARS = 65_536
 #: Rounds of :func:`refresh_email` before it leaves the copy to the next event's refresh.
 _REFRESH_ROUNDS = 5
-
-
-class EventType(StrEnum):
-    """A normalized provider event; mirrors ``mailroom.v1.EmailEventType``."""
-
-    DELIVERED = "DELIVERED"
-    DEFERRED = "DEFERRED"
-    BOUNCED = "BOUNCED"
-    COMPLAINED = "COMPLAINED"
-    OPENED = "OPENED"
-    CLICKED = "CLICKED"
-    UNSUBSCRIBED = "UNSUBSCRIBED"
-    REJECTED = "REJECTED"
-    # Kept raw and counted, never applied to an email.
-    UNKNOWN = "UNKNOWN"
-
-
-class RecipientState(StrEnum):
-    """A recipient's summary status; mirrors ``mailroom.v1.RecipientStatus``."""
-
-    SENT = "SENT"
-    DEFERRED = "DEFERRED"
-    DELIVERED = "DELIVERED"
-    BOUNCED = "BOUNCED"
-    REJECTED = "REJECTED"
-    COMPLAINED = "COMPLAINED"
-
-
-_RANK = {
-    RecipientState.SENT: 0,
-    RecipientState.DEFERRED: 1,
-    RecipientState.DELIVERED: 2,
-    RecipientState.BOUNCED: 3,
-    RecipientState.REJECTED: 3,
-    RecipientState.COMPLAINED: 4,
-}
 
 
 @dataclass(frozen=True)
@@ -303,63 +259,6 @@ def mark_processed(key: str) -> None:
         StoredProviderEvent.objects(key=key).update_one(set__processed=True)
 
 
-def recipient_state(event_type: str, bounce_type: str = "") -> RecipientState | None:
-    """What one event says about its recipient (None: nothing, e.g. UNKNOWN)."""
-    if event_type in (
-        EventType.DELIVERED,
-        EventType.OPENED,
-        EventType.CLICKED,
-        EventType.UNSUBSCRIBED,
-    ):
-        return RecipientState.DELIVERED
-    if event_type == EventType.DEFERRED or (
-        event_type == EventType.BOUNCED and bounce_type == "soft"
-    ):
-        return RecipientState.DEFERRED
-    if event_type == EventType.BOUNCED:
-        return RecipientState.BOUNCED
-    if event_type == EventType.REJECTED:
-        return RecipientState.REJECTED
-    if event_type == EventType.COMPLAINED:
-        return RecipientState.COMPLAINED
-    return None
-
-
-def _order(event: StoredProviderEvent) -> tuple[datetime, datetime, str]:
-    """Oldest first; events of one moment in the order they arrived."""
-    return (event.occurred_at, event.received_at, event.key)
-
-
-def summarize(events: Iterable[StoredProviderEvent]) -> list[RecipientStatus]:
-    """Each recipient's status from its events, oldest first (the module's rule)."""
-    summary: dict[str, RecipientStatus] = {}
-    for event in sorted(events, key=_order):
-        state = recipient_state(event.type, event.bounce_type)
-        if state is None:
-            continue
-        current = summary.get(event.recipient)
-        if current is None or _RANK[state] >= _RANK[RecipientState(current.status)]:
-            summary[event.recipient] = RecipientStatus(
-                address=event.recipient,
-                status=state.value,
-                updated_at=event.occurred_at,
-                diagnostic_code=event.diagnostic_code or "",
-            )
-    return list(summary.values())
-
-
-def overall_status(recipients: Iterable[RecipientStatus]) -> Status:
-    """The email's status after SENT from its recipients' (the module's rule)."""
-    states = {r.status for r in recipients}
-    if RecipientState.COMPLAINED in states:
-        return Status.COMPLAINED
-    if states & {RecipientState.BOUNCED, RecipientState.REJECTED}:
-        return Status.BOUNCED
-    if RecipientState.DELIVERED in states:
-        return Status.DELIVERED
-    return Status.SENT
-
-
 def _email_event(event: StoredProviderEvent) -> EmailEvent:
     return EmailEvent(
         key=event.key,
@@ -391,7 +290,7 @@ def refresh_email(email_id: str) -> Status | None:
             events = list(StoredProviderEvent.objects(email_id=email_id, type__in=known))
         recipients = summarize(events)
         status = overall_status(recipients)
-        copy = [_email_event(e) for e in sorted(events, key=_order)]
+        copy = [_email_event(e) for e in sorted(events, key=order)]
         with map_mongo_errors():
             Email.objects(id=oid).update_one(
                 set__events=copy[-MAX_EMAIL_EVENTS:], set__recipient_statuses=recipients
