@@ -166,6 +166,9 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
         except StorageOutcomeUnknown as exc:
             # Only a read: nothing was written, so a retry is safe, as after a stalled reserve.
             if email_id is not None:
+                # The id a 503 names is found CANCELLED or nowhere, whatever stalled (see
+                # not_accepted): voided in the background like an unconfirmed insert's.
+                self.voids.add(str(email_id))
                 raise not_accepted(email_id) from exc
             raise NotAccepted(
                 "no email of the batch was accepted: the store did not answer in time, so none "
