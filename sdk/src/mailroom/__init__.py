@@ -16,6 +16,7 @@ from mailroom._channel import DEFAULT_TARGET, DEFAULT_TIMEOUT, MAX_MESSAGE_BYTES
 from mailroom._version import __version__ as __version__
 from mailroom.aio import AsyncMailroomClient
 from mailroom.client import MailroomClient
+from mailroom.email_events import EmailEvent, EmailEventType, RecipientState, RecipientSummary
 from mailroom.errors import (
     Aborted,
     AlreadyExists,
@@ -86,6 +87,8 @@ __all__ = [
     "DeliveryTimeout",
     "DroppedRecipient",
     "Email",
+    "EmailEvent",
+    "EmailEventType",
     "EmailFilters",
     "EmailPage",
     "EmailStatus",
@@ -99,6 +102,8 @@ __all__ = [
     "OutOfRange",
     "OutgoingEmail",
     "PermissionDenied",
+    "RecipientState",
+    "RecipientSummary",
     "ResourceExhausted",
     "RetryPolicy",
     "Suppression",
