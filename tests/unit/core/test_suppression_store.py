@@ -45,15 +45,15 @@ def test_suppress_refuses_an_empty_address_or_an_unknown_reason(address: str, re
 def test_suppressed_among_answers_the_addresses_as_given(monkeypatch: pytest.MonkeyPatch) -> None:
     suppress("a@x.com", "manual")
     suppress("c@x.com", "complaint")
-    calls = []
-    real = Suppression.objects
+    collection = Suppression._get_collection()
+    calls: list[object] = []
+    real = type(collection).find
 
-    class Counting:
-        def __call__(self, *args: object, **kwargs: object) -> object:
-            calls.append(kwargs)
-            return real(*args, **kwargs)
+    def find(self: object, query: object, *args: object, **kwargs: object) -> object:
+        calls.append(query)
+        return real(self, query, *args, **kwargs)
 
-    monkeypatch.setattr(Suppression, "objects", Counting())
+    monkeypatch.setattr(type(collection), "find", find)
     found = suppressed_among(["A <A@X.com>", "b@x.com", "c@x.com", "a@x.com", ""])
     assert found == {"A <A@X.com>": "manual", "a@x.com": "manual", "c@x.com": "complaint"}
     assert len(calls) == 1
