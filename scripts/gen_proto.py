@@ -21,6 +21,7 @@ The one codegen command of the project (``make proto``). Outputs:
 from __future__ import annotations
 
 import argparse
+import copy
 import filecmp
 import os
 import re
@@ -67,6 +68,9 @@ OPENAPI_HEADER = f"""\
 
 # What the HTTP mapping adds that the proto annotations cannot say (see envoy/envoy.yaml).
 SEND_EMAIL_PATH = "/api/email"
+# The POSTs the API answers ``201 Created`` (its ``x-http-status`` marker), and whether a 200
+# stays possible: AddSuppression answers 200 when the address was already suppressed.
+CREATED_PATHS = {SEND_EMAIL_PATH: False, "/api/suppressions": True, "/api/webhooks": False}
 IDEMPOTENCY_HEADER = {
     "name": "Idempotency-Key",
     "in": "header",
@@ -155,20 +159,28 @@ _Dumper.add_representer(str, _represent_str)
 def _finish_openapi(raw: str) -> str:
     """Return the plugin's document with what Envoy's HTTP mapping adds, as committed YAML.
 
-    SendEmail answers ``201 Created`` (the API's ``x-http-status`` marker, turned into the
-    status by Envoy's Lua filter) and reads the ``Idempotency-Key`` header.
+    The POSTs of :data:`CREATED_PATHS` answer ``201 Created`` (the API's ``x-http-status``
+    marker, turned into the status by Envoy's Lua filter); SendEmail reads the
+    ``Idempotency-Key`` header.
     """
     document = yaml.safe_load(raw)
     _dedent_descriptions(document)
     _summarize(document["paths"])
-    send = document["paths"][SEND_EMAIL_PATH]["post"]
-    responses = send.pop("responses")
-    created = responses.pop("200")
-    created["description"] = "Created"
-    request_body = send.pop("requestBody")
-    send["parameters"] = [IDEMPOTENCY_HEADER]
-    send["requestBody"] = request_body
-    send["responses"] = {"201": created, **responses}
+    for path, keeps_ok in CREATED_PATHS.items():
+        if path not in document["paths"]:
+            continue  # a service whose proto is not there (yet)
+        operation = document["paths"][path]["post"]
+        responses = operation.pop("responses")
+        ok = responses.pop("200")
+        statuses = {"201": {**ok, "description": "Created"}}
+        if keeps_ok:
+            # A copy: a shared object would be written as a YAML anchor and alias.
+            statuses["200"] = {**copy.deepcopy(ok), "description": "OK: it was there already"}
+        if path == SEND_EMAIL_PATH:
+            request_body = operation.pop("requestBody")
+            operation["parameters"] = [IDEMPOTENCY_HEADER]
+            operation["requestBody"] = request_body
+        operation["responses"] = {**statuses, **responses}
     body = yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
     return OPENAPI_HEADER + body
 

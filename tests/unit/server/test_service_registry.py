@@ -73,3 +73,11 @@ def test_the_built_server_serves_health_for_every_service(settings: Any) -> None
         server.stop(None)
         for servicer in servicers:
             getattr(servicer, "close", lambda: None)()
+
+
+def test_the_rest_reference_documents_the_201_answers() -> None:
+    document: Any = yaml.safe_load((ENVOY_YAML.parent / "openapi.yaml").read_text("utf-8"))
+    add = document["paths"]["/api/suppressions"]["post"]["responses"]
+    assert list(add)[:2] == ["201", "200"]
+    assert "200" not in document["paths"]["/api/email"]["post"]["responses"]
+    assert "201" in document["paths"]["/api/email"]["post"]["responses"]
