@@ -263,3 +263,22 @@ def test_the_admin_cli_edits_the_list_the_api_reads(
     again = admin("remove", entry)
     assert again.returncode == 1 and "not suppressed" in again.stdout
     assert admin("add", "not-an-address").returncode == 1
+
+
+def test_the_list_needs_an_api_key_when_keys_are_set(
+    service_env: dict[str, str], tmp_path: Path
+) -> None:
+    keyed = ApiProcess({**service_env, "MAILROOM_API_KEYS": '["s3cret"]'}, tmp_path / "api.log")
+    keyed.start()
+    try:
+        entry = address("keyed")
+        with MailroomClient(keyed.target, timeout=10) as client:
+            with pytest.raises(mailroom.Unauthenticated):
+                client.add_suppression(entry)
+            with pytest.raises(mailroom.Unauthenticated):
+                list(client.list_suppressions())
+        with MailroomClient(keyed.target, api_key="s3cret", timeout=10) as client:
+            assert client.add_suppression(entry) is True
+            assert client.remove_suppression(entry).address == entry
+    finally:
+        keyed.stop()
