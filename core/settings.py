@@ -248,6 +248,9 @@ class Settings(BaseSettings):
     # reports it (the email is refused when no `to` recipient remains); "refuse" refuses the
     # whole email. Either way the answer names the field and the reason.
     suppression_policy: Literal["drop", "refuse"] = "drop"
+    # An email accepted longer ago than this (scheduled, retried) is checked against the list
+    # again when sent (workers.suppression_gate); 0: every send.
+    suppression_recheck_seconds: float = Field(default=60.0, ge=0)
     # Final emails older than this lose their bodies, attachments and headers (the retention
     # job, hourly); their metadata, statuses and attempts are kept.
     retention_days: float = Field(default=30.0, gt=0)

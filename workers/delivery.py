@@ -24,10 +24,11 @@ from core.settings import Settings
 from core.store import repository
 from core.store.documents import Attempt, Outcome, Status, utcnow
 from workers.mime import build_outgoing
-from workers.mta.base import DeliveryError, ThrottledError
+from workers.mta.base import DeliveryError, PermanentError, ThrottledError
 from workers.routing import Router
 from workers.store import claims, dead_letters
 from workers.store.pending import spent_retries
+from workers.suppression_gate import SUPPRESSION, without_suppressed
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +111,14 @@ def deliver(email_id: str, *, settings: Settings, router: Router) -> Status | No
         if choice.provider is None:
             _wait_for_a_provider(held, choice.retry_in)
         provider = choice.provider
-        outgoing = build_outgoing(email)
+        outgoing = without_suppressed(email, build_outgoing(email), settings, utcnow())
     except RetryDelivery:
         router.release_unused_probes()
         raise
+    except PermanentError as exc:  # suppressed since it was accepted: nothing was sent
+        router.release_unused_probes()
+        now = time.monotonic()
+        return _record_failure(held, SUPPRESSION, exc, utcnow(), now, settings, router)
     except Exception as exc:
         router.release_unused_probes()
         # Nothing was handed to a provider yet: free the email at once for the retry, rather

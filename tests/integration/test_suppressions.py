@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 import mailroom
 from core.store.suppressions import suppress
+from helpers import wait_until
 from mailroom import MailroomClient, OutgoingEmail, SuppressionReason
 from mailroom_processes import ApiProcess
 
@@ -282,3 +283,36 @@ def test_the_list_needs_an_api_key_when_keys_are_set(
             assert client.remove_suppression(entry).address == entry
     finally:
         keyed.stop()
+
+
+def test_an_address_suppressed_after_accept_is_not_sent_to(
+    api: ApiProcess, smtp_sink: Any, start_worker: Any
+) -> None:
+    kept, gone, only = address("kept"), address("gone"), address("only")
+    with MailroomClient(api.target, timeout=10) as client:
+        # Accepted while nothing is suppressed, sent once a worker runs: after the suppressions.
+        dropped_id = client.send_email([kept, gone], "late drop", "c")
+        failed_id = client.send_email([only], "late fail", "c")
+        client.add_suppression(gone)
+        client.add_suppression(only, reason=SuppressionReason.HARD_BOUNCE)
+        start_worker(MAILROOM_SUPPRESSION_RECHECK_SECONDS="0")
+        wait_until(
+            lambda: (
+                client.get_email(dropped_id).status.is_final
+                and client.get_email(failed_id).status.is_final
+            ),
+            timeout=60,
+            message="both emails are final",
+        )
+        assert client.get_email(dropped_id).status is mailroom.EmailStatus.SENT
+        failed = client.get_email(failed_id)
+    assert failed.status is mailroom.EmailStatus.FAILED
+    [attempt] = failed.attempts
+    assert attempt.provider == "suppression"
+    assert f"to[0] {only} (hard_bounce)" in (attempt.error or "")
+    [message] = [
+        m
+        for m in smtp_sink.messages
+        if m.message["Subject"] == "late drop" and dropped_id in m.message["Message-ID"]
+    ]
+    assert message.rcpt_tos == [kept]
