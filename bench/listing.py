@@ -4,7 +4,9 @@ Seeds ``--list-emails`` (default 100,000) emails as raw documents made by
 ``repository.new_email_document``, their ids spread over 60 days, with varied statuses, tags,
 recipients, metadata and providers; then times, for each filter, over gRPC on one API process:
 
-* first: the first page (page_size 50);
+* cold:  the first call of ``first`` (the API process has not seen the filter before: its
+         bucket walk starts from the current hour, not from the filter's remembered density);
+* first: the first page (page_size 50), the median of its calls;
 * deep:  the page after a cursor 80 % down the filter's matches (a token made for it, as a
          client paging that far would hold);
 * walk:  the first page read by ``core.store.listing.list_page`` in this process (BASIC, so the
@@ -70,9 +72,14 @@ class Timing:
 
     seconds: list[float] = field(default_factory=list)
     failures: dict[str, int] = field(default_factory=dict)
+    first: float | None = None
 
     def p50_ms(self) -> float | None:
         return percentile(self.seconds, 0.5) * 1000 if self.seconds else None
+
+    def cold_text(self) -> str:
+        """The first call's time (a call that failed is not timed: "-")."""
+        return f"{self.first * 1000:9.1f}" if self.first is not None else "        -"
 
     def text(self) -> str:
         p50 = self.p50_ms()
@@ -148,6 +155,7 @@ def cases(kept: list[dict[str, Any]]) -> list[Case]:
     listed = [
         Case("none", {}, EmailFilter.of()),
         Case("status=FAILED", {"status": ["FAILED"]}, EmailFilter.of(statuses=["FAILED"])),
+        Case("status=QUEUED", {"status": ["QUEUED"]}, EmailFilter.of(statuses=["QUEUED"])),
         Case(
             "status=SENT,FAILED",
             {"status": ["SENT", "FAILED"]},
@@ -192,6 +200,8 @@ def timed(call: Callable[[], object], repeats: int, budget: float) -> Timing:
             timing.failures[kind] = timing.failures.get(kind, 0) + 1
         else:
             timing.seconds.append(time.perf_counter() - start)
+            if len(timing.seconds) == 1 and not timing.failures:
+                timing.first = timing.seconds[0]
         if time.monotonic() - began > budget:
             break
     return timing
@@ -246,7 +256,8 @@ def run(
         base_ms = baseline.p50_ms() or 0.0
         print(f"baseline: pymongo find_one by _id p50 {base_ms:.1f} ms", flush=True)
         print(
-            f"{'filter':<20} {'matches':>8} {'first ms':>9} {'deep ms':>9} {'walk ms':>9}"
+            f"{'filter':<20} {'matches':>8} {'cold ms':>9} {'first ms':>9} {'deep ms':>9}"
+            f" {'walk ms':>9}"
             f" {'plain ms':>9}"
             f"  target < {TARGET_MS:.0f} ms (first page)"
         )
@@ -275,7 +286,8 @@ def run(
             p50 = first.p50_ms()
             verdict = "met" if p50 is not None and p50 < TARGET_MS else "NOT MET"
             print(
-                f"{case.name:<20} {case.matches:>8} {first.text()} {deep.text()} {walk.text()}"
+                f"{case.name:<20} {case.matches:>8} {first.cold_text()} {first.text()}"
+                f" {deep.text()} {walk.text()}"
                 f" {raw.text()}"
                 f"  {verdict}",
                 flush=True,

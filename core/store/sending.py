@@ -13,15 +13,17 @@ minutes its lease covers (``list_buckets``, see :func:`core.store.turn_taking.le
 one equality finds the claims whose lease covers this minute (GIN-indexed on FerretDB, indexed
 on MongoDB); the finished ones among them are told apart by their email's ``last_turn``.
 
-* ``status=SENDING`` lists the claimable emails (each claimable status with ``_id`` among the
-  claimed ones, the ``{status, _id}`` index) that a live claim holds.
+* ``status=SENDING`` lists the claimable emails that a live claim holds (MongoDB: one ``$in``
+  query per claimable status on the ``{status, _id}`` index; FerretDB: each claimed email by
+  ``_id``).
 * ``status=QUEUED`` (RETRYING, SCHEDULED) leaves those out: they are SENDING now.
 * Every listed email shows SENDING (and the claim's provider) while held, as GetEmail does.
 
 What it costs: one read of the claims whose lease covers this minute, the finished ones
-included (the claims taken within about ``MAILROOM_LEASE_SECONDS`` + a minute), and for
-``status=SENDING`` the claimable emails among them. A page with no claimable email, or a filter
-on final statuses only, reads no claim at all.
+included (the claims taken within about ``MAILROOM_LEASE_SECONDS`` + a minute: at 5 emails/s
+and the default lease, about 900 small documents), and for a status filter naming SENDING or a
+claimable status, their emails (on FerretDB one ``_id`` read each). A page with no claimable
+email, or a filter on final statuses only, reads no claim at all.
 """
 
 from __future__ import annotations
@@ -90,6 +92,8 @@ def sending_documents(
     projection: dict[str, int] | None,
     claims: dict[str, LiveClaim],
     cursor: ObjectId | None,
+    *,
+    one_by_one: bool,
 ) -> list[dict[str, Any]]:
     """The emails matching ``query`` (no status in it) that a live claim holds, newest first.
 
@@ -98,16 +102,22 @@ def sending_documents(
         projection: The page's projection.
         claims: :func:`live_claims`.
         cursor: Only ids below it (the page token's), if any.
+        one_by_one: Read each claimed email by its ``_id`` (FerretDB, which pushes no ``$in``
+            down: one query per claim, each from the ``_id`` index) instead of one ``$in`` query
+            per claimable status (MongoDB's ``{status, _id}`` index).
     """
     ids = [ObjectId(i) for i in claims if ObjectId.is_valid(i)]
     ids = [i for i in ids if cursor is None or i < cursor]
-    if not ids:
-        return []
     collection = Email._get_collection()
     found: list[dict[str, Any]] = []
-    for status in CLAIMABLE_STATUSES:
-        # One equality on status (FerretDB pushes it down; MongoDB's {status, _id} index).
-        found += collection.find({**query, "status": status, "_id": {"$in": ids}}, projection)
+    if one_by_one:
+        for oid in ids:
+            document = collection.find_one({**query, "_id": oid}, projection)
+            if document is not None:
+                found.append(document)
+    elif ids:
+        for status in CLAIMABLE_STATUSES:
+            found += collection.find({**query, "status": status, "_id": {"$in": ids}}, projection)
     held = [doc for doc in found if held_by(doc, claims) is not None]
     return sorted(held, key=lambda doc: doc["_id"], reverse=True)
 

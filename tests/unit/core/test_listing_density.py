@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-from core.store import listing, repository
+from core.store import bucket_walk, repository
 from core.store.documents import Email, utcnow
 from core.store.listing import EmailFilter, list_page
 from core.store.repository import LIST_BUCKET_SPANS
@@ -21,9 +21,9 @@ pytestmark = pytest.mark.usefixtures("fake_store")
 
 @pytest.fixture(autouse=True)
 def forget_densities() -> Iterator[None]:
-    listing._densities.clear()
+    bucket_walk._densities.clear()
     yield
-    listing._densities.clear()
+    bucket_walk._densities.clear()
 
 
 def store(age: timedelta, tag: str) -> ObjectId:
@@ -52,20 +52,20 @@ def count_queries(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 
 def test_without_a_remembered_density_the_walk_starts_with_an_hour_and_grows_slowly() -> None:
     now = 10 * DAY + HOUR
-    assert listing._span(0, 0, 51, now, now, None) == HOUR
+    assert bucket_walk._span(0, 0, 51, now, now, None) == HOUR
     # One match in the hour scanned, 50 needed: at most 8 times the time scanned.
-    assert listing._span(1, HOUR, 50, now - HOUR, now, None) == SIX_HOURS
+    assert bucket_walk._span(1, HOUR, 50, now - HOUR, now, None) == SIX_HOURS
 
 
 def test_a_remembered_density_picks_the_bucket_adding_most_for_what_ferretdb_decodes() -> None:
     density = 1 / HOUR  # one match an hour
     # At a day boundary a day bucket adds a whole day: 24 matches decoded, 20 needed.
-    assert listing._span(0, 0, 20, 10 * DAY, 11 * DAY, density) == DAY
+    assert bucket_walk._span(0, 0, 20, 10 * DAY, 11 * DAY, density) == DAY
     # An hour past the boundary a day bucket adds one hour but decodes a day's matches
     # (its part above the walk included): the hour bucket adds as much for less.
-    assert listing._span(0, 0, 20, 10 * DAY + HOUR, 11 * DAY, density) == HOUR
+    assert bucket_walk._span(0, 0, 20, 10 * DAY + HOUR, 11 * DAY, density) == HOUR
     # Nothing decoded is newer than now: the current day's bucket costs what has passed of it.
-    assert listing._span(0, 0, 20, 10 * DAY + 20 * HOUR, 10 * DAY + 20 * HOUR, density) == DAY
+    assert bucket_walk._span(0, 0, 20, 10 * DAY + 20 * HOUR, 10 * DAY + 20 * HOUR, density) == DAY
 
 
 def test_a_sparse_filter_takes_fewer_queries_once_its_density_is_remembered(
@@ -81,7 +81,7 @@ def test_a_sparse_filter_takes_fewer_queries_once_its_density_is_remembered(
     first = list_page(email_filter, page_size=20, bucketed=True)
     cold = len(queries)
     assert [e.id for e in first.emails] == expected[:20]
-    assert listing.remembered_density(email_filter) == pytest.approx(1 / 3600, rel=0.2)
+    assert bucket_walk.remembered_density(email_filter.digest()) == pytest.approx(1 / 3600, rel=0.2)
 
     queries.clear()
     again = list_page(email_filter, page_size=20, bucketed=True)
@@ -93,8 +93,8 @@ def test_a_sparse_filter_takes_fewer_queries_once_its_density_is_remembered(
 
 
 def test_the_remembered_densities_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(listing, "_DENSITY_KEPT", 3)
+    monkeypatch.setattr(bucket_walk, "_DENSITY_KEPT", 3)
     for i in range(5):
-        listing._remember_density(EmailFilter.of(tag=f"t{i}"), float(i))
-    assert listing.remembered_density(EmailFilter.of(tag="t0")) is None
-    assert listing.remembered_density(EmailFilter.of(tag="t4")) == 4.0
+        bucket_walk._remember_density(EmailFilter.of(tag=f"t{i}").digest(), float(i))
+    assert bucket_walk.remembered_density(EmailFilter.of(tag="t0").digest()) is None
+    assert bucket_walk.remembered_density(EmailFilter.of(tag="t4").digest()) == 4.0
