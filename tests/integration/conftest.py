@@ -16,8 +16,10 @@ from pathlib import Path
 
 import grpc
 import mongoengine
+import pymongo
 import pytest
 import redis
+from pymongo.errors import PyMongoError
 
 from core.store.connection import connect
 from devtools.envoy_config import write_envoy_config
@@ -186,6 +188,27 @@ def real_store(mongo_uri: str) -> Iterator[None]:
     connect(mongo_uri, timeout_ms=5000)
     yield
     mongoengine.disconnect()
+
+
+@pytest.fixture(autouse=True)
+def empty_suppression_list(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test that used the store, empty the suppression list.
+
+    The session's store is shared: an address one test suppressed (a provider's hard bounce for
+    bob@example.com) would otherwise be dropped from the emails of every later test.
+    """
+    yield
+    if "mongo_uri" not in request.fixturenames:
+        return
+    client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(
+        request.getfixturevalue("mongo_uri"), serverSelectionTimeoutMS=5000
+    )
+    try:
+        client.get_default_database()["suppressions"].delete_many({})
+    except PyMongoError:
+        pass  # the store is down for good: later tests fail on that, not on this
+    finally:
+        client.close()
 
 
 @pytest.fixture
