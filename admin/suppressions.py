@@ -106,10 +106,16 @@ def cmd_add(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
 
 
 def cmd_remove(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    """Remove each address; 1 when one is invalid or was not suppressed."""
+    """Remove each address; 1 when one is invalid or was not suppressed.
+
+    An entry a provider event added with an address the API's rules refuse is removable too.
+    """
     status = 0
     for value in args.addresses:
-        address = _addr_spec(value, out)
+        if store.get_suppression(value) is not None:
+            address: str | None = value
+        else:
+            address = _addr_spec(value, out)
         if address is None:
             status = 1
             continue

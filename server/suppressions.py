@@ -116,8 +116,17 @@ class SuppressionServicer(suppressions_pb2_grpc.SuppressionServiceServicer):
     def RemoveSuppression(
         self, request: suppressions_pb2.RemoveSuppressionRequest, context: grpc.ServicerContext
     ) -> suppressions_pb2.RemoveSuppressionResponse:
-        """Remove an address from the list; NOT_FOUND when it is not on it."""
-        address = checked_address(request.address)
+        """Remove an address from the list; NOT_FOUND when it is not on it.
+
+        An entry a provider event added with an address these rules refuse is removable too:
+        an invalid address is refused only when no entry has it.
+        """
+        try:
+            address = checked_address(request.address)
+        except InvalidArgument:
+            address = request.address.strip()
+            if not address or store.get_suppression(address) is None:
+                raise
         entry = store.get_suppression(address)
         if entry is None or not store.unsuppress(address):
             raise NotFound(f"address: {address} is not suppressed")

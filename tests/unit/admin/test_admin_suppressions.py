@@ -40,6 +40,14 @@ def test_an_invalid_address_is_named_and_fails_the_command(settings: Settings) -
     assert "ok@example.com: added" in text and "not-an-address: not a valid address" in text
 
 
+def test_an_odd_address_a_provider_suppressed_is_removable(settings: Settings) -> None:
+    suppress("weird..dots@example.com", "hard_bounce")
+    assert run(settings, "remove", "weird..dots@example.com") == (
+        0,
+        "weird..dots@example.com: removed\n",
+    )
+
+
 def test_an_unknown_reason_is_a_usage_error(settings: Settings) -> None:
     with pytest.raises(SystemExit) as caught:
         run(settings, "add", "a@example.com", "--reason", "bored")

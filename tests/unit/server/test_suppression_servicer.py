@@ -85,6 +85,18 @@ def test_remove_returns_the_entry_then_not_found(servicer: SuppressionServicer) 
     assert _fields(bad) == ["address"]
 
 
+def test_an_odd_address_a_provider_suppressed_is_removable(servicer: SuppressionServicer) -> None:
+    suppress("weird..dots@example.com", "hard_bounce", provider="mailgun")
+    reply = servicer.RemoveSuppression(
+        pb.RemoveSuppressionRequest(address="Weird..Dots@example.com"), Context()
+    )
+    assert reply.suppression.address == "weird..dots@example.com"
+    with pytest.raises(InvalidArgument):
+        servicer.RemoveSuppression(
+            pb.RemoveSuppressionRequest(address="weird..dots@example.com"), Context()
+        )
+
+
 def test_list_pages_with_the_reason_filter(servicer: SuppressionServicer) -> None:
     for i in range(5):
         suppress(f"u{i}@example.com", "complaint" if i < 3 else "manual")
