@@ -316,3 +316,12 @@ def test_an_address_suppressed_after_accept_is_not_sent_to(
         if m.message["Subject"] == "late drop" and dropped_id in m.message["Message-ID"]
     ]
     assert message.rcpt_tos == [kept]
+
+
+def test_a_misspelled_field_is_refused_not_ignored(envoy: Any) -> None:
+    entry = address("typo")
+    status, _, body = envoy.request("POST", "/api/suppressions", {"adress": entry})
+    assert status == 400, body
+    assert "adress" in json.dumps(body)
+    status, _, body = envoy.request("DELETE", f"/api/suppressions/{entry}")
+    assert status == 404, body
