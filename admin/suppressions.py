@@ -24,8 +24,9 @@ from core.addresses import AddressError, parse_address
 from core.settings import Settings
 from core.store import suppressions as store
 
-#: Entries read per query while listing.
-PAGE_SIZE = 500
+#: Entries read per query while listing. Large: FerretDB sorts every entry in memory for each
+#: page (measured: 1.3-1.5 s a page with 20,000 entries, whatever the page size).
+PAGE_SIZE = 5000
 
 
 def register(commands: Any) -> None:

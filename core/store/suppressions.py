@@ -213,7 +213,8 @@ def list_suppressions(
 
     A page is one query ``created_at, address < cursor`` limited to ``page_size + 1`` (the extra
     entry only says whether there is a next page): no offset, so entries added while a client
-    pages never shift its pages.
+    pages never shift its pages. MongoDB walks an index; FerretDB 1.24 sorts every matching entry
+    in memory for each page (1.3 to 1.5 s with 20,000 entries on the shared test machine).
 
     Args:
         reason: Only entries with this reason; all when None.
