@@ -255,7 +255,7 @@ def run(
         baseline = timed(lambda: db.emails.find_one({"_id": some_id}), max(repeats, 20), budget)
         base_ms = baseline.p50_ms() or 0.0
         print(f"baseline: pymongo find_one by _id p50 {base_ms:.1f} ms", flush=True)
-        print(
+        header = (
             f"{'filter':<20} {'matches':>8} {'cold ms':>9} {'first ms':>9} {'deep ms':>9}"
             f" {'walk ms':>9}"
             f" {'plain ms':>9}"
@@ -273,6 +273,7 @@ def run(
         def store_page(query: dict[str, Any]) -> Callable[[], object]:
             return lambda: list(db.emails.find(query).sort("_id", -1).limit(PAGE_SIZE + 1))
 
+        cells: dict[str, tuple[Timing, Timing, Timing]] = {}
         for case in listed:
             first = timed(page(case), repeats, budget)
             deep = Timing()
@@ -280,6 +281,14 @@ def run(
                 token = encode_page_token(case.deep_cursor, case.email_filter)
                 deep = timed(page(case, token), repeats, budget)
             walk = timed(walk_page(case.email_filter), repeats, budget)
+            cells[case.name] = (first, deep, walk)
+            print(f"  {case.name}: first {first.text().strip()} ms", flush=True)
+        # The plain queries last: one that times out leaves FerretDB sorting its 100,000 matches
+        # well after the client gave up, which slowed the next filter's pages by 40-100 ms
+        # (status=FAILED after none, recipient after status=SENT,FAILED).
+        print(header, flush=True)
+        for case in listed:
+            first, deep, walk = cells[case.name]
             raw = timed(store_page(case.email_filter.query()), repeats, budget)
             first_ms[case.name] = first.p50_ms()
             deep_ms[case.name] = deep.p50_ms()
