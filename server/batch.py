@@ -20,13 +20,14 @@ from core.errors import (
     MailroomError,
     NotAccepted,
     PermissionDenied,
+    StorageOutcomeUnknown,
     StorageUnavailable,
 )
 from core.settings import Settings
 from core.store.repository import NewEmail
 from mailroom.v1 import mail_pb2
 from server.interceptors import error_to_status
-from server.suppression_check import Dropped
+from server.suppression_check import Dropped, apply_suppression, find_suppressed, to_protos
 from server.validation import validate_send_request
 
 
@@ -161,6 +162,31 @@ def validate_items(
     return items
 
 
+def check_suppressions(items: list[Item], settings: Settings) -> None:
+    """Drop the suppressed recipients of the validated items, or refuse items: one lookup.
+
+    Raises:
+        NotAccepted: The store did not answer the lookup in time: nothing was written, so
+            retrying the batch is safe.
+    """
+    try:
+        suppressed = find_suppressed(i.new for i in items if i.new is not None)
+    except StorageOutcomeUnknown as exc:
+        raise NotAccepted(
+            "no email of the batch was accepted: the store did not answer in time, so none "
+            "will be sent; retrying with the same idempotency keys is safe"
+        ) from exc
+    for item in items:
+        if item.new is None:
+            continue
+        try:
+            item.new, item.dropped = apply_suppression(
+                item.new, suppressed, settings.suppression_policy
+            )
+        except InvalidArgument as exc:
+            item.error = exc
+
+
 def _as_violations(error: MailroomError) -> list[FieldViolation]:
     """A refused email's reasons as field violations (already named ``emails[i]...``)."""
     if isinstance(error, InvalidArgument):
@@ -201,7 +227,7 @@ def response(items: list[Item]) -> mail_pb2.SendEmailBatchResponse:
             results.append(
                 mail_pb2.SendEmailBatchResult(
                     id=str(item.outcome.email_id),
-                    dropped_recipients=[d.to_proto() for d in item.outcome.dropped],
+                    dropped_recipients=to_protos(item.outcome.dropped),
                 )
             )
         else:

@@ -30,7 +30,6 @@ from bson import ObjectId
 
 from core.errors import (
     DuplicateKey,
-    InvalidArgument,
     MailroomError,
     NotAccepted,
     QueueUnavailable,
@@ -47,7 +46,7 @@ from server import batch
 from server.backlog import RetryBacklog
 from server.convert import email_to_proto
 from server.listing import ORIGINAL_PATH_HEADER, list_emails
-from server.suppression_check import apply_suppression, find_suppressed
+from server.suppression_check import check_email, to_protos
 from server.validation import validate_send_request
 
 log = logging.getLogger(__name__)
@@ -128,9 +127,8 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
         deadline = time.monotonic() + budget
         email_id = ObjectId()
         with pymongo.timeout(budget):
-            new, dropped = apply_suppression(
-                new, self._suppressed([new], email_id), self._settings.suppression_policy
-            )
+            policy = self._settings.suppression_policy
+            new, dropped = check_email(new, policy, email_id, self.voids.add, not_accepted)
             replay = False
             if new.idempotency_key:
                 existing = self._reserve(new.idempotency_key, _fingerprint(request), email_id)
@@ -145,9 +143,7 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
         if enqueue:
             self._enqueue((str(email_id), new.send_at))
         context.send_initial_metadata(((HTTP_STATUS_METADATA, "201"),))
-        return mail_pb2.SendEmailResponse(
-            id=str(email_id), dropped_recipients=[d.to_proto() for d in dropped]
-        )
+        return mail_pb2.SendEmailResponse(id=str(email_id), dropped_recipients=to_protos(dropped))
 
     def _document(self, new: repository.NewEmail, email_id: ObjectId) -> dict[str, object]:
         return repository.new_email_document(
@@ -156,24 +152,6 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
             email_id=email_id,
             now=utcnow(),
         )
-
-    def _suppressed(
-        self, emails: list[repository.NewEmail], email_id: ObjectId | None
-    ) -> dict[str, str]:
-        """The suppressed recipients of the emails; a store that stalls answers 503 (retry)."""
-        try:
-            return find_suppressed(emails)
-        except StorageOutcomeUnknown as exc:
-            # Only a read: nothing was written, so a retry is safe, as after a stalled reserve.
-            if email_id is not None:
-                # The id a 503 names is found CANCELLED or nowhere, whatever stalled (see
-                # not_accepted): voided in the background like an unconfirmed insert's.
-                self.voids.add(str(email_id))
-                raise not_accepted(email_id) from exc
-            raise NotAccepted(
-                "no email of the batch was accepted: the store did not answer in time, so none "
-                "will be sent; retrying with the same idempotency keys is safe"
-            ) from exc
 
     def _reserve(self, key: str, fingerprint: str, email_id: ObjectId) -> str | None:
         try:
@@ -316,7 +294,7 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
         budget = self._settings.accept_timeout_ms / 1000
         deadline = time.monotonic() + budget
         with pymongo.timeout(budget):
-            self._suppress_items([i for i in items if i.open])
+            batch.check_suppressions([i for i in items if i.open], self._settings)
             self._reserve_items([i for i in items if i.open])
             self._take_over_items([i for i in items if i.open and i.replay])
             self._insert_items([i for i in items if i.open and not i.replay], deadline)
@@ -324,19 +302,6 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
             [(str(i.email_id), i.new.send_at) for i in items if i.enqueue and i.new is not None]
         )
         return batch.response(items)
-
-    def _suppress_items(self, items: list[batch.Item]) -> None:
-        """Drop the suppressed recipients of the items, or refuse items: one query for all."""
-        suppressed = self._suppressed([i.new for i in items if i.new is not None], None)
-        for item in items:
-            if item.new is None:
-                continue
-            try:
-                item.new, item.dropped = apply_suppression(
-                    item.new, suppressed, self._settings.suppression_policy
-                )
-            except InvalidArgument as exc:
-                item.error = exc
 
     def _reserve_items(self, items: list[batch.Item]) -> None:
         """Give each email of a batch its id: a new one, or its key's first email's (a replay).

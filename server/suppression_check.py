@@ -17,11 +17,11 @@ A refusal is INVALID_ARGUMENT (HTTP 400) with one violation per suppressed field
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import cast
 
-from core.errors import FieldViolation, InvalidArgument
+from core.errors import FieldViolation, InvalidArgument, MailroomError, StorageOutcomeUnknown
 from core.store.repository import NewEmail
 from core.store.suppressions import REASONS, suppressed_among
 from mailroom.v1 import suppressions_pb2
@@ -117,3 +117,33 @@ def apply_suppression(
             ]
         )
     return replace(email, to=kept["to"], cc=kept["cc"], bcc=kept["bcc"]), dropped
+
+
+def check_email(
+    email: NewEmail,
+    policy: str,
+    email_id: object,
+    void_later: Callable[[str], None],
+    not_accepted: Callable[[str], MailroomError],
+) -> tuple[NewEmail, list[Dropped]]:
+    """SendEmail's check: :func:`apply_suppression` after one lookup.
+
+    A lookup the store does not answer in time is answered 503 (``not_accepted``): only a read,
+    nothing was written, so a retry is safe. The id it names is voided in the background like an
+    unconfirmed insert's, so that it is found CANCELLED or nowhere, whatever stalled.
+
+    Raises:
+        InvalidArgument: The policy refuses the email.
+        MailroomError: ``not_accepted``'s error, or StorageUnavailable (500).
+    """
+    try:
+        suppressed = find_suppressed([email])
+    except StorageOutcomeUnknown as exc:
+        void_later(str(email_id))
+        raise not_accepted(str(email_id)) from exc
+    return apply_suppression(email, suppressed, policy)
+
+
+def to_protos(dropped: Iterable[Dropped]) -> list[suppressions_pb2.DroppedRecipient]:
+    """The API's messages for the dropped recipients."""
+    return [d.to_proto() for d in dropped]

@@ -158,7 +158,8 @@ def test_a_stalled_lookup_answers_not_accepted(
     def stall(emails: Any) -> dict[str, str]:
         raise StorageOutcomeUnknown("storage did not answer in time (NetworkTimeout)")
 
-    monkeypatch.setattr("server.servicer.find_suppressed", stall)
+    monkeypatch.setattr("server.suppression_check.find_suppressed", stall)
+    monkeypatch.setattr("server.batch.find_suppressed", stall)
     with pytest.raises(NotAccepted) as caught:
         drop.SendEmail(request(to=["ok@example.com"]), Context())
     assert "same idempotency key is safe" in caught.value.message
