@@ -26,7 +26,7 @@ from mailroom._polling import poll_delays
 from mailroom.errors import DeadlineExceeded, DeliveryTimeout, error_from_rpc
 from mailroom.models import BatchResponse, Email, EmailFilters, EmailPage
 from mailroom.outgoing import Attachment, OutgoingEmail
-from mailroom.suppressions import AsyncSuppressionMethods, suppression_stub
+from mailroom.suppressions import AsyncSuppressionMethods
 from mailroom.v1 import mail_pb2, mail_pb2_grpc
 from mailroom.webhook_management import AsyncWebhookMethods, webhook_stub
 
@@ -82,7 +82,6 @@ class AsyncMailroomClient(AsyncSuppressionMethods, AsyncWebhookMethods, ClientBa
                 self._target, self._credentials, options=self._options
             )
         self._stub = cast(_AsyncStub, mail_pb2_grpc.MailServiceStub(self._channel))  # type: ignore[no-untyped-call]
-        self._suppressions = suppression_stub(self._channel)
         self._webhooks = webhook_stub(self._channel)
 
     async def close(self) -> None:

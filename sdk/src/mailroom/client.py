@@ -24,7 +24,7 @@ from mailroom._polling import poll_delays
 from mailroom.errors import DeadlineExceeded, DeliveryTimeout, error_from_rpc
 from mailroom.models import BatchResponse, Email, EmailFilters, EmailPage
 from mailroom.outgoing import Attachment, OutgoingEmail
-from mailroom.suppressions import SuppressionMethods, suppression_stub
+from mailroom.suppressions import SuppressionMethods
 from mailroom.v1 import mail_pb2, mail_pb2_grpc
 from mailroom.webhook_management import WebhookMethods, webhook_stub
 
@@ -78,7 +78,6 @@ class MailroomClient(SuppressionMethods, WebhookMethods, ClientBase):
                 self._target, self._credentials, options=self._options
             )
         self._stub = cast(_Stub, mail_pb2_grpc.MailServiceStub(self._channel))  # type: ignore[no-untyped-call]
-        self._suppressions = suppression_stub(self._channel)
         self._webhooks = webhook_stub(self._channel)
 
     def close(self) -> None:

@@ -18,6 +18,7 @@ import enum
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import grpc
@@ -167,11 +168,15 @@ def suppression_stub(channel: grpc.Channel | grpc.aio.Channel) -> _Stub:
 class SuppressionMethods:
     """The suppression list's methods of :class:`mailroom.MailroomClient`."""
 
-    _suppressions: _Stub
-
     if TYPE_CHECKING:
+        _channel: grpc.Channel
 
         def _call(self, rpc: Any, request: Any, timeout: float | None) -> Any: ...
+
+    @cached_property
+    def _suppressions(self) -> _Stub:
+        """The SuppressionService stub on the client's channel, made at the first call."""
+        return suppression_stub(self._channel)
 
     def list_suppressions(
         self,
@@ -267,11 +272,15 @@ class SuppressionMethods:
 class AsyncSuppressionMethods:
     """The suppression list's methods of :class:`mailroom.AsyncMailroomClient`."""
 
-    _suppressions: _Stub
-
     if TYPE_CHECKING:
+        _channel: grpc.aio.Channel
 
         async def _call(self, rpc: Any, request: Any, timeout: float | None) -> Any: ...
+
+    @cached_property
+    def _suppressions(self) -> _Stub:
+        """The SuppressionService stub on the client's channel, made at the first call."""
+        return suppression_stub(self._channel)
 
     async def list_suppressions(
         self,
