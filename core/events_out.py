@@ -17,13 +17,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import dramatiq
-from dramatiq.brokers.redis import RedisBroker
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-
 from core.errors import MailroomError, QueueUnavailable
-from core.redis_errors import map_redis_errors
+from core.queue import enqueue_by_name, make_broker
 from core.settings import Settings, get_settings
 from core.store.webhook_outbox import Queued, store_deliveries
 from core.store.webhooks import EVENT_TYPES
@@ -44,13 +39,7 @@ class WebhookQueue:
 
     def __init__(self, redis_url: str, queue_name: str, *, timeout_seconds: float) -> None:
         self.queue_name = queue_name
-        self.broker = RedisBroker(  # type: ignore[no-untyped-call]
-            url=redis_url,
-            middleware=[],
-            socket_connect_timeout=timeout_seconds,
-            socket_timeout=timeout_seconds,
-            retry=Retry(NoBackoff(), 1),
-        )
+        self.broker = make_broker(redis_url, timeout_seconds=timeout_seconds)
 
     def enqueue(self, delivery_id: str, *, delay_ms: int | None = None) -> None:
         """Enqueue one delivery.
@@ -58,15 +47,7 @@ class WebhookQueue:
         Raises:
             QueueUnavailable: Redis could not be reached.
         """
-        message: dramatiq.Message[None] = dramatiq.Message(
-            queue_name=self.queue_name,
-            actor_name=WEBHOOK_ACTOR,
-            args=(delivery_id,),
-            kwargs={},
-            options={},
-        )
-        with map_redis_errors():
-            self.broker.enqueue(message, delay=delay_ms)
+        enqueue_by_name(self.broker, self.queue_name, WEBHOOK_ACTOR, delivery_id, delay_ms=delay_ms)
 
     def close(self) -> None:
         """Release the broker's connections."""

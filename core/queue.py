@@ -19,6 +19,55 @@ log = logging.getLogger(__name__)
 DELIVER_ACTOR = "deliver"
 
 
+def make_broker(redis_url: str, *, timeout_seconds: float) -> RedisBroker:
+    """A middleware-free Redis broker for enqueueing by name, with short timeouts.
+
+    Args:
+        redis_url: The Redis broker URL.
+        timeout_seconds: Connect and socket timeout: an unreachable Redis must not hold up the
+            caller (what is enqueued is stored already; a rescan or sweep enqueues it again).
+    """
+    return RedisBroker(  # type: ignore[no-untyped-call]
+        url=redis_url,
+        middleware=[],
+        socket_connect_timeout=timeout_seconds,
+        socket_timeout=timeout_seconds,
+        # redis-py retries with growing sleeps by default; one quick retry keeps us in budget.
+        retry=Retry(NoBackoff(), 1),
+    )
+
+
+def enqueue_by_name(
+    broker: RedisBroker,
+    queue_name: str,
+    actor_name: str,
+    arg: str,
+    *,
+    delay_ms: int | None = None,
+) -> None:
+    """Enqueue ``actor_name(arg)`` on ``queue_name`` without importing the actor's code.
+
+    Args:
+        broker: The broker to enqueue on (see :func:`make_broker`).
+        queue_name: The Dramatiq queue the actor consumes.
+        actor_name: The actor's name.
+        arg: The actor's one positional argument.
+        delay_ms: Run no earlier than this many milliseconds from now.
+
+    Raises:
+        QueueUnavailable: Redis could not be reached.
+    """
+    message: dramatiq.Message[None] = dramatiq.Message(
+        queue_name=queue_name,
+        actor_name=actor_name,
+        args=(arg,),
+        kwargs={},
+        options={},
+    )
+    with map_redis_errors():
+        broker.enqueue(message, delay=delay_ms)
+
+
 class DeliveryQueue:
     """Puts ``deliver(email_id)`` messages on the Dramatiq queue the workers consume.
 
@@ -31,14 +80,7 @@ class DeliveryQueue:
 
     def __init__(self, redis_url: str, queue_name: str, *, timeout_seconds: float) -> None:
         self.queue_name = queue_name
-        self.broker = RedisBroker(  # type: ignore[no-untyped-call]
-            url=redis_url,
-            middleware=[],
-            socket_connect_timeout=timeout_seconds,
-            socket_timeout=timeout_seconds,
-            # redis-py retries with growing sleeps by default; one quick retry keeps us in budget.
-            retry=Retry(NoBackoff(), 1),
-        )
+        self.broker = make_broker(redis_url, timeout_seconds=timeout_seconds)
 
     def enqueue_delivery(self, email_id: str, *, delay_ms: int | None = None) -> None:
         """Enqueue delivery of one email.
@@ -50,15 +92,7 @@ class DeliveryQueue:
         Raises:
             QueueUnavailable: Redis could not be reached.
         """
-        message: dramatiq.Message[None] = dramatiq.Message(
-            queue_name=self.queue_name,
-            actor_name=DELIVER_ACTOR,
-            args=(email_id,),
-            kwargs={},
-            options={},
-        )
-        with map_redis_errors():
-            self.broker.enqueue(message, delay=delay_ms)
+        enqueue_by_name(self.broker, self.queue_name, DELIVER_ACTOR, email_id, delay_ms=delay_ms)
 
     def enqueue_deliveries(self, items: Sequence[tuple[str, int | None]]) -> None:
         """Enqueue delivery of many emails in one pipelined round trip to Redis.
