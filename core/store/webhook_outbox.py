@@ -91,8 +91,8 @@ def get_delivery(delivery_id: str) -> WebhookDelivery | None:
         return WebhookDelivery.objects(key=delivery_id).first()  # type: ignore[no-any-return]
 
 
-def earlier_pending(delivery: WebhookDelivery) -> WebhookDelivery | None:
-    """The first pending delivery of the same chain published before this one, if any."""
+def _first_pending_of_chain(delivery: WebhookDelivery, **seq_filter: Any) -> WebhookDelivery | None:
+    """The first pending delivery, by ``seq``, of this delivery's chain matching ``seq_filter``."""
     if not delivery.email_id:
         return None
     with map_mongo_errors():
@@ -101,29 +101,21 @@ def earlier_pending(delivery: WebhookDelivery) -> WebhookDelivery | None:
                 subscription_id=delivery.subscription_id,
                 email_id=delivery.email_id,
                 state=DeliveryState.PENDING,
-                seq__lt=delivery.seq,
+                **seq_filter,
             )
             .order_by("seq")
             .first()
         )
+
+
+def earlier_pending(delivery: WebhookDelivery) -> WebhookDelivery | None:
+    """The first pending delivery of the same chain published before this one, if any."""
+    return _first_pending_of_chain(delivery, seq__lt=delivery.seq)
 
 
 def next_in_chain(delivery: WebhookDelivery) -> WebhookDelivery | None:
     """The first pending delivery of the same chain published after this one, if any."""
-    if not delivery.email_id:
-        return None
-    with map_mongo_errors():
-        return (  # type: ignore[no-any-return]
-            WebhookDelivery.objects(
-                subscription_id=delivery.subscription_id,
-                email_id=delivery.email_id,
-                state=DeliveryState.PENDING,
-                seq__gte=delivery.seq,
-                key__ne=delivery.key,
-            )
-            .order_by("seq")
-            .first()
-        )
+    return _first_pending_of_chain(delivery, seq__gte=delivery.seq, key__ne=delivery.key)
 
 
 def record_attempt(
