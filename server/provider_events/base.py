@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from core.errors import FieldViolation, InvalidArgument
-from core.store.events import ProviderEvent
+from core.store.events import EventType, ProviderEvent
 
 
 class ProviderWebhook(Protocol):
@@ -93,3 +93,60 @@ def naive_ms(moment: datetime) -> datetime:
 def text(value: Any) -> str:
     """A JSON value as text ("" for null)."""
     return "" if value is None else str(value)
+
+
+def classify(
+    raw_type: str, types: Mapping[str, EventType], ignored: frozenset[str]
+) -> EventType | None:
+    """A provider's event type as ours: None when it is known and not an outcome (not stored)."""
+    if raw_type in ignored:
+        return None
+    return types.get(raw_type, EventType.UNKNOWN)
+
+
+def unix_json_event(
+    provider: str,
+    record: dict[str, Any],
+    kind: EventType,
+    raw_type: str,
+    *,
+    recipient_key: str,
+    event_id_key: str,
+    provider_message_ids: tuple[str, ...],
+    message_id: str,
+    bounce_type: str,
+    diagnostic_code: str,
+    description: str,
+) -> ProviderEvent:
+    """An event from a JSON record with a Unix ``timestamp`` and, for clicks, a ``url``.
+
+    Mailgun's ``event-data`` and SendGrid's events share that shape.
+
+    Args:
+        provider: The provider's name.
+        record: The provider's event, stored as the event's ``raw``.
+        kind: Our event type.
+        raw_type: The provider's event type.
+        recipient_key: The record's key of the recipient's address.
+        event_id_key: The record's key of the provider's event id.
+        provider_message_ids: The ids the provider may have answered the send with.
+        message_id: The Message-ID header the provider reports ("" if none).
+        bounce_type: "hard", "soft" or "".
+        diagnostic_code: The SMTP status or code the provider reports.
+        description: The provider's words for what happened.
+    """
+    return ProviderEvent(
+        provider=provider,
+        type=kind,
+        raw_type=raw_type,
+        recipient=text(record.get(recipient_key)),
+        occurred_at=from_unix(record.get("timestamp")),
+        event_id=text(record.get(event_id_key)),
+        provider_message_ids=provider_message_ids,
+        message_id=message_id,
+        bounce_type=bounce_type,
+        diagnostic_code=diagnostic_code,
+        description=description,
+        url=text(record.get("url")) if kind == EventType.CLICKED else "",
+        raw=record,
+    )

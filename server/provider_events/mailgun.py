@@ -17,7 +17,7 @@ from typing import Any
 from core.errors import Unauthenticated
 from core.settings import ProviderEventSettings
 from core.store.events import EventType, ProviderEvent
-from server.provider_events.base import bad_body, from_unix, load_json, text
+from server.provider_events.base import bad_body, classify, load_json, text, unix_json_event
 
 _TYPES = {
     "delivered": EventType.DELIVERED,
@@ -44,9 +44,9 @@ def _dict(value: Any) -> dict[str, Any]:
 def normalize(data: dict[str, Any]) -> ProviderEvent | None:
     """Mailgun's ``event-data``, normalized (None when it is ignored)."""
     raw_type = text(data.get("event"))
-    if raw_type in IGNORED:
+    kind = classify(raw_type, _TYPES, IGNORED)
+    if kind is None:
         return None
-    kind = _TYPES.get(raw_type, EventType.UNKNOWN)
     bounce_type = ""
     reason = text(data.get("reason"))
     if kind == EventType.BOUNCED:
@@ -59,20 +59,18 @@ def normalize(data: dict[str, Any]) -> ProviderEvent | None:
     code = text(status.get("enhanced-code") or status.get("code"))
     description = text(status.get("description") or status.get("message") or reason)
     message_id = text(_dict(_dict(data.get("message")).get("headers")).get("message-id"))
-    return ProviderEvent(
-        provider="mailgun",
-        type=kind,
-        raw_type=raw_type,
-        recipient=text(data.get("recipient")),
-        occurred_at=from_unix(data.get("timestamp")),
-        event_id=text(data.get("id")),
+    return unix_json_event(
+        "mailgun",
+        data,
+        kind,
+        raw_type,
+        recipient_key="recipient",
+        event_id_key="id",
         provider_message_ids=(message_id,) if message_id else (),
         message_id=message_id,
         bounce_type=bounce_type,
         diagnostic_code=code,
         description=description,
-        url=text(data.get("url")) if kind == EventType.CLICKED else "",
-        raw=data,
     )
 
 

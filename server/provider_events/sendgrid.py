@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from core.errors import Unauthenticated
 from core.settings import ProviderEventSettings
 from core.store.events import EventType, ProviderEvent
-from server.provider_events.base import bad_body, from_unix, load_json, text
+from server.provider_events.base import bad_body, classify, load_json, text, unix_json_event
 
 SIGNATURE_HEADER = "x-twilio-email-event-webhook-signature"
 TIMESTAMP_HEADER = "x-twilio-email-event-webhook-timestamp"
@@ -71,9 +71,9 @@ def message_ids(sg_message_id: str) -> tuple[str, ...]:
 def normalize(item: dict[str, Any]) -> ProviderEvent | None:
     """One SendGrid event, normalized (None when it is ignored)."""
     raw_type = text(item.get("event"))
-    if raw_type in IGNORED:
+    kind = classify(raw_type, _TYPES, IGNORED)
+    if kind is None:
         return None
-    kind = _TYPES.get(raw_type, EventType.UNKNOWN)
     bounce_type = ""
     if kind == EventType.BOUNCED:
         # "blocked" is SendGrid's temporary refusal; "bounce" a permanent one.
@@ -81,20 +81,18 @@ def normalize(item: dict[str, Any]) -> ProviderEvent | None:
     diagnostic = text(item.get("status"))
     description = text(item.get("reason") or item.get("response"))
     smtp_id = text(item.get("smtp-id"))
-    return ProviderEvent(
-        provider="sendgrid",
-        type=kind,
-        raw_type=raw_type,
-        recipient=text(item.get("email")),
-        occurred_at=from_unix(item.get("timestamp")),
-        event_id=text(item.get("sg_event_id")),
+    return unix_json_event(
+        "sendgrid",
+        item,
+        kind,
+        raw_type,
+        recipient_key="email",
+        event_id_key="sg_event_id",
         provider_message_ids=message_ids(text(item.get("sg_message_id"))),
         message_id=smtp_id,
         bounce_type=bounce_type,
         diagnostic_code=diagnostic,
         description=description,
-        url=text(item.get("url")) if kind == EventType.CLICKED else "",
-        raw=item,
     )
 
 
