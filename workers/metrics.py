@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import logging
+from prometheus_client import Counter
 
-from prometheus_client import Counter, start_http_server
-
+from core.metrics_http import serve_metrics as serve_http_metrics
 from workers.rescan import RescanResult
-
-log = logging.getLogger(__name__)
 
 RESCAN_RUNS = Counter(
     "mailroom_rescan_runs_total", "Rescan runs by job and outcome.", ["job", "outcome"]
@@ -37,12 +34,4 @@ def record_scan(job: str, result: RescanResult) -> None:
 
 def serve_metrics(port: int, host: str = "0.0.0.0") -> bool:
     """Expose the metrics on ``host:port``; False (logged) if the port is taken or 0."""
-    if not port:
-        return False
-    try:
-        start_http_server(port, addr=host)
-    except OSError as exc:
-        log.warning("metrics not served on port %d: %s", port, exc)
-        return False
-    log.info("metrics on http://%s:%d/metrics", host, port)
-    return True
+    return serve_http_metrics(port, host, label="metrics")

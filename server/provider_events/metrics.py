@@ -9,14 +9,12 @@ scrape them all.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 
-from prometheus_client import Counter, start_http_server
+from prometheus_client import Counter
 
+from core.metrics_http import serve_metrics as serve_http_metrics
 from core.store.events import Recorded
-
-log = logging.getLogger(__name__)
 
 EVENTS_RECEIVED = Counter(
     "mailroom_provider_events_received_total",
@@ -47,12 +45,4 @@ def count(recorded: Iterable[Recorded]) -> None:
 
 def serve_metrics(port: int, host: str = "0.0.0.0") -> bool:
     """Expose this process's metrics on ``host:port``; False (logged) if 0 or the port is taken."""
-    if not port:
-        return False
-    try:
-        start_http_server(port, addr=host)
-    except OSError as exc:
-        log.warning("API metrics not served on port %d: %s", port, exc)
-        return False
-    log.info("API metrics on http://%s:%d/metrics", host, port)
-    return True
+    return serve_http_metrics(port, host, label="API metrics")
