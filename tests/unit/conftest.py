@@ -23,3 +23,23 @@ def fake_store():
     )
     yield
     mongoengine.disconnect()
+
+
+class FakeWebhookQueue:
+    """Stands in for :class:`core.events_out.WebhookQueue`: records the enqueued delivery ids."""
+
+    def __init__(self) -> None:
+        self.enqueued: list[str] = []
+
+    def enqueue(self, delivery_id: str, *, delay_ms: int | None = None) -> None:
+        self.enqueued.append(delivery_id)
+
+
+@pytest.fixture
+def webhook_queue(monkeypatch: pytest.MonkeyPatch) -> FakeWebhookQueue:
+    """This process's webhook queue, replaced by a fake that records what is enqueued."""
+    from core import events_out
+
+    fake = FakeWebhookQueue()
+    monkeypatch.setattr(events_out, "_queue", fake)
+    return fake

@@ -15,14 +15,6 @@ from core.store import webhooks as store
 from core.store.documents import utcnow
 
 
-class FakeQueue:
-    def __init__(self) -> None:
-        self.enqueued: list[str] = []
-
-    def enqueue(self, delivery_id: str, *, delay_ms: int | None = None) -> None:
-        self.enqueued.append(delivery_id)
-
-
 def run(settings: Settings, *argv: str) -> tuple[int, str]:
     args = build_parser().parse_args(["webhooks", *argv])
     out = io.StringIO()
@@ -30,10 +22,8 @@ def run(settings: Settings, *argv: str) -> tuple[int, str]:
 
 
 @pytest.fixture
-def queue(fake_store, monkeypatch) -> FakeQueue:
-    fake = FakeQueue()
-    monkeypatch.setattr(events_out, "_queue", fake)
-    return fake
+def queue(fake_store, webhook_queue):
+    return webhook_queue
 
 
 def test_create_list_delete(settings, queue) -> None:

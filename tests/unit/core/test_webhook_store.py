@@ -14,21 +14,6 @@ from core.store import webhooks as store
 from core.store.documents import utcnow
 
 
-class FakeQueue:
-    def __init__(self) -> None:
-        self.enqueued: list[str] = []
-
-    def enqueue(self, delivery_id: str, *, delay_ms: int | None = None) -> None:
-        self.enqueued.append(delivery_id)
-
-
-@pytest.fixture
-def queue(monkeypatch: pytest.MonkeyPatch) -> FakeQueue:
-    fake = FakeQueue()
-    monkeypatch.setattr(events_out, "_queue", fake)
-    return fake
-
-
 def test_secret_is_standard_webhooks_format() -> None:
     secret = store.new_secret()
     assert secret.startswith("whsec_")
@@ -45,7 +30,7 @@ def test_final_outcomes_rule() -> None:
     assert not store.is_final_event("email.opened", {})
 
 
-def test_publish_stores_one_delivery_per_wanting_subscription(fake_store, queue) -> None:
+def test_publish_stores_one_delivery_per_wanting_subscription(fake_store, webhook_queue) -> None:
     every = store.create_subscription("https://a.example/hook")
     sent_only = store.create_subscription("https://b.example/hook", ["email.sent"])
     final = store.create_subscription("https://c.example/hook", final_outcomes_only=True)
@@ -61,27 +46,27 @@ def test_publish_stores_one_delivery_per_wanting_subscription(fake_store, queue)
     assert sorted(by_sub[str(every.id)]) == ["email.deferred", "email.sent"]
     assert by_sub[str(sent_only.id)] == ["email.sent"]
     assert by_sub[str(final.id)] == ["email.sent"]
-    assert len(queue.enqueued) == 4
+    assert len(webhook_queue.enqueued) == 4
     body = json.loads(deliveries[0].payload)
     assert body["type"] == "email.sent"
     assert body["data"] == {"email_id": "e1", "provider": "smtp"}
     assert body["timestamp"] == "2026-12-02T12:00:00.000Z"
 
 
-def test_publishing_an_event_twice_stores_it_once(fake_store, queue) -> None:
+def test_publishing_an_event_twice_stores_it_once(fake_store, webhook_queue) -> None:
     store.create_subscription("https://a.example/hook")
     for _ in range(2):
         events_out.publish("e1", "email.sent", {}, occurred_at=utcnow())
     assert len(outbox.list_deliveries()) == 1
-    assert len(queue.enqueued) == 1
+    assert len(webhook_queue.enqueued) == 1
 
 
-def test_unknown_event_type_is_refused(fake_store, queue) -> None:
+def test_unknown_event_type_is_refused(fake_store, webhook_queue) -> None:
     with pytest.raises(ValueError):
         events_out.publish("e1", "email.exploded", {}, occurred_at=utcnow())
 
 
-def test_chain_order_and_replay(fake_store, queue) -> None:
+def test_chain_order_and_replay(fake_store, webhook_queue) -> None:
     sub = store.create_subscription("https://a.example/hook")
     events_out.publish("e1", "email.sent", {}, occurred_at=utcnow())
     events_out.publish("e1", "email.delivered", {}, occurred_at=utcnow(), event_id="evt_d")
@@ -105,7 +90,7 @@ def test_chain_order_and_replay(fake_store, queue) -> None:
     assert str(sub.id) == first.subscription_id
 
 
-def test_delete_subscription_kills_its_pending_deliveries(fake_store, queue) -> None:
+def test_delete_subscription_kills_its_pending_deliveries(fake_store, webhook_queue) -> None:
     sub = store.create_subscription("https://a.example/hook")
     events_out.publish("e1", "email.sent", {}, occurred_at=utcnow())
     assert store.delete_subscription(str(sub.id))
@@ -118,14 +103,14 @@ def test_delete_subscription_kills_its_pending_deliveries(fake_store, queue) -> 
         store.get_subscription("not-an-id")
 
 
-def test_oldest_pending(fake_store, queue) -> None:
+def test_oldest_pending(fake_store, webhook_queue) -> None:
     assert outbox.oldest_pending_created_at() is None
     store.create_subscription("https://a.example/hook")
     events_out.publish("e1", "email.sent", {}, occurred_at=utcnow())
     assert outbox.oldest_pending_created_at() is not None
 
 
-def test_publish_safely_tries_again_then_gives_up(fake_store, queue, monkeypatch) -> None:
+def test_publish_safely_tries_again_then_gives_up(fake_store, webhook_queue, monkeypatch) -> None:
     from core.errors import StorageUnavailable
 
     calls: list[str] = []

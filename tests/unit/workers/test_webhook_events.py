@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from core import events_out
 from core.store import repository, turns
 from core.store import webhook_outbox as outbox
 from core.store import webhooks as store
@@ -28,20 +27,10 @@ class Provider:
         return self.outcome  # type: ignore[return-value]
 
 
-class FakeQueue:
-    def __init__(self) -> None:
-        self.enqueued: list[str] = []
-
-    def enqueue(self, delivery_id: str, *, delay_ms: int | None = None) -> None:
-        self.enqueued.append(delivery_id)
-
-
 @pytest.fixture
-def subscribed(fake_store, monkeypatch) -> FakeQueue:
-    queue = FakeQueue()
-    monkeypatch.setattr(events_out, "_queue", queue)
+def subscribed(fake_store, webhook_queue):
     store.create_subscription("https://receiver.example/hook")
-    return queue
+    return webhook_queue
 
 
 def new_email_id() -> str:
@@ -94,9 +83,8 @@ def test_a_dead_letter_retry_after_failed_was_written_still_publishes(subscribed
     assert [kind for kind, _ in events(email_id)] == ["email.failed"]
 
 
-def test_no_subscriber_no_delivery(fake_store, settings, monkeypatch) -> None:
-    queue = FakeQueue()
-    monkeypatch.setattr(events_out, "_queue", queue)
+def test_no_subscriber_no_delivery(fake_store, settings, webhook_queue) -> None:
+    queue = webhook_queue
     email_id = new_email_id()
     turns.cancel_email(email_id)
     router = Router({"smtp": Provider(SendResult("q-1", "250 ok"))}, ["smtp"])
