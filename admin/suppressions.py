@@ -17,9 +17,9 @@ one is not a valid address or, for ``remove``, was not suppressed.
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any, TextIO
 
+from admin.printing import print_rows
 from core.addresses import AddressError, parse_address
 from core.settings import Settings
 from core.store import suppressions as store
@@ -69,18 +69,8 @@ def cmd_list(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
         rows += [_row(e) for e in entries]
         if not token or (args.limit and len(rows) >= args.limit):
             break
-    if args.json:
-        out.write(json.dumps(rows, indent=2) + "\n")
-        return 0
-    if not rows:
-        out.write("no suppressed addresses\n")
-        return 0
     columns = ["address", "reason", "provider", "event_id", "created_at"]
-    table = [[c.upper() for c in columns], *[[str(r[c]) for c in columns] for r in rows]]
-    widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
-    for row in table:
-        out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
-    return 0
+    return print_rows(rows, columns, out, as_json=args.json, empty="no suppressed addresses")
 
 
 def _addr_spec(value: str, out: TextIO) -> str | None:

@@ -23,6 +23,7 @@ import argparse
 import json
 from typing import Any, TextIO
 
+from admin.printing import print_rows
 from core.errors import FailedPrecondition, InvalidArgument, NotFound
 from core.settings import Settings
 from core.store import webhook_outbox as outbox
@@ -72,13 +73,6 @@ def _iso(value: Any) -> str:
     return value.isoformat() + "Z" if value is not None else ""
 
 
-def _table(rows: list[dict[str, Any]], columns: list[str], out: TextIO) -> None:
-    table = [[c.upper() for c in columns], *[[str(r[c]) for c in columns] for r in rows]]
-    widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
-    for row in table:
-        out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
-
-
 def _sub_row(sub: store.WebhookSubscription) -> dict[str, Any]:
     return {
         "id": str(sub.id),
@@ -93,17 +87,15 @@ def _sub_row(sub: store.WebhookSubscription) -> dict[str, Any]:
 def cmd_list(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """Print every subscription."""
     rows = [_sub_row(s) for s in store.list_subscriptions()]
-    if args.json:
-        out.write(json.dumps(rows, indent=2) + "\n")
-        return 0
-    if not rows:
-        out.write("no webhooks\n")
-        return 0
-    for row in rows:
+
+    def for_table(row: dict[str, Any]) -> None:
         row["events"] = ",".join(row["event_types"]) or "all"
         row["final_only"] = "yes" if row["final_outcomes_only"] else "no"
-    _table(rows, ["id", "url", "events", "final_only", "created_at"], out)
-    return 0
+
+    columns = ["id", "url", "events", "final_only", "created_at"]
+    return print_rows(
+        rows, columns, out, as_json=args.json, empty="no webhooks", for_table=for_table
+    )
 
 
 def cmd_create(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
@@ -164,17 +156,14 @@ def cmd_deliveries_list(args: argparse.Namespace, settings: Settings, out: TextI
         state=args.state, subscription_id=args.webhook, email_id=args.email, limit=args.limit
     )
     rows = [_delivery_row(d) for d in found]
-    if args.json:
-        out.write(json.dumps(rows, indent=2) + "\n")
-        return 0
-    if not rows:
-        out.write("no deliveries\n")
-        return 0
-    for row in rows:
+
+    def for_table(row: dict[str, Any]) -> None:
         row["last_error"] = row["last_error"][:ERROR_COLUMN]
+
     columns = ["id", "event_type", "email_id", "state", "attempts", "last_error"]
-    _table(rows, columns, out)
-    return 0
+    return print_rows(
+        rows, columns, out, as_json=args.json, empty="no deliveries", for_table=for_table
+    )
 
 
 def cmd_replay(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
