@@ -84,6 +84,19 @@ class Stack:
         except ValueError:
             return status, payload.decode(errors="replace")
 
+    def send_refused(self, recipient: str, content: str) -> dict:
+        """POST /api/email to ``recipient``, which must answer 400; its JSON body."""
+        req = urllib.request.Request(
+            f"{self.url}/api/email",
+            data=json.dumps({"to": [recipient], "title": "hi", "content": content}).encode(),
+            method="POST",
+            headers={"content-type": "application/json"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=15)
+        assert refused.value.code == 400
+        return json.loads(refused.value.read())
+
     def get_email(self, email_id: str) -> dict:
         with urllib.request.urlopen(f"{self.url}/api/email/{email_id}", timeout=15) as resp:
             return json.loads(resp.read())["email"]
@@ -305,16 +318,7 @@ def test_a_hard_bounce_suppresses_the_next_send(stack: Stack, start_worker) -> N
     assert stack.get_email(email_id)["status"] == "EMAIL_STATUS_BOUNCED"
 
     # The next send to that address is refused: no recipient remains.
-    req = urllib.request.Request(
-        f"{stack.url}/api/email",
-        data=json.dumps({"to": [recipient], "title": "hi", "content": "two"}).encode(),
-        method="POST",
-        headers={"content-type": "application/json"},
-    )
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(req, timeout=15)
-    assert refused.value.code == 400
-    answer = json.loads(refused.value.read())
+    answer = stack.send_refused(recipient, "two")
     assert "hard_bounce" in json.dumps(answer)
 
 
@@ -325,15 +329,7 @@ def test_a_postmark_hard_bounce_suppresses_too(stack: Stack) -> None:
     bounce = json.dumps(postmark_bounce(message_id, recipient, bounce_id=int(time.time()))).encode()
     assert stack.post("postmark", bounce, postmark_auth()) == (200, {"stored": 1})
     assert stack.get_email(str(email.id))["status"] == "EMAIL_STATUS_BOUNCED"
-    req = urllib.request.Request(
-        f"{stack.url}/api/email",
-        data=json.dumps({"to": [recipient], "title": "hi", "content": "x"}).encode(),
-        method="POST",
-        headers={"content-type": "application/json"},
-    )
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(req, timeout=15)
-    assert refused.value.code == 400
+    stack.send_refused(recipient, "x")
 
 
 def test_a_provider_event_reaches_webhook_subscribers_signed(stack: Stack, start_worker) -> None:
