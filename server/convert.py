@@ -8,6 +8,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from core.store.documents import Attempt, Email, EmailEvent, RecipientStatus, StoredAttachment
+from core.store.views import DocumentView
 from mailroom.v1 import mail_pb2
 
 
@@ -19,7 +20,7 @@ def _timestamp(value: datetime | None) -> Timestamp | None:
     return ts
 
 
-def attempt_to_proto(attempt: Attempt) -> mail_pb2.Attempt:
+def attempt_to_proto(attempt: Attempt | DocumentView) -> mail_pb2.Attempt:
     """Convert one stored attempt."""
     duration = Duration()
     duration.FromMilliseconds(int(attempt.duration_ms or 0))
@@ -34,7 +35,9 @@ def attempt_to_proto(attempt: Attempt) -> mail_pb2.Attempt:
     )
 
 
-def attachment_to_proto(attachment: StoredAttachment, *, full: bool = True) -> mail_pb2.Attachment:
+def attachment_to_proto(
+    attachment: StoredAttachment | DocumentView, *, full: bool = True
+) -> mail_pb2.Attachment:
     """Convert one stored attachment; its content only when ``full``."""
     content = bytes(attachment.content or b"") if full else b""
     return mail_pb2.Attachment(
@@ -46,7 +49,7 @@ def attachment_to_proto(attachment: StoredAttachment, *, full: bool = True) -> m
     )
 
 
-def event_to_proto(event: EmailEvent) -> mail_pb2.EmailEvent:
+def event_to_proto(event: EmailEvent | DocumentView) -> mail_pb2.EmailEvent:
     """Convert one provider event of an email."""
     return mail_pb2.EmailEvent(
         id=event.key or "",
@@ -61,7 +64,7 @@ def event_to_proto(event: EmailEvent) -> mail_pb2.EmailEvent:
     )
 
 
-def recipient_to_proto(summary: RecipientStatus) -> mail_pb2.RecipientSummary:
+def recipient_to_proto(summary: RecipientStatus | DocumentView) -> mail_pb2.RecipientSummary:
     """Convert one recipient's summary status."""
     return mail_pb2.RecipientSummary(
         address=summary.address or "",
@@ -71,11 +74,11 @@ def recipient_to_proto(summary: RecipientStatus) -> mail_pb2.RecipientSummary:
     )
 
 
-def email_to_proto(email: Email, *, full: bool = True) -> mail_pb2.Email:
+def email_to_proto(email: Email | DocumentView, *, full: bool = True) -> mail_pb2.Email:
     """Convert a stored email, with its attempts.
 
     Args:
-        email: The stored email.
+        email: The stored email, or a view of its raw document (ListEmails' pages).
         full: Everything (GetEmail, ListEmails' FULL view). When False (the BASIC view) the
             bodies, the attachments' contents and the headers are left out; the title, the
             attachments' names, types, content ids and sizes, the tags and the metadata are kept.

@@ -32,6 +32,7 @@ from core.store.mapping import map_mongo_errors
 from core.store.page_tokens import decode_page_token as decode_page_token
 from core.store.page_tokens import encode_page_token as encode_page_token
 from core.store.repository import metadata_pair, recipient_key
+from core.store.views import DocumentView
 
 #: The fields a BASIC page leaves out, so the store does not even send them.
 BASIC_EXCLUDED = ("text", "html", "headers", "attachments.content")
@@ -133,7 +134,7 @@ class EmailFilter:
 class Page:
     """One page of emails, newest first, and the token of the next one ("" on the last)."""
 
-    emails: list[Email] = field(default_factory=list)
+    emails: list[DocumentView] = field(default_factory=list)
     next_page_token: str = ""
 
 
@@ -231,7 +232,7 @@ def list_page(
             claims = sending.live_claims()
         if claims:
             sending.show_sending(shown, claims)
-    emails = [Email._from_son(doc) for doc in shown]
+    emails = [DocumentView(doc, Email) for doc in shown]
     token = ""
     if len(documents) > page_size:
         token = encode_page_token(documents[page_size - 1]["_id"], email_filter)
