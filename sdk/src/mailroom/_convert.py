@@ -33,6 +33,16 @@ def new_idempotency_key() -> str:
     return str(uuid.uuid4())
 
 
+def get_email_request(email_id: str) -> mail_pb2.GetEmailRequest:
+    """The GetEmail request for one email."""
+    return mail_pb2.GetEmailRequest(id=email_id)
+
+
+def cancel_email_request(email_id: str) -> mail_pb2.CancelEmailRequest:
+    """The CancelEmail request for one email."""
+    return mail_pb2.CancelEmailRequest(id=email_id)
+
+
 def build_send_request(
     to: str | Iterable[str],
     title: str,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import datetime
 from types import TracebackType
@@ -19,11 +18,13 @@ from mailroom._convert import (
     build_batch_request,
     build_list_request,
     build_send_request,
+    cancel_email_request,
     email_from_proto,
+    get_email_request,
     page_from_proto,
 )
-from mailroom._polling import poll_delays
-from mailroom.errors import DeadlineExceeded, DeliveryTimeout, error_from_rpc
+from mailroom._polling import DeliveryWait, poll_delays
+from mailroom.errors import DeadlineExceeded, error_from_rpc
 from mailroom.models import BatchResponse, Email, EmailFilters, EmailPage
 from mailroom.outgoing import Attachment, OutgoingEmail
 from mailroom.suppressions import AsyncSuppressionMethods
@@ -249,7 +250,7 @@ class AsyncMailroomClient(AsyncSuppressionMethods, AsyncWebhookMethods, ClientBa
             mailroom.NotFound: No email has this id.
             mailroom.MailroomError: Any other failure.
         """
-        request = mail_pb2.GetEmailRequest(id=email_id)
+        request = get_email_request(email_id)
         response = await self._call(self._stub.GetEmail, request, timeout)
         return email_from_proto(response.email)
 
@@ -269,7 +270,7 @@ class AsyncMailroomClient(AsyncSuppressionMethods, AsyncWebhookMethods, ClientBa
                 cancelled.
             mailroom.MailroomError: Any other failure.
         """
-        request = mail_pb2.CancelEmailRequest(id=email_id)
+        request = cancel_email_request(email_id)
         response = await self._call(self._stub.CancelEmail, request, timeout)
         return email_from_proto(response.email)
 
@@ -380,21 +381,18 @@ class AsyncMailroomClient(AsyncSuppressionMethods, AsyncWebhookMethods, ClientBa
                 ``email`` attribute holds the email as last seen.
             mailroom.MailroomError: A poll failed.
         """
-        deadline = time.monotonic() + timeout
-        email: Email | None = None
+        wait = DeliveryWait(email_id, timeout, self._timeout)
         for delay in poll_delays():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise DeliveryTimeout(email_id, timeout, email)
-            capped = remaining < self._timeout
+            poll_timeout = wait.poll_timeout()
             try:
-                email = await self.get_email(email_id, timeout=min(self._timeout, remaining))
+                email = await self.get_email(email_id, timeout=poll_timeout)
             except DeadlineExceeded as err:
-                if not capped:
+                if not wait.capped:
                     raise
                 # The poll ran out of the time left to wait, not of its own deadline.
-                raise DeliveryTimeout(email_id, timeout, email) from err
+                raise wait.timed_out() from err
             if email.is_final:
                 return email
-            await asyncio.sleep(max(0.0, min(delay, deadline - time.monotonic())))
+            wait.email = email
+            await asyncio.sleep(wait.pause(delay))
         raise AssertionError("unreachable: poll_delays() never ends")  # pragma: no cover

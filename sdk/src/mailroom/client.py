@@ -17,11 +17,13 @@ from mailroom._convert import (
     build_batch_request,
     build_list_request,
     build_send_request,
+    cancel_email_request,
     email_from_proto,
+    get_email_request,
     page_from_proto,
 )
-from mailroom._polling import poll_delays
-from mailroom.errors import DeadlineExceeded, DeliveryTimeout, error_from_rpc
+from mailroom._polling import DeliveryWait, poll_delays
+from mailroom.errors import DeadlineExceeded, error_from_rpc
 from mailroom.models import BatchResponse, Email, EmailFilters, EmailPage
 from mailroom.outgoing import Attachment, OutgoingEmail
 from mailroom.suppressions import SuppressionMethods
@@ -245,7 +247,7 @@ class MailroomClient(SuppressionMethods, WebhookMethods, ClientBase):
             mailroom.NotFound: No email has this id.
             mailroom.MailroomError: Any other failure.
         """
-        request = mail_pb2.GetEmailRequest(id=email_id)
+        request = get_email_request(email_id)
         response = self._call(self._stub.GetEmail, request, timeout)
         return email_from_proto(response.email)
 
@@ -265,7 +267,7 @@ class MailroomClient(SuppressionMethods, WebhookMethods, ClientBase):
                 cancelled.
             mailroom.MailroomError: Any other failure.
         """
-        request = mail_pb2.CancelEmailRequest(id=email_id)
+        request = cancel_email_request(email_id)
         response = self._call(self._stub.CancelEmail, request, timeout)
         return email_from_proto(response.email)
 
@@ -374,21 +376,18 @@ class MailroomClient(SuppressionMethods, WebhookMethods, ClientBase):
                 ``email`` attribute holds the email as last seen.
             mailroom.MailroomError: A poll failed.
         """
-        deadline = time.monotonic() + timeout
-        email: Email | None = None
+        wait = DeliveryWait(email_id, timeout, self._timeout)
         for delay in poll_delays():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise DeliveryTimeout(email_id, timeout, email)
-            capped = remaining < self._timeout
+            poll_timeout = wait.poll_timeout()
             try:
-                email = self.get_email(email_id, timeout=min(self._timeout, remaining))
+                email = self.get_email(email_id, timeout=poll_timeout)
             except DeadlineExceeded as err:
-                if not capped:
+                if not wait.capped:
                     raise
                 # The poll ran out of the time left to wait, not of its own deadline.
-                raise DeliveryTimeout(email_id, timeout, email) from err
+                raise wait.timed_out() from err
             if email.is_final:
                 return email
-            time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
+            wait.email = email
+            time.sleep(wait.pause(delay))
         raise AssertionError("unreachable: poll_delays() never ends")  # pragma: no cover
