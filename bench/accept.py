@@ -10,7 +10,6 @@ For each concurrency three paths take turns, a few rounds of a few seconds each:
 
 from __future__ import annotations
 
-import http.client
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,18 +22,17 @@ from bench.common import (
     BODY,
     Cell,
     CpuMeter,
-    HttpStatusError,
+    RestClients,
     Store,
     api_server_pids,
-    free_port,
     grpc_stubs,
+    measure_level,
     raw_call,
     rss_mb,
     run_load,
-    start_api,
+    start_api_behind_envoy,
 )
-from devtools.envoy_config import write_envoy_config
-from devtools.services import ManagedProcess, start_envoy
+from devtools.services import ManagedProcess
 
 
 @dataclass
@@ -63,22 +61,11 @@ def run(
     )
     rclient = redis.Redis.from_url(store.redis_url(redis_db), max_connections=128)
     channels: list[Any] = []
-    connections: list[http.client.HTTPConnection] = []
+    rest = RestClients()
     try:
-        api, target = start_api(
-            tmp, store, database=database, redis_db=redis_db, processes=api_processes
+        target, rest_port, trees = start_api_behind_envoy(
+            tmp, store, procs, database=database, redis_db=redis_db, processes=api_processes
         )
-        procs.append(api)
-        rest_port, admin_port = free_port(), free_port()
-        config = write_envoy_config(
-            tmp / "envoy.yaml",
-            listen_port=rest_port,
-            admin_port=admin_port,
-            api_port=int(target.rsplit(":", 1)[1]),
-        )
-        envoy = start_envoy(config, admin_port)
-        procs.append(envoy)
-        trees = {"api": api.pid, "envoy": envoy.pid, **store.pids()}
 
         db = mongo.get_default_database()
         # Each load thread is a client of its own (its own channel, so its own connection), as
@@ -91,25 +78,11 @@ def run(
         def grpc_call(index: int) -> None:
             stubs[index].SendEmail(request, timeout=10)
 
-        # http.client, a keep-alive connection per load thread: the load generator shares the
-        # cores with what it measures, and httpx costs about twice its CPU per call.
-        connections = [
-            http.client.HTTPConnection("127.0.0.1", rest_port, timeout=10) for _ in range(most)
-        ]
+        rest.open(rest_port, most, timeout=10)
         body = json.dumps(BODY).encode()
-        headers = {"content-type": "application/json"}
 
         def rest_call(index: int) -> None:
-            conn = connections[index]
-            try:
-                conn.request("POST", "/api/email", body=body, headers=headers)
-                resp = conn.getresponse()
-                resp.read()
-            except (OSError, http.client.HTTPException):
-                conn.close()  # reconnects on the next request
-                raise
-            if resp.status != 201:
-                raise HttpStatusError(resp.status)
+            rest.post(index, "/api/email", body, 201)
 
         # Warm up every path and connect every client (FerretDB's tables, Envoy's clusters).
         for call in (raw_call(db, rclient), grpc_call, rest_call):
@@ -127,13 +100,15 @@ def run(
         meters: dict[tuple[str, int], CpuMeter] = {}
         paths = [("raw", raw_call(db, rclient)), ("grpc", grpc_call), ("rest", rest_call)]
         for level in levels:
-            for round_ in range(rounds):
-                # Each round starts with another path, so none always follows the same one.
-                for name, call in paths[round_ % 3 :] + paths[: round_ % 3]:
-                    meter = meters.setdefault((name, level), CpuMeter(trees))
-                    meter.start()
-                    run_load(call, level, seconds, results.setdefault((name, level), Cell()))
-                    meter.stop()
+            measure_level(
+                paths,
+                level,
+                rounds=rounds,
+                seconds=seconds,
+                trees=trees,
+                results=results,
+                meters=meters,
+            )
             for name, _call in paths:
                 cell = results[(name, level)]
                 raw = results[("raw", level)].rps
@@ -147,7 +122,7 @@ def run(
         print("CPU in cores while each path ran:")
         for (name, level), meter in meters.items():
             print(meter.line(f"  {name:<4} {level:>3}: "))
-        for pid in api_server_pids(api.pid or 0):
+        for pid in api_server_pids(trees["api"] or 0):
             rss, peak = rss_mb(pid)
             print(
                 f"API process {pid} resident memory: {rss:.0f} MB now, {peak:.0f} MB peak "
@@ -163,8 +138,7 @@ def run(
             raw16,
         )
     finally:
-        for conn in connections:
-            conn.close()
+        rest.close()
         for channel in channels:
             channel.close()
         mongo.close()

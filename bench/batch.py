@@ -14,7 +14,6 @@ The figure is accepted emails per second, and batch/single: what a caller gains 
 
 from __future__ import annotations
 
-import http.client
 import json
 import uuid
 from dataclasses import dataclass
@@ -25,14 +24,14 @@ from bench.common import (
     BODY,
     Cell,
     CpuMeter,
-    HttpStatusError,
+    RestClients,
     Store,
     grpc_stubs,
+    measure_level,
     run_load,
-    start_api,
+    start_api_behind_envoy,
 )
-from devtools.envoy_config import write_envoy_config
-from devtools.services import ManagedProcess, free_port, start_envoy
+from devtools.services import ManagedProcess
 
 
 @dataclass
@@ -69,27 +68,18 @@ def run(
     database, redis_db = "mailroom_batch", 4
     procs: list[ManagedProcess] = []
     channels: list[Any] = []
-    connections: list[http.client.HTTPConnection] = []
+    rest = RestClients()
     try:
-        api, target = start_api(
+        target, rest_port, trees = start_api_behind_envoy(
             tmp,
             store,
+            procs,
             database=database,
             redis_db=redis_db,
             processes=api_processes,
             name="api-batch",
+            envoy_config="envoy-batch.yaml",
         )
-        procs.append(api)
-        rest_port, admin_port = free_port(), free_port()
-        config = write_envoy_config(
-            tmp / "envoy-batch.yaml",
-            listen_port=rest_port,
-            admin_port=admin_port,
-            api_port=int(target.rsplit(":", 1)[1]),
-        )
-        envoy = start_envoy(config, admin_port)
-        procs.append(envoy)
-        trees = {"api": api.pid, "envoy": envoy.pid, **store.pids()}
 
         most = max(levels)
         channels, made = grpc_stubs(target, most)
@@ -122,32 +112,16 @@ def run(
             if reply.accepted_count != size:
                 raise IncompleteBatch(f"{reply.accepted_count} of {size} accepted")
 
-        connections = [
-            http.client.HTTPConnection("127.0.0.1", rest_port, timeout=30) for _ in range(most)
-        ]
-        headers = {"content-type": "application/json"}
+        rest.open(rest_port, most, timeout=30)
         single_body = json.dumps(BODY).encode()
         batch_body = json.dumps({"emails": [BODY] * size}).encode()
 
-        def post(index: int, path: str, body: bytes, expected: int) -> bytes:
-            conn = connections[index]
-            try:
-                conn.request("POST", path, body=body, headers=headers)
-                resp = conn.getresponse()
-                payload = resp.read()
-            except (OSError, http.client.HTTPException):
-                conn.close()  # reconnects on the next request
-                raise
-            if resp.status != expected:
-                raise HttpStatusError(resp.status)
-            return payload
-
         def rest_single(index: int) -> None:
             for _ in range(size):
-                post(index, "/api/email", single_body, 201)
+                rest.post(index, "/api/email", single_body, 201)
 
         def rest_batch(index: int) -> None:
-            reply = json.loads(post(index, "/api/emails:batch", batch_body, 200))
+            reply = json.loads(rest.post(index, "/api/emails:batch", batch_body, 200))
             accepted = reply.get("accepted_count", reply.get("acceptedCount", 0))
             if accepted != size:
                 raise IncompleteBatch(f"{accepted} of {size} accepted")
@@ -176,14 +150,15 @@ def run(
         results: dict[tuple[str, int], Cell] = {}
         meters: dict[tuple[str, int], CpuMeter] = {}
         for level in levels:
-            for round_ in range(rounds):
-                # Each round starts with another path, so none always follows the same one.
-                shift = round_ % len(paths)
-                for name, call in paths[shift:] + paths[:shift]:
-                    meter = meters.setdefault((name, level), CpuMeter(trees))
-                    meter.start()
-                    run_load(call, level, seconds, results.setdefault((name, level), Cell()))
-                    meter.stop()
+            measure_level(
+                paths,
+                level,
+                rounds=rounds,
+                seconds=seconds,
+                trees=trees,
+                results=results,
+                meters=meters,
+            )
             for name, _call in paths:
                 cell = results[(name, level)]
                 transport = name.split()[0]
@@ -205,8 +180,7 @@ def run(
             size, first, {name: results[(name, first)].rps * size for name, _call in paths}
         )
     finally:
-        for conn in connections:
-            conn.close()
+        rest.close()
         for channel in channels:
             channel.close()
         for proc in reversed(procs):

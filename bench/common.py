@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import sys
@@ -9,7 +10,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -319,3 +320,103 @@ def ensure_indexes(uri: str) -> None:
 
     connect(uri, timeout_ms=5000)
     create()
+
+
+def start_api_behind_envoy(
+    tmp: Path,
+    store: Store,
+    procs: list[ManagedProcess],
+    *,
+    database: str,
+    redis_db: int,
+    processes: int,
+    name: str = "api",
+    envoy_config: str = "envoy.yaml",
+) -> tuple[str, int, dict[str, int | None]]:
+    """Start ``mailroom-api`` and Envoy's transcoder in front of it, appended to ``procs``.
+
+    Returns:
+        The API's gRPC target, Envoy's REST port, and the process trees to meter the CPU of.
+    """
+    from devtools.envoy_config import write_envoy_config
+    from devtools.services import start_envoy
+
+    api, target = start_api(
+        tmp, store, database=database, redis_db=redis_db, processes=processes, name=name
+    )
+    procs.append(api)
+    rest_port, admin_port = free_port(), free_port()
+    config = write_envoy_config(
+        tmp / envoy_config,
+        listen_port=rest_port,
+        admin_port=admin_port,
+        api_port=int(target.rsplit(":", 1)[1]),
+    )
+    envoy = start_envoy(config, admin_port)
+    procs.append(envoy)
+    return target, rest_port, {"api": api.pid, "envoy": envoy.pid, **store.pids()}
+
+
+class RestClients:
+    """A keep-alive ``http.client`` connection per load thread, to Envoy's REST port.
+
+    http.client, not httpx: the load generator shares the cores with what it measures, and
+    httpx costs about twice its CPU per call. Closed connections reconnect on the next request.
+    """
+
+    HEADERS = {"content-type": "application/json"}
+
+    def __init__(self) -> None:
+        self.connections: list[http.client.HTTPConnection] = []
+
+    def open(self, port: int, count: int, timeout: float) -> None:
+        """Make ``count`` connections to ``127.0.0.1:port``."""
+        self.connections = [
+            http.client.HTTPConnection("127.0.0.1", port, timeout=timeout) for _ in range(count)
+        ]
+
+    def post(self, index: int, path: str, body: bytes, expected: int) -> bytes:
+        """POST ``body`` on connection ``index``; the answer's body.
+
+        Raises:
+            HttpStatusError: The status was not ``expected``.
+        """
+        conn = self.connections[index]
+        try:
+            conn.request("POST", path, body=body, headers=self.HEADERS)
+            resp = conn.getresponse()
+            payload = resp.read()
+        except (OSError, http.client.HTTPException):
+            conn.close()  # reconnects on the next request
+            raise
+        if resp.status != expected:
+            raise HttpStatusError(resp.status)
+        return payload
+
+    def close(self) -> None:
+        """Close every connection."""
+        for conn in self.connections:
+            conn.close()
+
+
+def measure_level(
+    paths: Sequence[tuple[str, Callable[[int], None]]],
+    level: int,
+    *,
+    rounds: int,
+    seconds: float,
+    trees: dict[str, int | None],
+    results: dict[tuple[str, int], Cell],
+    meters: dict[tuple[str, int], CpuMeter],
+) -> None:
+    """Load every path at one concurrency, ``rounds`` times each, metering the CPU.
+
+    Each round starts with another path, so none always follows the same one.
+    """
+    for round_ in range(rounds):
+        shift = round_ % len(paths)
+        for name, call in [*paths[shift:], *paths[:shift]]:
+            meter = meters.setdefault((name, level), CpuMeter(trees))
+            meter.start()
+            run_load(call, level, seconds, results.setdefault((name, level), Cell()))
+            meter.stop()
