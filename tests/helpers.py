@@ -13,9 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+import grpc
 import pytest
 from aiosmtpd.controller import Controller
 from bson import ObjectId
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from core.store import repository
 from core.store.documents import Email, utcnow
@@ -166,3 +169,24 @@ def postgres_traversable_dir(prefix: str, name: str) -> Iterator[Path]:
         yield parent / name
     finally:
         shutil.rmtree(parent, ignore_errors=True)
+
+
+def rest_violations(body: object) -> list[str]:
+    """The fields a REST error body's BadRequest details name (proto or JSON names)."""
+    assert isinstance(body, dict), body
+    return [
+        v["field"]
+        for d in body.get("details", [])
+        for v in d.get("field_violations", d.get("fieldViolations", []))
+    ]
+
+
+def grpc_violations(exc: grpc.RpcError) -> list[str]:
+    """The fields a gRPC error's BadRequest details name."""
+    status = rpc_status.from_call(exc)
+    fields = []
+    for detail in status.details if status else []:
+        bad = error_details_pb2.BadRequest()
+        if detail.Unpack(bad):
+            fields += [v.field for v in bad.field_violations]
+    return fields

@@ -131,6 +131,48 @@ def envoy(api_process: ApiProcess, tmp_path_factory: pytest.TempPathFactory) -> 
         process.stop()
 
 
+class Front:
+    """A private API with its own settings, and an Envoy in front of it (``.envoy``)."""
+
+    def __init__(self, service_env: dict[str, str], tmp_path: Path, **extra: str) -> None:
+        tmp_path.mkdir(parents=True, exist_ok=True)
+        self.api = ApiProcess({**service_env, **extra}, tmp_path / "api.log").start()
+        try:
+            port, admin_port = free_port(), free_port()
+            config = write_envoy_config(
+                tmp_path / "envoy.yaml",
+                listen_port=port,
+                admin_port=admin_port,
+                api_port=self.api.port,
+            )
+            self.envoy = Envoy(start_envoy(config, admin_port), port)
+        except BaseException:
+            self.api.stop()
+            raise
+
+    def stop(self) -> None:
+        self.envoy.process.stop()
+        self.api.stop()
+
+
+@pytest.fixture
+def private_front(service_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Front]]:
+    """Start a :class:`Front` with extra MAILROOM_* settings; all stopped after the test.
+
+    For tests that change settings, or leave an API with work in its backlog (a paused store).
+    """
+    fronts: list[Front] = []
+
+    def start(**extra: str) -> Front:
+        front = Front(service_env, tmp_path / str(len(fronts)), **extra)
+        fronts.append(front)
+        return front
+
+    yield start
+    for front in fronts:
+        front.stop()
+
+
 class WorkerProcess(ManagedProcess):
     """One ``mailroom-worker`` (a Dramatiq main process and its worker processes)."""
 

@@ -10,21 +10,15 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from core.store.documents import Email
-from devtools.envoy_config import write_envoy_config
-from devtools.services import start_envoy
-from helpers import free_port
+from helpers import grpc_violations, rest_violations
 from mailroom.v1 import mail_pb2, mail_pb2_grpc
-from mailroom_processes import ApiProcess
 
 PDF = b"%PDF-1.7\n" + bytes(range(256)) * 40
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\xff" * 300
@@ -82,25 +76,6 @@ def grpc_request(title: str, **overrides: object) -> mail_pb2.SendEmailRequest:
     }
     fields.update(overrides)
     return mail_pb2.SendEmailRequest(**fields)  # type: ignore[arg-type]
-
-
-def rest_violations(body: object) -> list[str]:
-    assert isinstance(body, dict), body
-    return [
-        v["field"]
-        for d in body.get("details", [])
-        for v in d.get("field_violations", d.get("fieldViolations", []))
-    ]
-
-
-def grpc_violations(exc: grpc.RpcError) -> list[str]:
-    status = rpc_status.from_call(exc)
-    fields = []
-    for detail in status.details if status else []:
-        bad = error_details_pb2.BadRequest()
-        if detail.Unpack(bad):
-            fields += [v.field for v in bad.field_violations]
-    return fields
 
 
 def assert_all_fields(email: mail_pb2.Email) -> None:
@@ -241,45 +216,15 @@ def test_grpc_refusals_name_the_field_and_store_nothing(
     assert stored(title) == 0
 
 
-class Front:
-    """A private API with its own settings, and an Envoy in front of it."""
-
-    def __init__(self, service_env: dict[str, str], tmp_path: Path, **extra: str) -> None:
-        tmp_path.mkdir(parents=True, exist_ok=True)
-        self.api = ApiProcess({**service_env, **extra}, tmp_path / "api.log").start()
-        try:
-            self.port, admin_port = free_port(), free_port()
-            config = write_envoy_config(
-                tmp_path / "envoy.yaml",
-                listen_port=self.port,
-                admin_port=admin_port,
-                api_port=self.api.port,
-            )
-            self.envoy_process = start_envoy(config, admin_port)
-        except BaseException:
-            self.api.stop()
-            raise
-
-    def stop(self) -> None:
-        self.envoy_process.stop()
-        self.api.stop()
-
-
 @pytest.fixture
-def front(
-    service_env, tmp_path, envoy
-) -> Iterator[Callable[..., tuple[Front, Callable[..., Any]]]]:
-    """Start a :class:`Front` with extra MAILROOM_* settings; return it and a REST client for it."""
-    started: list[Front] = []
+def front(private_front) -> Callable[..., tuple[Any, Callable[..., Any]]]:
+    """Start a private API and Envoy with extra MAILROOM_* settings; return it and a REST client."""
 
-    def start(**extra: str) -> tuple[Front, Callable[..., Any]]:
-        handle = Front(service_env, tmp_path / str(len(started)), **extra)
-        started.append(handle)
-        return handle, type(envoy)(handle.envoy_process, handle.port).request
+    def start(**extra: str) -> tuple[Any, Callable[..., Any]]:
+        handle = private_front(**extra)
+        return handle, handle.envoy.request
 
-    yield start
-    for handle in started:
-        handle.stop()
+    return start
 
 
 def test_attachments_count_towards_max_email_bytes(front, real_store):

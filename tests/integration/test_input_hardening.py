@@ -12,19 +12,14 @@ import os
 import re
 import signal
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from core.store.documents import Email, Status
-from devtools.envoy_config import write_envoy_config
-from devtools.services import start_envoy
-from helpers import SmtpSink, free_port, wait_until
+from helpers import SmtpSink, grpc_violations, rest_violations, wait_until
 from mailroom.v1 import mail_pb2, mail_pb2_grpc
-from mailroom_processes import ApiProcess
 
 BASE = {"to": ["a@example.com"], "title": "hi", "content": "hello"}
 
@@ -51,21 +46,6 @@ def no_leak(text: object) -> None:
     assert not LEAK.search(flat), f"internal details in an error body: {flat[:300]}"
 
 
-def violations(body: object) -> list[str]:
-    assert isinstance(body, dict), body
-    return [v["field"] for d in body.get("details", []) for v in d.get("fieldViolations", [])]
-
-
-def grpc_violations(exc: grpc.RpcError) -> list[str]:
-    status = rpc_status.from_call(exc)
-    fields = []
-    for detail in status.details if status else []:
-        bad = error_details_pb2.BadRequest()
-        if detail.Unpack(bad):
-            fields += [v.field for v in bad.field_violations]
-    return fields
-
-
 # The rows of issue 11's table that must answer 400 naming a field.
 REFUSED = [
     ({"title": "a\u2028b"}, "title"),
@@ -89,7 +69,7 @@ def test_rest_refuses_the_row_naming_its_field(envoy, real_store, override, fiel
     before = count()
     status, _, body = envoy.request("POST", "/api/email", {**BASE, **override})
     assert status == 400, body
-    assert field in violations(body)
+    assert field in rest_violations(body)
     if override.get("to") == ["a@x.com, b@x.com"]:
         assert "one address per entry" in body["message"]
     no_leak(body)
@@ -186,40 +166,6 @@ def test_a_malformed_protobuf_is_invalid_argument(api):
                 send(raw, timeout=5)
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raw
             no_leak(info.value.details())
-
-
-class Front:
-    """A private API (with extra settings) and an Envoy in front of it."""
-
-    def __init__(self, service_env, tmp_path, envoy_type, **extra: str) -> None:
-        self.api = ApiProcess({**service_env, **extra}, tmp_path / "api.log").start()
-        port, admin_port = free_port(), free_port()
-        config = write_envoy_config(
-            tmp_path / "envoy.yaml", listen_port=port, admin_port=admin_port, api_port=self.api.port
-        )
-        self.envoy = envoy_type(start_envoy(config, admin_port), port)
-
-    def stop(self) -> None:
-        self.envoy.process.stop()
-        self.api.stop()
-
-
-@pytest.fixture
-def private_front(service_env, tmp_path, envoy) -> Iterator[Callable[..., Front]]:
-    """Start a :class:`Front` with extra MAILROOM_* settings; stopped after the test.
-
-    For tests that change settings, or leave an API with work in its backlog (a paused store).
-    """
-    fronts: list[Front] = []
-
-    def start(**extra: str) -> Front:
-        front = Front(service_env, tmp_path / str(len(fronts)), type(envoy), **extra)
-        fronts.append(front)
-        return front
-
-    yield start
-    for front in fronts:
-        front.stop()
 
 
 def test_the_sender_policy_answers_403_naming_from(private_front, real_store):

@@ -14,7 +14,7 @@ from grpc_status import rpc_status
 
 from core.queue import DeliveryQueue
 from core.store.documents import Email
-from helpers import wait_until
+from helpers import rest_violations, wait_until
 from mailroom.v1 import mail_pb2
 
 DEADLINE = 60.0
@@ -40,14 +40,6 @@ def stored(emails: list[dict[str, object]]) -> int:
     return Email.objects(subject__in=[e["title"] for e in emails]).count()
 
 
-def fields_of(status: dict) -> list[str]:
-    return [
-        v["field"]
-        for detail in status.get("details", [])
-        for v in detail.get("field_violations", detail.get("fieldViolations", []))
-    ]
-
-
 def test_rest_batch_answers_each_email_and_delivers_only_the_valid(
     envoy, worker, smtp_sink, real_store
 ) -> None:
@@ -63,8 +55,8 @@ def test_rest_batch_answers_each_email_and_delivers_only_the_valid(
     assert len(results) == 7
     accepted = [r.get("id", "") for r in results]
     assert [bool(i) for i in accepted] == [True, True, False, True, True, False, True]
-    assert fields_of(results[2]["error"]) == ["emails[2].to[0]"]
-    assert fields_of(results[5]["error"]) == ["emails[5].title"]
+    assert rest_violations(results[2]["error"]) == ["emails[2].to[0]"]
+    assert rest_violations(results[5]["error"]) == ["emails[5].title"]
     assert results[2]["error"]["code"] == code_pb2.INVALID_ARGUMENT
     assert reply.get("accepted_count", reply.get("acceptedCount")) == 5
     assert reply.get("refused_count", reply.get("refusedCount")) == 2
@@ -89,7 +81,7 @@ def test_rest_batch_with_no_valid_email_is_400_with_every_violation(envoy, real_
 
     assert status == 400, reply
     assert reply["code"] == code_pb2.INVALID_ARGUMENT
-    assert fields_of(reply) == ["emails[0].to[0]", "emails[1].title", "emails[1].content"]
+    assert rest_violations(reply) == ["emails[0].to[0]", "emails[1].title", "emails[1].content"]
     assert stored(emails) == 0
 
 
@@ -101,7 +93,7 @@ def test_rest_batch_empty_or_over_the_limit_is_400_naming_emails(envoy, real_sto
     status, _, reply = envoy.request("POST", "/api/emails:batch", {"emails": emails})
 
     assert status == 400, reply
-    assert fields_of(reply) == ["emails"]
+    assert rest_violations(reply) == ["emails"]
     assert stored(emails) == 0
 
 
@@ -194,7 +186,7 @@ def test_rest_batch_with_an_idempotency_key_header_is_400_naming_it(envoy, real_
     )
 
     assert status == 400, reply
-    assert fields_of(reply) == ["idempotency_key"]
+    assert rest_violations(reply) == ["idempotency_key"]
     assert stored(emails) == 0
 
 
