@@ -11,7 +11,7 @@ in front and also kept in ``var/log/<name>.log``.
 servers instead of starting PostgreSQL and FerretDB / Redis. Ctrl-C, SIGTERM or SIGHUP (a closed
 terminal) stops everything; if one child exits, the script says which and stops the others (exit
 status 1). Killed outright (SIGKILL), it cannot: then the kernel sends each child its stop signal
-(Linux, see ``devtools.services``), so no orphan keeps a port and the next run starts at once.
+(Linux, see ``devtools.processes``), so no orphan keeps a port and the next run starts at once.
 """
 
 from __future__ import annotations

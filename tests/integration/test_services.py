@@ -17,7 +17,7 @@ import pymongo
 import pytest
 import redis
 
-from devtools import services
+from devtools import postgres
 from devtools.services import (
     BinaryNotFoundError,
     ManagedProcess,
@@ -124,7 +124,7 @@ def test_ferretdb_lookups_by_id_and_status_use_an_index_not_a_table_scan(
             [{"_id": f"e{i}", "status": "SENT"} for i in range(2000)]
         )
         port = int(postgres_server.url.rsplit(":", 1)[1].split("/")[0])
-        schema_tables = services._psql(
+        schema_tables = postgres._psql(
             "127.0.0.1",
             port,
             "SELECT tablename FROM pg_tables WHERE schemaname = 'gin_test' "
@@ -134,7 +134,7 @@ def test_ferretdb_lookups_by_id_and_status_use_an_index_not_a_table_scan(
         [table] = schema_tables.split()
         # The shape of FerretDB 1.24's pushed-down filter, as the PostgreSQL log shows it.
         plans = {
-            field: services._psql(
+            field: postgres._psql(
                 "127.0.0.1",
                 port,
                 f"ANALYZE gin_test.{table}; EXPLAIN SELECT _jsonb FROM gin_test.{table} "
@@ -242,7 +242,7 @@ def test_postgres_as_root_names_the_fix_for_an_unreachable_directory(tmp_path: P
 def test_postgres_as_root_without_a_postgres_user_names_the_fix(
     postgres_data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(services, "POSTGRES_SYSTEM_USER", "mailroom-no-such-user")
+    monkeypatch.setattr(postgres, "POSTGRES_SYSTEM_USER", "mailroom-no-such-user")
     with pytest.raises(ServiceError, match=r"refuses to run as root.*apt-get install postgresql"):
         start_postgres(free_port(), postgres_data_dir)
 
