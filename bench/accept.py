@@ -100,15 +100,7 @@ def run(
         meters: dict[tuple[str, int], CpuMeter] = {}
         paths = [("raw", raw_call(db, rclient)), ("grpc", grpc_call), ("rest", rest_call)]
         for level in levels:
-            measure_level(
-                paths,
-                level,
-                rounds=rounds,
-                seconds=seconds,
-                trees=trees,
-                results=results,
-                meters=meters,
-            )
+            measure_level(paths, level, rounds, seconds, trees, results, meters)
             for name, _call in paths:
                 cell = results[(name, level)]
                 raw = results[("raw", level)].rps

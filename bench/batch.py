@@ -150,15 +150,7 @@ def run(
         results: dict[tuple[str, int], Cell] = {}
         meters: dict[tuple[str, int], CpuMeter] = {}
         for level in levels:
-            measure_level(
-                paths,
-                level,
-                rounds=rounds,
-                seconds=seconds,
-                trees=trees,
-                results=results,
-                meters=meters,
-            )
+            measure_level(paths, level, rounds, seconds, trees, results, meters)
             for name, _call in paths:
                 cell = results[(name, level)]
                 transport = name.split()[0]

@@ -402,7 +402,6 @@ class RestClients:
 def measure_level(
     paths: Sequence[tuple[str, Callable[[int], None]]],
     level: int,
-    *,
     rounds: int,
     seconds: float,
     trees: dict[str, int | None],
