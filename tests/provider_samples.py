@@ -287,10 +287,21 @@ def _mail(ses_message_id: str, recipient: str, our_message_id: str) -> dict[str,
     }
 
 
-def ses_bounce(ses_message_id: str, recipient: str, our_message_id: str = "") -> dict[str, Any]:
+def _notification(
+    kind: str, detail: dict[str, Any], ses_message_id: str, recipient: str, our_message_id: str
+) -> dict[str, Any]:
+    """An SES notification: its type, the details under the type's lowercase name, the mail."""
     return {
-        "notificationType": "Bounce",
-        "bounce": {
+        "notificationType": kind,
+        kind.lower(): detail,
+        "mail": _mail(ses_message_id, recipient, our_message_id),
+    }
+
+
+def ses_bounce(ses_message_id: str, recipient: str, our_message_id: str = "") -> dict[str, Any]:
+    return _notification(
+        "Bounce",
+        {
             "bounceType": "Permanent",
             "bounceSubType": "General",
             "bouncedRecipients": [
@@ -305,14 +316,16 @@ def ses_bounce(ses_message_id: str, recipient: str, our_message_id: str = "") ->
             "feedbackId": "00000138111222aa-33322211-cccc-cccc-cccc-ddddaaaa0680-000000",
             "reportingMTA": "dsn; a8-70.smtp-out.amazonses.com",
         },
-        "mail": _mail(ses_message_id, recipient, our_message_id),
-    }
+        ses_message_id,
+        recipient,
+        our_message_id,
+    )
 
 
 def ses_delivery(ses_message_id: str, recipient: str, our_message_id: str = "") -> dict[str, Any]:
-    return {
-        "notificationType": "Delivery",
-        "delivery": {
+    return _notification(
+        "Delivery",
+        {
             "timestamp": "2016-01-27T14:59:38.237Z",
             "processingTimeMillis": 546,
             "recipients": [recipient],
@@ -320,14 +333,16 @@ def ses_delivery(ses_message_id: str, recipient: str, our_message_id: str = "") 
             "reportingMTA": "a8-70.smtp-out.amazonses.com",
             "remoteMtaIp": "127.0.2.0",
         },
-        "mail": _mail(ses_message_id, recipient, our_message_id),
-    }
+        ses_message_id,
+        recipient,
+        our_message_id,
+    )
 
 
 def ses_complaint(ses_message_id: str, recipient: str, our_message_id: str = "") -> dict[str, Any]:
-    return {
-        "notificationType": "Complaint",
-        "complaint": {
+    return _notification(
+        "Complaint",
+        {
             "userAgent": "AnyCompany Feedback Loop (V0.01)",
             "complainedRecipients": [{"emailAddress": recipient}],
             "complaintFeedbackType": "abuse",
@@ -335,8 +350,10 @@ def ses_complaint(ses_message_id: str, recipient: str, our_message_id: str = "")
             "timestamp": "2016-01-27T14:59:38.237Z",
             "feedbackId": "000001378603177f-18c07c78-fa81-4a58-9dd1-fedc3cb8f49a-000000",
         },
-        "mail": _mail(ses_message_id, recipient, our_message_id),
-    }
+        ses_message_id,
+        recipient,
+        our_message_id,
+    )
 
 
 # --- SMTP DSN (RFC 3464) ----------------------------------------------------------------------
