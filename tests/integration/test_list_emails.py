@@ -13,13 +13,11 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import pytest
 from bson import ObjectId
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from core.store import repository
 from core.store.documents import Email, utcnow
 from core.store.repository import list_bucket
-from helpers import wait_until
+from helpers import grpc_violations, rest_violations, wait_until
 from mailroom.v1 import mail_pb2
 
 
@@ -73,24 +71,6 @@ def rest_ids(envoy, **params: object) -> list[str]:
     status, body = rest_list(envoy, **params)
     assert status == 200, body
     return [e["id"] for e in body.get("emails", [])]
-
-
-def rest_violations(body: dict) -> list[str]:
-    return [
-        v["field"]
-        for d in body.get("details", [])
-        for v in d.get("field_violations", d.get("fieldViolations", []))
-    ]
-
-
-def grpc_violations(exc: grpc.RpcError) -> list[str]:
-    status = rpc_status.from_call(exc)
-    fields = []
-    for detail in status.details if status else []:
-        bad = error_details_pb2.BadRequest()
-        if detail.Unpack(bad):
-            fields += [v.field for v in bad.field_violations]
-    return fields
 
 
 @pytest.mark.usefixtures("real_store")
