@@ -5,6 +5,8 @@
 * ``mailroom_webhook_oldest_pending_age_seconds``: how long the oldest undelivered (pending)
   delivery has waited since it was published, 0 when none; read from MongoDB at each scrape by
   the exposition server (:func:`run_exposition_server`), so it grows while nothing runs.
+* The provider event counters, cluster-wide: read from Redis at each scrape
+  (:class:`~workers.provider_event_metrics.ProviderEventCollector`).
 
 prometheus_client is imported inside the functions: it picks its multiprocess mode at import,
 after Dramatiq's middleware has set ``PROMETHEUS_MULTIPROC_DIR`` in the worker process.
@@ -17,10 +19,12 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from core.provider_event_counts import SharedCounts
 from core.settings import get_settings
 from core.store.connection import connect
 from core.store.documents import utcnow
 from core.store.webhook_outbox import oldest_pending_created_at
+from workers.provider_event_metrics import ProviderEventCollector
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +68,18 @@ class OutboxCollector:
 
 
 def run_exposition_server() -> int:
-    """Dramatiq's exposition server (a forked process) with the outbox gauge added."""
+    """Dramatiq's exposition server (a forked process) plus the outbox and provider counts."""
     from http.server import HTTPServer
 
     from dramatiq.middleware import prometheus
 
     settings = get_settings()
     connect(settings.mongodb_uri, timeout_ms=max(settings.mongodb_timeout_ms, 2_000))
+    provider_events = ProviderEventCollector(
+        SharedCounts.from_url(
+            settings.redis_url, timeout_seconds=max(settings.redis_timeout_seconds, 2.0)
+        )
+    )
 
     class Handler(prometheus._metrics_handler):
         def do_GET(self) -> None:
@@ -83,6 +92,7 @@ def run_exposition_server() -> int:
             registry = prom.CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             registry.register(OutboxCollector())
+            registry.register(provider_events)
             output = prom.generate_latest(registry)
             self.send_response(200)
             self.send_header("content-type", prom.CONTENT_TYPE_LATEST)

@@ -9,6 +9,7 @@ import grpc
 
 from core.errors import NotFound, Unauthenticated
 from core.inbound_events import ingest
+from core.provider_event_counts import SharedCounts
 from core.queue import DeliveryQueue
 from core.settings import ProviderEventSettings, Settings
 from mailroom.v1 import events_pb2, events_pb2_grpc
@@ -52,6 +53,15 @@ class ProviderEventServicer(events_pb2_grpc.ProviderEventServiceServicer):
 
     def __init__(self, settings: Settings, queue: DeliveryQueue | None = None) -> None:
         self._webhooks = build_webhooks(settings.provider_events)
+        self._cluster = metrics.ClusterCounts(
+            SharedCounts.from_url(
+                settings.redis_url, timeout_seconds=settings.redis_timeout_seconds
+            )
+        )
+
+    def close(self) -> None:
+        """Release the Redis connections of the cluster-wide counts."""
+        self._cluster.close()
 
     def receive(self, provider: str, body: bytes, headers: Mapping[str, str]) -> int:
         """Authenticate, normalize and store one provider request.
@@ -70,11 +80,11 @@ class ProviderEventServicer(events_pb2_grpc.ProviderEventServiceServicer):
         try:
             events = webhook.receive(body, headers)
         except Unauthenticated as exc:
-            metrics.SIGNATURE_FAILURES.labels(provider).inc()
+            metrics.count_signature_failure(provider, self._cluster)
             log.warning("%s events refused: %s", provider, exc.message)
             raise
         recorded = ingest(events)
-        metrics.count(recorded)
+        metrics.count(recorded, self._cluster)
         return sum(1 for r in recorded if not r.duplicate)
 
     def ReceiveProviderEvents(

@@ -44,7 +44,7 @@ from core.store.events import StoredProviderEvent
 from core.store.repository import NewEmail, new_email_document
 from devtools.envoy_config import write_envoy_config
 from devtools.services import start_envoy
-from helpers import free_port
+from helpers import free_port, wait_until
 from mailroom_processes import ApiProcess
 
 pytestmark = pytest.mark.usefixtures("real_store")
@@ -281,6 +281,32 @@ def test_metrics_count_events_and_signature_failures(stack: Stack) -> None:
         'type="DELIVERED"}' in text
     )
     assert 'mailroom_provider_events_unmatched_total{provider="postmark"}' in text
+
+
+def test_the_workers_endpoint_shows_the_counts_cluster_wide(stack: Stack, start_worker) -> None:
+    metrics_port = free_port()
+    start_worker(MAILROOM_METRICS_PORT=str(metrics_port))  # starts on an empty Redis
+    body = json.dumps(postmark_delivery(str(ObjectId()), "x@example.com")).encode()
+    assert stack.post("postmark", body, postmark_auth(user="intruder"))[0] == 401
+    assert stack.post("postmark", body, postmark_auth()) == (200, {"stored": 1})
+
+    def scrape() -> str:
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=15) as resp:
+            return resp.read().decode()
+
+    expected = [
+        'mailroom_provider_event_signature_failures_total{provider="postmark"} 1.0',
+        'mailroom_provider_events_received_total{outcome="stored",provider="postmark",'
+        'type="DELIVERED"} 1.0',
+        'mailroom_provider_events_unmatched_total{provider="postmark"} 1.0',
+    ]
+    wait_until(
+        lambda: (text := scrape()) and all(line in text for line in expected),
+        timeout=60,
+        message="provider event counts on the worker's endpoint",
+        ignore=(OSError,),
+    )
 
 
 def test_a_hard_bounce_suppresses_the_next_send(stack: Stack, start_worker) -> None:

@@ -28,6 +28,7 @@ from provider_samples import (
 )
 
 from core.errors import InvalidArgument, NotFound, Unauthenticated
+from core.provider_event_counts import SharedCounts
 from core.settings import Settings
 from core.store.documents import Email, Status
 from core.store.events import StoredProviderEvent
@@ -51,6 +52,14 @@ def _email(provider_message_id: str, to: str = "ann@example.com") -> Email:
     doc["provider_message_id"] = provider_message_id
     Email._get_collection().insert_one(doc)
     return Email.objects.get(id=oid)
+
+
+@pytest.fixture(autouse=True)
+def _cluster_counts_in_memory(monkeypatch: pytest.MonkeyPatch, fake_redis: Any) -> None:
+    """The servicers' cluster-wide counts go to an in-memory hash, not a local Redis."""
+    monkeypatch.setattr(
+        SharedCounts, "from_url", classmethod(lambda cls, *_a, **_k: cls(fake_redis))
+    )
 
 
 def _servicer(**events: Any) -> ProviderEventServicer:
