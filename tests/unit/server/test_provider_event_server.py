@@ -9,6 +9,7 @@ import pytest
 from google.api import httpbody_pb2
 from provider_samples import SendGridSigner, sendgrid_events
 
+from core.provider_event_counts import SharedCounts
 from core.settings import Settings
 from core.store.events import StoredProviderEvent
 from mailroom.v1 import events_pb2, events_pb2_grpc, mail_pb2, mail_pb2_grpc
@@ -16,7 +17,11 @@ from server.main import build_server
 
 
 @pytest.fixture
-def served(fake_store: None):
+def served(fake_store: None, fake_redis, monkeypatch: pytest.MonkeyPatch):
+    # The cluster-wide provider event counts go to an in-memory hash, not a local Redis.
+    monkeypatch.setattr(
+        SharedCounts, "from_url", classmethod(lambda cls, *_a, **_k: cls(fake_redis))
+    )
     signer = SendGridSigner.new()
     settings = Settings(
         _env_file=None,
