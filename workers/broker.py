@@ -9,6 +9,7 @@ from dramatiq.brokers.redis import RedisBroker
 
 from core.settings import Settings
 from core.store.connection import connect
+from workers.redis_broker import RecoveringRedisBroker
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ def setup_broker(settings: Settings, *, metrics: bool = True) -> RedisBroker:
             metrics port is not 0, with its delayed-messages gauge fixed
             (:class:`workers.prometheus.MailroomPrometheus`).
     """
-    broker = RedisBroker(url=settings.redis_url)  # type: ignore[no-untyped-call]
+    broker = RecoveringRedisBroker(url=settings.redis_url)
     if metrics and settings.metrics_port:
         # Imported here: the middleware reads its port from the environment at import time,
         # which ``mailroom-worker`` sets from the settings.
