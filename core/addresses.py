@@ -39,6 +39,11 @@ MAX_HEADER_LINE_CHARS = 998
 _LINE_BREAKS = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")
 # A space and the whitespace after it: a reader's parse of a display name makes it one space.
 _SPACES = re.compile(r" \s+")
+# A bare ASCII dot-atom address, what most entries are. The header parser would hand it back
+# unchanged, without a name or a defect, and it costs about three times email-validator's checks
+# on the accept path: such entries skip it.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_BARE_ADDRESS = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 
 
 class AddressError(ValueError):
@@ -99,6 +104,13 @@ def parse_address(value: str) -> ParsedAddress:
     Raises:
         AddressError: Why the entry is refused.
     """
+    if len(value) <= MAX_HEADER_LINE_CHARS and _BARE_ADDRESS.fullmatch(value):
+        return _checked(value, display_name="", entry=value)
+    return _parse_entry(value)
+
+
+def _parse_entry(value: str) -> ParsedAddress:
+    """:func:`parse_address` through the header parser: names, quoting, any entry."""
     unsafe = header_unsafe(value)
     if unsafe:
         raise AddressError(unsafe)
@@ -130,14 +142,19 @@ def parse_address(value: str) -> ParsedAddress:
         raise AddressError(f"the display name {unsafe}")
     if len(name) > MAX_DISPLAY_NAME_CHARS:
         raise AddressError(f"the display name has more than {MAX_DISPLAY_NAME_CHARS} characters")
+    return _checked(address.addr_spec, display_name=name, entry=value)
+
+
+def _checked(addr_spec: str, *, display_name: str, entry: str) -> ParsedAddress:
+    """email-validator's syntax checks of an addr-spec, and the normalised address."""
     try:
-        checked = validate_email(address.addr_spec, check_deliverability=False)
+        checked = validate_email(addr_spec, check_deliverability=False)
     except EmailNotValidError as exc:
-        raise AddressError(f"{value!r} is not a valid email address: {exc}") from None
+        raise AddressError(f"{entry!r} is not a valid email address: {exc}") from None
     spec = checked.ascii_email or checked.normalized
     if len(spec.encode()) > MAX_ADDRESS_OCTETS:
         raise AddressError(f"the address is longer than {MAX_ADDRESS_OCTETS} bytes")
-    return ParsedAddress(display_name=name, addr_spec=spec)
+    return ParsedAddress(display_name=display_name, addr_spec=spec)
 
 
 def domain_of(address: str) -> str:

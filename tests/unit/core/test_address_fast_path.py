@@ -1,0 +1,53 @@
+"""Bare addresses skip the header parser: the answer must be the one the parser path gives."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.addresses import AddressError, ParsedAddress, _parse_entry, parse_address
+
+ATEXT = "abcXYZ019!#$%&'*+/=?^_`{|}~-"
+# Dots, hyphens and digits where they are legal and where they are not: both outcomes occur.
+local_parts = st.text(alphabet=ATEXT + ".", min_size=1, max_size=70)
+domains = st.text(alphabet="abcXYZ019-.", min_size=1, max_size=70)
+
+
+def _outcome(parse, value: str) -> ParsedAddress | str:  # type: ignore[no-untyped-def]
+    try:
+        return parse(value)
+    except AddressError:
+        return "refused"
+
+
+@settings(max_examples=600, deadline=None)
+@given(local=local_parts, domain=domains)
+def test_a_bare_address_is_accepted_or_refused_as_the_header_parser_path_decides(
+    local: str, domain: str
+) -> None:
+    value = f"{local}@{domain}"
+    assert _outcome(parse_address, value) == _outcome(_parse_entry, value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "alice@example.com",
+        "Alice.Smith+tag@Example.COM",
+        "o'brien@example.co.uk",
+        "a..b@example.com",
+        ".a@example.com",
+        "a@-example.com",
+        "a@example",
+        "x" * 65 + "@example.com",
+        "a@" + "b" * 64 + ".com",
+    ],
+)
+def test_known_bare_addresses_agree(value: str) -> None:
+    assert _outcome(parse_address, value) == _outcome(_parse_entry, value)
+
+
+def test_an_entry_with_a_name_still_goes_through_the_header_parser() -> None:
+    parsed = parse_address("Alice <ALICE@Example.com>")
+    assert parsed == ParsedAddress(display_name="Alice", addr_spec="ALICE@example.com")
