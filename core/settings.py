@@ -251,6 +251,12 @@ class Settings(BaseSettings):
     # An email accepted longer ago than this (scheduled, retried) is checked against the list
     # again when sent (workers.suppression_gate); 0: every send.
     suppression_recheck_seconds: float = Field(default=60.0, ge=0)
+    # Each API process keeps the list in memory (server.suppression_snapshot): it reads the
+    # list's change notes this often (an addition made by another process applies within about
+    # this long); 0: no snapshot, every SendEmail looks its recipients up in the store.
+    suppression_snapshot_poll_seconds: float = Field(default=1.0, ge=0)
+    # ...and reloads the whole list this often (entries added behind Mailroom's back).
+    suppression_snapshot_reload_seconds: float = Field(default=600.0, gt=0)
     # Final emails older than this lose their bodies, attachments and headers (the retention
     # job, hourly); their metadata, statuses and attempts are kept.
     retention_days: float = Field(default=30.0, gt=0)

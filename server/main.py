@@ -17,11 +17,13 @@ from core.logs import configure_logging
 from core.queue import DeliveryQueue
 from core.settings import Settings, get_settings
 from core.store.connection import connect, ensure_indexes_in_background
+from server import suppression_snapshot
 from server.health import HealthPoolInterceptor, StoreMonitor
 from server.interceptors import ApiKeyInterceptor, ErrorInterceptor
 from server.provider_events.metrics import serve_metrics
 from server.registry import SERVICES, close_servicer
 from server.supervisor import supervise
+from server.suppression_snapshot import SuppressionSnapshot
 
 log = logging.getLogger("server")
 
@@ -97,6 +99,13 @@ def serve(settings: Settings, *, reuse_port: bool = False) -> None:
     )
     server, port, health_servicer, servicers = build_server(settings, queue, reuse_port=reuse_port)
     monitor = StoreMonitor(health_servicer, ["", *SERVICE_NAMES]).start()
+    snapshot = None
+    if settings.suppression_snapshot_poll_seconds:
+        snapshot = SuppressionSnapshot(
+            poll_seconds=settings.suppression_snapshot_poll_seconds,
+            reload_seconds=settings.suppression_snapshot_reload_seconds,
+        ).start()
+        suppression_snapshot.install(snapshot)
     server.start()
     log.info("mailroom-api listening on %s:%d", settings.grpc_host, port)
     serve_metrics(settings.api_metrics_port)
@@ -116,6 +125,9 @@ def serve(settings: Settings, *, reuse_port: bool = False) -> None:
     server.stop(grace=5).wait()
     for servicer in servicers:
         close_servicer(servicer)
+    if snapshot is not None:
+        suppression_snapshot.install(None)
+        snapshot.stop()
     queue.close()
     log.info("mailroom-api stopped")
 

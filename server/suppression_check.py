@@ -1,8 +1,8 @@
 """SendEmail's suppression check: suppressed recipients are dropped and reported, or refused.
 
 Checked when an email is accepted, before anything is stored, so it applies whichever provider
-later sends it. One query on the suppression list's primary key covers every recipient of the
-call (of every email of a batch).
+later sends it. Answered from the API process's snapshot of the list
+(``server/suppression_snapshot.py``), or looked up in the store while it is not current.
 
 ``MAILROOM_SUPPRESSION_POLICY``:
 
@@ -25,6 +25,7 @@ from core.errors import FieldViolation, InvalidArgument, MailroomError, StorageO
 from core.store.repository import NewEmail
 from core.store.suppressions import REASONS, suppressed_among
 from mailroom.v1 import suppressions_pb2
+from server.suppression_snapshot import installed
 
 _LISTS = ("to", "cc", "bcc")
 _REASON_PREFIX = "SUPPRESSION_REASON_"
@@ -70,11 +71,17 @@ def recipients_of(emails: Iterable[NewEmail]) -> list[str]:
 
 
 def find_suppressed(emails: Iterable[NewEmail]) -> dict[str, str]:
-    """The suppressed recipients of the emails (as given) and their reasons: one query.
+    """The suppressed recipients of the emails (as given) and their reasons.
+
+    From this process's snapshot of the list when it is current (a store lookup only for the
+    recipients it holds), else looked up in the store.
 
     Raises:
         StorageUnavailable: MongoDB is unreachable.
     """
+    snapshot = installed()
+    if snapshot is not None and snapshot.current():
+        return snapshot.suppressed_among(recipients_of(emails))
     return suppressed_among(recipients_of(emails))
 
 

@@ -35,6 +35,7 @@ from core.store.documents import utcnow
 from core.store.listing import store_sorts_in_memory
 from core.store.mapping import map_mongo_errors
 from core.store.repository import recipient_key
+from core.store.suppression_changes import changed
 
 HARD_BOUNCE = "hard_bounce"
 COMPLAINT = "complaint"
@@ -107,7 +108,10 @@ def suppress(
         with map_mongo_errors():
             entry.save(force_insert=True, validate=False)
     except DuplicateKey:
+        # Noted again: the first call may have died between its insert and its note.
+        changed(Suppression._get_collection(), key, reason)
         return False
+    changed(Suppression._get_collection(), key, reason)
     return True
 
 
@@ -179,9 +183,28 @@ def unsuppress(address: str) -> bool:
     Returns:
         True when it was suppressed (and is no longer), False when it was not.
     """
+    key = suppression_key(address)
     with map_mongo_errors():
-        deleted: int = Suppression.objects(address=suppression_key(address)).delete()
+        deleted: int = Suppression.objects(address=key).delete()
+    changed(Suppression._get_collection(), key, None)
     return deleted > 0
+
+
+def all_suppressed() -> dict[str, str]:
+    """The whole list: each address key and its reason (a snapshot's full load).
+
+    Raises:
+        StorageUnavailable: MongoDB is unreachable.
+    """
+    with map_mongo_errors():
+        rows = Suppression._get_collection().find({}, {"reason": 1})
+        return {row["_id"]: row["reason"] for row in rows}
+
+
+def suppression_collection() -> Collection[Any]:
+    """The list's raw collection (its change notes live beside it)."""
+    collection: Collection[Any] = Suppression._get_collection()
+    return collection
 
 
 def _token(entry: Suppression, reason: str | None) -> str:

@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 import mailroom
-from core.store.suppressions import suppress
+from core.store.suppressions import suppress, unsuppress
 from helpers import wait_until
 from mailroom import MailroomClient, OutgoingEmail, SuppressionReason
 from mailroom_processes import ApiProcess
@@ -206,16 +206,37 @@ def test_health_and_reflection_list_the_service(api: ApiProcess) -> None:
     assert SERVICE in names and "mailroom.v1.MailService" in names
 
 
-def test_a_hard_bounce_blocks_the_next_send(api: ApiProcess, real_store: None) -> None:
-    # What a provider's hard-bounce event does (core.store.suppressions.suppress).
-    bounced = address("bounced")
+def test_a_hard_bounce_written_by_another_process_blocks_sends_within_a_poll(
+    api: ApiProcess, real_store: None
+) -> None:
+    # What a provider's hard-bounce event handled by another process does: the API process
+    # learns it from the list's change notes (MAILROOM_SUPPRESSION_SNAPSHOT_POLL_SECONDS, 1 s).
+    kept, bounced = address("kept"), address("bounced")
     assert suppress(bounced, "hard_bounce", provider="ses", event_id="evt-1") is True
     with MailroomClient(api.target, timeout=10) as client:
+
+        def dropped() -> bool:
+            answer = client.send_email_batch([OutgoingEmail([kept], "t", "c", cc=[bounced])])
+            return [d.field for d in answer[0].dropped_recipients] == ["cc[0]"]
+
+        wait_until(dropped, timeout=30, interval=0.2, message="the API drops the bounced address")
         with pytest.raises(mailroom.InvalidArgument) as caught:
             client.send_email([bounced], "t", "c")
         assert "hard_bounce" in caught.value.violations[0].description
         [entry] = [s for s in client.list_suppressions() if s.address == bounced]
         assert (entry.provider, entry.event_id) == ("ses", "evt-1")
+
+
+def test_a_removal_by_another_process_applies_to_the_very_next_send(
+    api: ApiProcess, real_store: None
+) -> None:
+    gone = address("gone")
+    with MailroomClient(api.target, timeout=10) as client:
+        client.add_suppression(gone)  # through the API: its copy holds it at once
+        with pytest.raises(mailroom.InvalidArgument):
+            client.send_email([gone], "t", "c")
+        assert unsuppress(gone)  # another process; no wait for any poll
+        assert client.send_email([gone], "t", "c")
 
 
 @pytest.fixture
