@@ -17,6 +17,7 @@ One home for what may go into a header, so that whatever the API accepts, the MI
 from __future__ import annotations
 
 import base64
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -70,6 +71,8 @@ def needs_smtputf8(address: str) -> bool:
     Stored addresses keep the IDNA form of their domain when the local part is ASCII, so this is
     true only for a non-ASCII local part (or an address stored before that rule).
     """
+    if address.isascii():  # then so is any addr-spec in it: no parse needed
+        return False
     try:
         parsed = _default_policy.header_factory("to", address)
         specs = [a.addr_spec for a in parsed.addresses]
@@ -109,6 +112,9 @@ def parse_address(value: str) -> ParsedAddress:
     return _parse_entry(value)
 
 
+# Senders repeat (each service has its From), and so do many recipients: the header parser's
+# answers for entries with a name are kept. An AddressError is not cached.
+@functools.lru_cache(maxsize=4096)
 def _parse_entry(value: str) -> ParsedAddress:
     """:func:`parse_address` through the header parser: names, quoting, any entry."""
     unsafe = header_unsafe(value)

@@ -6,7 +6,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.addresses import AddressError, ParsedAddress, _parse_entry, parse_address
+from core.addresses import (
+    AddressError,
+    ParsedAddress,
+    _parse_entry,
+    needs_smtputf8,
+    parse_address,
+)
 
 ATEXT = "abcXYZ019!#$%&'*+/=?^_`{|}~-"
 # Dots, hyphens and digits where they are legal and where they are not: both outcomes occur.
@@ -51,3 +57,14 @@ def test_known_bare_addresses_agree(value: str) -> None:
 def test_an_entry_with_a_name_still_goes_through_the_header_parser() -> None:
     parsed = parse_address("Alice <ALICE@Example.com>")
     assert parsed == ParsedAddress(display_name="Alice", addr_spec="ALICE@example.com")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=60))
+def test_an_ascii_entry_never_needs_smtputf8(entry: str) -> None:
+    assert needs_smtputf8(entry) is False
+
+
+def test_a_non_ascii_local_part_needs_smtputf8() -> None:
+    assert needs_smtputf8("José <josé@example.com>") is True
+    assert needs_smtputf8("José <jose@example.com>") is False
