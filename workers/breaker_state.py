@@ -11,6 +11,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Protocol
 
 import pybreaker
@@ -148,6 +151,25 @@ return 0
 """
 
 
+@dataclass(frozen=True)
+class Reading:
+    """One provider's shared breaker state, read in one go (see :meth:`RedisState.read`).
+
+    ``state`` is None when pybreaker's keys are missing (the breaker then re-creates them).
+    """
+
+    state: str | None
+    fail_counter: int
+    opened_at: datetime | None
+    out_of_rotation: tuple[str, float] | None
+    probing: bool
+
+
+def pybreaker_key(name: str, what: str) -> str:
+    """The key pybreaker's Redis storage uses for ``what`` (``state``, ``fail_counter``...)."""
+    return f"{breaker_namespace(name)}:pybreaker:{what}"
+
+
 class RedisState:
     """Breaker state shared by every process through Redis.
 
@@ -243,6 +265,41 @@ class RedisState:
         left = pttl / 1000 if isinstance(pttl, int) and pttl > 0 else 0.0
         text = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
         return text, left
+
+    def read(self, names: Sequence[str]) -> dict[str, Reading] | None:
+        """Every provider's state with one round trip (the router reads it for each email).
+
+        Returns:
+            A reading per name; None when Redis could not be reached (read each breaker alone,
+            which falls back as pybreaker does).
+        """
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            for what in ("state", "fail_counter", "opened_at"):
+                pipe.get(pybreaker_key(name, what))
+            pipe.get(self._key(name, "out-of-rotation"))
+            pipe.pttl(self._key(name, "out-of-rotation"))
+            pipe.exists(self._key(name, "probe"))
+        try:
+            with map_redis_errors():
+                values = pipe.execute()
+        except QueueUnavailable:
+            return None
+        readings = {}
+        for index, name in enumerate(names):
+            state, counter, opened, reason, pttl, probe = values[index * 6 : index * 6 + 6]
+            out = None
+            if reason is not None:
+                left = pttl / 1000 if isinstance(pttl, int) and pttl > 0 else 0.0
+                out = (reason.decode("utf-8", "replace"), left)
+            readings[name] = Reading(
+                state=state.decode("utf-8") if state is not None else None,
+                fail_counter=int(counter) if counter else 0,
+                opened_at=(datetime(*time.gmtime(int(opened))[:6], tzinfo=UTC) if opened else None),
+                out_of_rotation=out,
+                probing=bool(probe),
+            )
+        return readings
 
     def restore(self, name: str) -> None:
         """Delete the mark.

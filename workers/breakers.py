@@ -44,7 +44,14 @@ from datetime import UTC, datetime, timedelta
 import pybreaker
 
 from core.settings import DEFAULTS, Settings
-from workers.breaker_state import STATE_CLOSED, STATE_HALF_OPEN, STATE_OPEN, SharedState
+from workers.breaker_state import (
+    STATE_CLOSED,
+    STATE_HALF_OPEN,
+    STATE_OPEN,
+    Reading,
+    RedisState,
+    SharedState,
+)
 from workers.mta.base import TransientError
 
 log = logging.getLogger(__name__)
@@ -137,25 +144,38 @@ class ProviderBreaker:
             throw_new_error_on_trip=False,
         )
 
-    def status(self, now: datetime | None = None) -> BreakerStatus:
-        """Read the shared state: what the strategy and ``mailroom-admin providers`` show."""
+    def status(self, now: datetime | None = None, reading: Reading | None = None) -> BreakerStatus:
+        """Read the shared state: what the strategy and ``mailroom-admin providers`` show.
+
+        Args:
+            now: The current time (tests).
+            reading: The state already read (:meth:`RedisState.read`); read here when None.
+        """
         now = now or datetime.now(UTC)
-        state = self.storage.state
-        opened_at = self.storage.opened_at if state != STATE_CLOSED else None
+        if reading is None or reading.state is None:
+            state = self.storage.state
+            opened_at = self.storage.opened_at if state != STATE_CLOSED else None
+            counter = self.storage.counter
+            out = self.shared.out_of_rotation(self.name)
+            probing = state != STATE_CLOSED and self.shared.probing(self.name)
+        else:
+            state = reading.state
+            opened_at = reading.opened_at if state != STATE_CLOSED else None
+            counter, out = reading.fail_counter, reading.out_of_rotation
+            probing = state != STATE_CLOSED and reading.probing
         to_half_open = 0.0
         if state == STATE_OPEN and opened_at is not None:
             due = opened_at + timedelta(seconds=self.breaker.reset_timeout)
             to_half_open = max(0.0, (due - now).total_seconds())
-        out = self.shared.out_of_rotation(self.name)
         return BreakerStatus(
             name=self.name,
             state=state,
-            fail_counter=self.storage.counter,
+            fail_counter=counter,
             fail_max=self.breaker.fail_max,
             reset_timeout=self.breaker.reset_timeout,
             opened_at=opened_at,
             seconds_to_half_open=to_half_open,
-            probing=state != STATE_CLOSED and self.shared.probing(self.name),
+            probing=probing,
             out_of_rotation=out[0] if out else "",
             seconds_out_of_rotation=out[1] if out else 0.0,
         )
@@ -287,5 +307,9 @@ class BreakerBoard:
         return list(self._breakers)
 
     def statuses(self, now: datetime | None = None) -> dict[str, BreakerStatus]:
-        """Read every breaker's shared state."""
-        return {name: breaker.status(now) for name, breaker in self._breakers.items()}
+        """Read every breaker's shared state (from Redis: one round trip for all)."""
+        readings = self.shared.read(self.names) if isinstance(self.shared, RedisState) else None
+        return {
+            name: breaker.status(now, (readings or {}).get(name))
+            for name, breaker in self._breakers.items()
+        }
