@@ -52,6 +52,13 @@ def _descendants(root: int) -> dict[int, int]:
     return found
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return "?"
+
+
 def _alive(processes: dict[int, int]) -> list[int]:
     """The processes of ``processes`` still running (a zombie waiting for its reaper is not)."""
     alive = []
@@ -143,12 +150,16 @@ def test_children_die_with_a_killed_make_dev_and_it_starts_again(var_dir, tmp_pa
 
         first.proc.kill()
         first.proc.wait()
-        wait_until(
-            lambda: not _alive(children),
-            timeout=60,
-            interval=0.2,
-            message="every child of the killed make dev has exited",
-        )
+        try:
+            wait_until(
+                lambda: not _alive(children),
+                timeout=60,
+                interval=0.2,
+                message="every child of the killed make dev has exited",
+            )
+        except AssertionError as exc:
+            left = {pid: _cmdline(pid) for pid in _alive(children)}
+            raise AssertionError(f"{exc}; still running: {left}\n{first.output()}") from None
 
         # At once: no orphan holds a port, and TIME_WAIT connections do not count as taken.
         second = Dev(argv, env, tmp_path / "second.log")
