@@ -240,8 +240,11 @@ def find_email(email_id: str) -> Email | None:
         oid = ObjectId(email_id)
     except (InvalidId, TypeError):
         return None
+    # The raw collection and _from_son, not a queryset: every delivery and GetEmail reads one
+    # email, and the queryset's machinery cost as much CPU as decoding the document.
     with map_mongo_errors():
-        return Email.objects(id=oid).first()  # type: ignore[no-any-return]
+        raw = Email._get_collection().find_one({"_id": oid})
+    return None if raw is None else Email._from_son(raw)
 
 
 def get_email(email_id: str) -> Email:
