@@ -9,6 +9,7 @@ fork-safe).
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 
 import dramatiq
@@ -27,6 +28,7 @@ log = logging.getLogger("workers")
 
 settings = get_settings()
 configure_logging(settings.log_level)
+sys.setswitchinterval(settings.worker_switch_interval_ms / 1000)
 broker = setup_broker(settings)
 broker.add_middleware(ConnectStore(settings))
 
