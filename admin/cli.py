@@ -222,6 +222,11 @@ def cmd_dead_letters_replay(args: argparse.Namespace, settings: Settings, out: T
             try:
                 email = dead_letters.replay(email_id)
             except (NotFound, FailedPrecondition) as exc:
+                if args.all:
+                    # Not a failure of --all: a letter purged by retention (or gone meanwhile)
+                    # has nothing left to replay; the ones that can be are.
+                    out.write(f"{email_id}: skipped: {exc}\n")
+                    continue
                 out.write(f"{email_id}: {exc}\n")
                 failures += 1
                 continue
