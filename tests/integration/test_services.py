@@ -394,3 +394,42 @@ def test_wait_until_returns_first_truthy_value_or_fails_with_message() -> None:
     assert wait_until(lambda: next(calls), timeout=2, interval=0.01, message="x") == "found"
     with pytest.raises(AssertionError, match="never true"):
         wait_until(lambda: False, timeout=0.1, message="never true")
+
+
+def test_analyze_gives_ferretdbs_tables_their_planner_statistics(
+    mongo_server: ManagedProcess, postgres_server: ManagedProcess
+) -> None:
+    client = _mongo(mongo_server.uri)
+    try:
+        client.analyze_test.emails.insert_many([{"_id": f"e{i}", "n": i} for i in range(500)])
+        port = int(postgres_server.url.rsplit(":", 1)[1].split("/")[0])
+
+        def analyzed() -> str:
+            return postgres._psql(
+                "127.0.0.1",
+                port,
+                "SELECT count(*) FROM pg_stat_user_tables "
+                "WHERE schemaname = 'analyze_test' AND relname LIKE 'emails_%' "
+                "AND last_analyze IS NOT NULL",
+                database=postgres.FERRETDB_DATABASE,
+            )
+
+        table = postgres._psql(
+            "127.0.0.1",
+            port,
+            "SELECT tablename FROM pg_tables "
+            "WHERE schemaname = 'analyze_test' AND tablename LIKE 'emails_%'",
+            database=postgres.FERRETDB_DATABASE,
+        )
+        postgres._psql(  # autovacuum must not analyze it first, on a busy machine
+            "127.0.0.1",
+            port,
+            f"ALTER TABLE analyze_test.{table} SET (autovacuum_enabled = false)",
+            database=postgres.FERRETDB_DATABASE,
+        )
+        assert analyzed() == "0"  # a fresh bulk load: no statistics yet
+        postgres.analyze(postgres_server)
+        assert analyzed() == "1"
+    finally:
+        client.drop_database("analyze_test")
+        client.close()
