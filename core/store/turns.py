@@ -37,7 +37,8 @@ def get_email_as_seen(email_id: str) -> Email:
 
     A claim is a turn (see :func:`acquire_turn`) and writes the email only with the outcome, so
     the status stored in the document stays QUEUED or RETRYING during a send; this read of the
-    next turn shows what is happening.
+    next turn shows what is happening. An email the API voided is CANCELLED even when its
+    insert landed after the void's write (the next claim would write that outcome).
 
     Raises:
         NotFound: No such email.
@@ -49,6 +50,9 @@ def get_email_as_seen(email_id: str) -> Email:
         if turn is not None and turn.purpose == TurnPurpose.CLAIM and is_live(turn, utcnow()):
             email.status = Status.SENDING
             email.provider = turn.provider or email.provider
+        elif turn is not None and turn.purpose == TurnPurpose.VOID:
+            email.status = Status.CANCELLED
+            email.last_error = VOID_REASON
     return email
 
 

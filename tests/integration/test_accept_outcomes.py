@@ -66,11 +66,24 @@ def refused_id(detail):
     return re.search(r"email ([0-9a-f]{24}) was not accepted", detail).group(1)
 
 
-def voided(email_id):
-    """The API's void is in place, and the email, if its insert landed, is CANCELLED."""
+def void_in_place(email_id):
+    """The API has taken the email's first turn as ``void``: no claim can send it."""
     turn = EmailTurn.objects(key=f"{email_id}:1").first()
-    if turn is None or turn.purpose != "void":
-        return False
+    return turn is not None and turn.purpose == "void"
+
+
+def shown_status(mail_client, email_id):
+    """The status GetEmail answers, or None when the email was never stored."""
+    try:
+        email = mail_client.GetEmail(mail_pb2.GetEmailRequest(id=email_id), timeout=10).email
+    except grpc.RpcError as exc:
+        assert exc.code() == grpc.StatusCode.NOT_FOUND, exc.details()
+        return None
+    return mail_pb2.EmailStatus.Name(email.status)
+
+
+def stored_cancelled_or_absent(email_id):
+    """The stored document, if its insert landed, has the CANCELLED outcome written."""
     email = Email.objects(id=email_id).first()
     return email is None or email.status == Status.CANCELLED
 
@@ -106,14 +119,17 @@ def test_a_stalled_store_answers_503_and_the_email_is_never_sent(
     assert "retrying with the same idempotency key is safe" in detail
     email_id = refused_id(detail)
 
-    # The insert lands once the store resumes, or never; either way the API voids the email.
-    wait_until(lambda: voided(email_id), timeout=30, message="the email is voided")
-    # Even a delivery message for it (a rescan) sends nothing.
+    # The insert lands once the store resumes, or never (it may land after the void's write);
+    # either way the API voids the email, and GetEmail never shows it waiting to be sent.
+    wait_until(lambda: void_in_place(email_id), timeout=30, message="the email is voided")
+    assert shown_status(mail_client, email_id) in (None, "EMAIL_STATUS_CANCELLED")
+    # Even a delivery message for it (a rescan) sends nothing; a claim writes CANCELLED.
     deliver_everything(start_worker, queue, [title])
     queue.enqueue_delivery(email_id)
     wait_until(lambda: queue_drained(queue), timeout=30, message="the messages are consumed")
     assert received(smtp_sink, title) == []
-    assert voided(email_id)
+    assert stored_cancelled_or_absent(email_id)
+    assert shown_status(mail_client, email_id) in (None, "EMAIL_STATUS_CANCELLED")
 
 
 def queue_drained(queue):
@@ -167,7 +183,7 @@ def test_sends_racing_a_stall_end_sent_once_when_201_and_never_when_not(
 
     def voids_done():
         return all(
-            code != grpc.StatusCode.UNAVAILABLE or voided(refused_id(detail))
+            code != grpc.StatusCode.UNAVAILABLE or void_in_place(refused_id(detail))
             for code, detail in answers.values()
         )
 
@@ -181,3 +197,6 @@ def test_sends_racing_a_stall_end_sent_once_when_201_and_never_when_not(
         else:
             assert code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE), detail
             assert got == [], f"{title} answered {code.name} but was sent"
+            if code == grpc.StatusCode.UNAVAILABLE:
+                shown = shown_status(mail_client, refused_id(detail))
+                assert shown in (None, "EMAIL_STATUS_CANCELLED"), title

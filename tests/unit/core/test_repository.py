@@ -117,9 +117,13 @@ def test_a_voided_email_is_cancelled_and_never_claimed_even_when_it_lands_later(
     assert turns.void_email(str(early))
     assert repository.get_email(str(early)).status == Status.CANCELLED
 
-    # The insert lands after the void: the claim meets the void and cancels the email.
+    # The insert lands after the void: GetEmail shows it cancelled at once, and the claim
+    # meets the void and writes that outcome.
     assert turns.void_email(str(late))
     create_email(MINIMAL, message_id_domain="t", email_id=late)
+    assert repository.get_email(str(late)).status == Status.QUEUED
+    seen = turns.get_email_as_seen(str(late))
+    assert (seen.status, seen.last_error) == (Status.CANCELLED, turns.VOID_REASON)
     email = claims.load_claimable(str(late))
     assert email is not None
     assert claims.claim(email, owner="w", lease_seconds=60) is None
