@@ -184,7 +184,11 @@ _TICK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of ``pids`` (live ones; children reaped are not counted)."""
+    """User + system CPU time of ``pids``, with that of the children each has reaped.
+
+    The reaped children's share keeps a tree's total from falling when a process in it exits
+    (a PostgreSQL backend whose connection closed): its time moves into its parent's.
+    """
     total = 0
     for pid in pids:
         try:
@@ -192,7 +196,7 @@ def cpu_seconds(pids: list[int]) -> float:
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime
+        total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
     return total / _TICK
 
 
