@@ -9,29 +9,34 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from bson import ObjectId
 
 from core.errors import FieldViolation, InvalidArgument
 
-if TYPE_CHECKING:
-    from core.store.listing import EmailFilter
-
 _OID_BYTES = 12
+
+
+class Filters(Protocol):
+    """What a token binds: the filters' hash (:class:`core.store.listing.EmailFilter` has it)."""
+
+    def digest(self) -> bytes:
+        """A short hash of the filters, equal for equal filters."""
+        ...
 
 
 def _bad_token(description: str) -> InvalidArgument:
     return InvalidArgument([FieldViolation("page_token", description)])
 
 
-def encode_page_token(last_id: ObjectId, email_filter: EmailFilter) -> str:
+def encode_page_token(last_id: ObjectId, email_filter: Filters) -> str:
     """The opaque token of the page after ``last_id``: its id and the filter's hash, base64url."""
     raw = last_id.binary + email_filter.digest()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_page_token(token: str, email_filter: EmailFilter) -> ObjectId:
+def decode_page_token(token: str, email_filter: Filters) -> ObjectId:
     """Return the cursor of a page token made for ``email_filter``.
 
     Raises:

@@ -7,6 +7,7 @@ worker process dies); these tests fail with ``RedisBroker`` in place of the reco
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import dramatiq
 import pytest
@@ -38,14 +39,20 @@ def _waiting(redis_server: ManagedProcess, queue: str) -> int:
     return int(redis.Redis.from_url(redis_server.url).llen(f"dramatiq:{queue}"))
 
 
+def _fetched(broker: RecoveringRedisBroker, count: int) -> tuple[Any, Any]:
+    """Send ``count`` notes and start a consumer that fetches them all and hands out one."""
+    for n in range(count):
+        broker.notes.send(n)  # type: ignore[attr-defined]
+    consumer = broker.consume(QUEUE, prefetch=count, timeout=100)
+    first = next(consumer)
+    assert first is not None
+    return consumer, first
+
+
 def test_a_closed_consumer_gives_back_the_messages_it_fetched_but_did_not_hand_out(
     broker: RecoveringRedisBroker, redis_server: ManagedProcess
 ) -> None:
-    for n in range(5):
-        broker.notes.send(n)  # type: ignore[attr-defined]
-    consumer = broker.consume(QUEUE, prefetch=5, timeout=100)
-    first = next(consumer)  # fetches all five; hands out one
-    assert first is not None
+    consumer, first = _fetched(broker, 5)
     assert _waiting(redis_server, QUEUE) == 0
 
     consumer.close()  # what Dramatiq's consumer thread does after a connection error
@@ -60,10 +67,7 @@ def test_a_closed_consumer_gives_back_the_messages_it_fetched_but_did_not_hand_o
 def test_messages_held_while_redis_was_down_go_back_once_it_answers(
     broker: RecoveringRedisBroker, redis_server: ManagedProcess
 ) -> None:
-    for n in range(3):
-        broker.notes.send(n)  # type: ignore[attr-defined]
-    consumer = broker.consume(QUEUE, prefetch=3, timeout=100)
-    assert next(consumer) is not None
+    consumer, _ = _fetched(broker, 3)
 
     redis_server.stop()
     try:
