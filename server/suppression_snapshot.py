@@ -15,6 +15,12 @@ and 29 % of the API's CPU in a profile of the accept benchmark. The snapshot ans
   addition can be late, by about a poll.
 * It reloads the whole list every ``MAILROOM_SUPPRESSION_SNAPSHOT_RELOAD_SECONDS``, which also
   brings in an entry added behind Mailroom's back or whose note was lost.
+* Each poll reads the notes made since shortly before its last successful read began, so an
+  outage or a slow poll skips none; after a gap long enough for notes to be pruned it reloads.
+  Note ids carry their writer's clock: the processes' clocks must agree within ``OVERLAP``
+  (30 s; NTP does far better), or a lagging writer's additions wait for the next full reload.
+* A change made in this process while a read of the store is under way is not undone by that
+  read's (older) answer.
 * It is current while its last successful poll is recent (three polls, at least 5 s); when the
   store stops answering it stops being used, and SendEmail's lookups fail as they did before.
 """
@@ -25,7 +31,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from bson import ObjectId
 
@@ -67,6 +73,11 @@ class SuppressionSnapshot:
         self._lock = threading.Lock()
         self._entries: dict[str, str] = {}
         self._applied: set[ObjectId] = set()
+        # Changes made in this process, numbered, so a read that began before one ignores it.
+        self._local_seq = 0
+        self._local_changes: dict[str, int] = {}
+        # Wall time (naive UTC) when the last successful load or poll began.
+        self._read_from: datetime | None = None
         self._loaded = False
         self._last_ok = float("-inf")
         self._stop = threading.Event()
@@ -100,27 +111,46 @@ class SuppressionSnapshot:
 
     def load(self) -> None:
         """Read the whole list (and, next poll, every note made since shortly before)."""
-        started = self._clock()
+        started, wall = self._clock(), utcnow()
+        with self._lock:
+            begun = self._local_seq
         entries = all_suppressed()
         with self._lock:
+            for key in self._changed_since(begun):
+                if key in self._entries:
+                    entries[key] = self._entries[key]
+                else:
+                    entries.pop(key, None)
             self._entries = entries
-            self._applied.clear()  # the next poll re-reads every note of the last OVERLAP
+            self._applied.clear()  # the next poll re-reads every note since shortly before
+            self._read_done(begun, wall, started)
             self._loaded = True
-            self._last_ok = started
         log.info("suppression snapshot loaded: %d addresses", len(entries))
 
     def poll(self) -> int:
-        """Apply the change notes not applied yet; return how many addresses were re-read."""
-        started = self._clock()
+        """Apply the change notes not applied yet; return how many addresses were re-read.
+
+        When the last successful read is so old that notes since then may be pruned, reloads the
+        whole list instead (and returns 0).
+        """
+        started, wall = self._clock(), utcnow()
+        if self._read_from is None or wall - self._read_from > KEEP - OVERLAP:
+            self.load()
+            return 0
+        with self._lock:
+            begun = self._local_seq
         collection = suppression_collection()
-        since = utcnow() - OVERLAP
+        since = min(self._read_from, wall) - OVERLAP
         notes = [
             (note, key) for note, key in notes_since(collection, since) if note not in self._applied
         ]
         keys = sorted({key for _, key in notes})
         now = suppressed_among(keys) if keys else {}
         with self._lock:
+            changed_here = self._changed_since(begun)
             for key in keys:
+                if key in changed_here:
+                    continue  # this process changed it after the read began: that is newer
                 if key in now:
                     self._entries[key] = now[key]
                 else:
@@ -130,11 +160,24 @@ class SuppressionSnapshot:
             self._applied = {
                 n for n in self._applied if n.generation_time.replace(tzinfo=None) >= horizon
             }
-            self._last_ok = started
+            self._read_done(begun, wall, started)
         return len(keys)
+
+    def _changed_since(self, begun: int) -> set[str]:
+        """The keys this process changed after local change number ``begun`` (lock held)."""
+        return {key for key, seq in self._local_changes.items() if seq > begun}
+
+    def _read_done(self, begun: int, wall: datetime, started: float) -> None:
+        """Record a successful read that began at ``wall`` after local change ``begun``."""
+        # A read that began after a local change saw it in the store: no need to remember it.
+        self._local_changes = {k: n for k, n in self._local_changes.items() if n > begun}
+        self._read_from = wall
+        self._last_ok = started
 
     def _apply_local(self, key: str, reason: str | None) -> None:
         with self._lock:
+            self._local_seq += 1
+            self._local_changes[key] = self._local_seq
             if reason is None:
                 self._entries.pop(key, None)
             else:

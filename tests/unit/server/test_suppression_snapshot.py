@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from bson import ObjectId
 
 from core.store import suppression_changes
 from core.store.documents import utcnow
@@ -113,6 +114,60 @@ def test_a_snapshot_whose_polls_fail_is_not_used(
     }
     snapshot.poll()
     assert snapshot.current()
+
+
+def _note_at(when: datetime, address: str, reason: str) -> None:
+    """An entry another process wrote at ``when`` (its note's id carries that time)."""
+    suppression_collection().insert_one({"_id": address, "reason": reason, "created_at": 0})
+    note_id = ObjectId(ObjectId.from_datetime(when).binary[:4] + ObjectId().binary[4:])
+    suppression_collection().database[suppression_changes.COLLECTION].insert_one(
+        {"_id": note_id, "address": address}
+    )
+
+
+def test_an_addition_made_during_an_outage_longer_than_the_overlap_is_applied(
+    snapshot: SuppressionSnapshot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wall = utcnow()
+    monkeypatch.setattr(suppression_snapshot, "utcnow", lambda: wall)
+    snapshot.poll()  # the last successful read before the store stops answering this process
+    _note_at(wall + timedelta(seconds=5), "during@example.com", "complaint")
+
+    # 45 s later (no poll succeeded meanwhile) the note is older than one overlap.
+    wall += suppression_changes.OVERLAP + timedelta(seconds=15)
+    assert snapshot.poll() == 1
+    assert snapshot.suppressed_among(["during@example.com"]) == {"during@example.com": "complaint"}
+
+
+def test_after_a_gap_longer_than_notes_are_kept_the_list_is_reloaded(
+    snapshot: SuppressionSnapshot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wall = utcnow()
+    monkeypatch.setattr(suppression_snapshot, "utcnow", lambda: wall)
+    snapshot.poll()
+    # Added while this process could not read, and its note already pruned.
+    suppression_collection().insert_one({"_id": "pruned@example.com", "reason": "manual"})
+    wall += suppression_changes.KEEP
+    snapshot.poll()
+    assert snapshot.suppressed_among(["pruned@example.com"]) == {"pruned@example.com": "manual"}
+
+
+def test_a_poll_does_not_undo_a_change_made_here_while_it_read(
+    snapshot: SuppressionSnapshot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _behind_our_back("racy@example.com", "manual")
+    unsuppress("racy@example.com")  # the notes name it; now it is not suppressed
+    real_lookup = suppression_snapshot.suppressed_among
+
+    def read_then_suppress_here(keys: list[str]) -> dict[str, str]:
+        answer = real_lookup(keys)  # the store says: not suppressed
+        monkeypatch.setattr(suppression_snapshot, "suppressed_among", real_lookup)
+        suppress("racy@example.com", "hard_bounce")  # this process, right after that read
+        return answer
+
+    monkeypatch.setattr(suppression_snapshot, "suppressed_among", read_then_suppress_here)
+    snapshot.poll()
+    assert snapshot.suppressed_among(["racy@example.com"]) == {"racy@example.com": "hard_bounce"}
 
 
 def test_a_full_reload_brings_in_an_entry_whose_note_was_lost(
