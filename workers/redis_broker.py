@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 import redis
@@ -71,10 +72,14 @@ class RecoveringRedisBroker(RedisBroker):
             return
         try:
             self.do_requeue(queue_name, *ids)
-        except redis.ConnectionError as exc:
+        except BaseException as exc:
+            # Whatever failed (a lost connection, a read-only replica after a failover), the ids
+            # are kept: the next consumer of this queue gives them back.
             with self._orphans_lock:
                 self._orphans[queue_name] = ids + self._orphans.get(queue_name, [])
-            raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
+            if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+                raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
+            raise
         log.warning(
             "gave back %d message(s) to queue %s after a broken consumer", len(ids), queue_name
         )
@@ -97,9 +102,22 @@ class _GivingBackConsumer(_RedisConsumer):
 
     def __next__(self) -> MessageProxy | None:
         proxy: MessageProxy | None = super().__next__()  # type: ignore[no-untyped-call]
-        if proxy is not None and self._keeps_taken:
+        # A message without an ETA goes straight to a worker thread: not held here.
+        if proxy is not None and self._keeps_taken and proxy.options.get("eta") is not None:
             self._taken[proxy.message_id] = proxy.options["redis_message_id"]
         return proxy
+
+    def requeue(self, messages: Iterable[MessageProxy]) -> None:
+        """Give back ``messages`` (Dramatiq's consumer thread does, for its delayed ones).
+
+        Unlike Dramatiq's, never raises: Redis's own error here escaped the consumer thread's
+        ``close`` and ended the thread; unreachable, the ids are kept for the next consumer.
+        """
+        ids = []
+        for message in messages:
+            self._taken.pop(message.message_id, None)
+            ids.append(message.options["redis_message_id"])
+        self._give_back(ids)
 
     def ack(self, message: MessageProxy) -> None:
         self._taken.pop(message.message_id, None)
@@ -116,9 +134,13 @@ class _GivingBackConsumer(_RedisConsumer):
             for data in self.message_cache
             if data is not None
         ]
-        ids.extend(self._taken.values())
+        taken, self._taken = self._taken, {}
+        ids.extend(taken.values())
         self.message_cache = []
-        self._taken.clear()
+        self._give_back(ids)
+        super().close()
+
+    def _give_back(self, ids: list[str]) -> None:
         try:
             self.broker.give_back(self.queue_name, ids)
         except ConnectionClosed:
@@ -127,4 +149,9 @@ class _GivingBackConsumer(_RedisConsumer):
                 len(ids),
                 self.queue_name,
             )
-        super().close()
+        except Exception:
+            log.exception(
+                "%d message(s) of queue %s not given back yet; the next consumer tries again",
+                len(ids),
+                self.queue_name,
+            )

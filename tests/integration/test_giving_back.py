@@ -96,3 +96,41 @@ def test_a_delay_queue_consumer_gives_back_the_messages_waiting_for_their_eta(
     consumer.close()
 
     assert _waiting(redis_server, delayed) == 2
+
+
+def test_a_delayed_message_requeued_while_redis_is_down_goes_back_once_it_answers(
+    broker: RecoveringRedisBroker, redis_server: ManagedProcess
+) -> None:
+    delayed = dramatiq.common.dq_name(QUEUE)
+    broker.notes.send_with_options(args=(1,), delay=60_000)  # type: ignore[attr-defined]
+    consumer = broker.consume(delayed, prefetch=10, timeout=100)
+    held = next(consumer)
+    assert held is not None
+
+    redis_server.stop()
+    try:
+        # What Dramatiq's consumer thread does with its delayed messages when it closes; a
+        # Redis error escaping here ended that thread for good.
+        consumer.requeue([held])
+    finally:
+        redis_server.start()
+
+    broker.consume(delayed, prefetch=10, timeout=100)
+    assert _waiting(redis_server, delayed) == 1
+
+
+def test_ids_stay_for_the_next_consumer_whatever_error_the_give_back_meets(
+    broker: RecoveringRedisBroker, redis_server: ManagedProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    consumer, _ = _fetched(broker, 3)
+
+    def read_only(*_args: object) -> None:
+        raise redis.ReadOnlyError("You can't write against a read only replica.")
+
+    monkeypatch.setattr(broker, "do_requeue", read_only)
+    consumer.close()  # after a failover to a replica, say: logged, nothing lost
+    monkeypatch.undo()
+    assert _waiting(redis_server, QUEUE) == 0
+
+    broker.consume(QUEUE, prefetch=3, timeout=100)
+    assert _waiting(redis_server, QUEUE) == 2
