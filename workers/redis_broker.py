@@ -80,9 +80,8 @@ class RecoveringRedisBroker(RedisBroker):
             if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
                 raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
             raise
-        log.warning(
-            "gave back %d message(s) to queue %s after a broken consumer", len(ids), queue_name
-        )
+        # Also on a normal shutdown (Dramatiq requeues what its threads held): worth a line.
+        log.info("gave back %d message(s) to queue %s", len(ids), queue_name)
 
 
 class _GivingBackConsumer(_RedisConsumer):
