@@ -404,29 +404,22 @@ def test_analyze_gives_ferretdbs_tables_their_planner_statistics(
         client.analyze_test.emails.insert_many([{"_id": f"e{i}", "n": i} for i in range(500)])
         port = int(postgres_server.url.rsplit(":", 1)[1].split("/")[0])
 
+        def sql(statement: str) -> str:
+            return postgres._psql("127.0.0.1", port, statement, database=postgres.FERRETDB_DATABASE)
+
         def analyzed() -> str:
-            return postgres._psql(
-                "127.0.0.1",
-                port,
+            return sql(
                 "SELECT count(*) FROM pg_stat_user_tables "
                 "WHERE schemaname = 'analyze_test' AND relname LIKE 'emails_%' "
-                "AND last_analyze IS NOT NULL",
-                database=postgres.FERRETDB_DATABASE,
+                "AND last_analyze IS NOT NULL"
             )
 
-        table = postgres._psql(
-            "127.0.0.1",
-            port,
+        table = sql(
             "SELECT tablename FROM pg_tables "
-            "WHERE schemaname = 'analyze_test' AND tablename LIKE 'emails_%'",
-            database=postgres.FERRETDB_DATABASE,
+            "WHERE schemaname = 'analyze_test' AND tablename LIKE 'emails_%'"
         )
-        postgres._psql(  # autovacuum must not analyze it first, on a busy machine
-            "127.0.0.1",
-            port,
-            f"ALTER TABLE analyze_test.{table} SET (autovacuum_enabled = false)",
-            database=postgres.FERRETDB_DATABASE,
-        )
+        # autovacuum must not analyze it first, on a busy machine
+        sql(f"ALTER TABLE analyze_test.{table} SET (autovacuum_enabled = false)")
         assert analyzed() == "0"  # a fresh bulk load: no statistics yet
         postgres.analyze(postgres_server)
         assert analyzed() == "1"
