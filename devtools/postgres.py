@@ -150,6 +150,11 @@ def _psql(host: str, port: int, sql: str, *, database: str = "postgres") -> str:
 #: and walks (``list_buckets``).
 #: (With the server's ``plan_cache_mode=force_custom_plan``: FerretDB sends the field name as a
 #: parameter, and only a custom plan sees it is ``'_id'``.)
+#: ``fastupdate = off``: with PostgreSQL's default, new entries wait in a pending list that every
+#: lookup reads from end to end until vacuum merges it. After a burst of inserts a find by
+#: ``_id`` cost 0.59 ms of PostgreSQL CPU instead of 0.21 (8 threads, same minute), and each
+#: email read, claim and outcome write of the worker is such a lookup. Inserting into the tree
+#: directly cost no more in the same probe.
 _GIN_TRIGGER_SQL = """
 CREATE OR REPLACE FUNCTION mailroom_index_ferretdb_table() RETURNS event_trigger
 LANGUAGE plpgsql AS $$
@@ -173,7 +178,7 @@ BEGIN
             ] LOOP
                 EXECUTE format(
                     'CREATE INDEX IF NOT EXISTS %I ON %I.%I '
-                    'USING gin ((_jsonb->%L) jsonb_path_ops)',
+                    'USING gin ((_jsonb->%L) jsonb_path_ops) WITH (fastupdate = off)',
                     left(created.relname, 40) || '_' || trim(both '_' from field) || '_gin',
                     created.nspname, created.relname, field
                 );
@@ -187,6 +192,7 @@ DO $$
 DECLARE
     existing record;
     field text;
+    index_name text;
 BEGIN
     FOR existing IN
         SELECT c.relname, n.nspname FROM pg_attribute AS a
@@ -198,11 +204,18 @@ BEGIN
             '_id', 'status', 'recipients', 'tags', 'metadata_pairs', 'provider', 'idempotency_key',
             'list_buckets'
         ] LOOP
+            index_name := left(existing.relname, 40) || '_' || trim(both '_' from field) || '_gin';
             EXECUTE format(
                 'CREATE INDEX IF NOT EXISTS %I ON %I.%I '
-                'USING gin ((_jsonb->%L) jsonb_path_ops)',
-                left(existing.relname, 40) || '_' || trim(both '_' from field) || '_gin',
-                existing.nspname, existing.relname, field
+                'USING gin ((_jsonb->%L) jsonb_path_ops) WITH (fastupdate = off)',
+                index_name, existing.nspname, existing.relname, field
+            );
+            -- An index of an older checkout: no pending list from now on, its own merged.
+            EXECUTE format(
+                'ALTER INDEX %I.%I SET (fastupdate = off)', existing.nspname, index_name
+            );
+            PERFORM gin_clean_pending_list(
+                format('%I.%I', existing.nspname, index_name)::regclass
             );
         END LOOP;
     END LOOP;

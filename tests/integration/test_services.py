@@ -426,3 +426,40 @@ def test_analyze_gives_ferretdbs_tables_their_planner_statistics(
     finally:
         client.drop_database("analyze_test")
         client.close()
+
+
+def test_ferretdbs_gin_indexes_take_new_entries_into_the_tree_even_an_older_clusters(
+    mongo_server: ManagedProcess, postgres_server: ManagedProcess
+) -> None:
+    # A pending list (PostgreSQL's default) is read end to end by every lookup until vacuum
+    # merges it: finds by _id after a burst of inserts cost three times the CPU.
+    client = _mongo(mongo_server.uri)
+    port = int(postgres_server.url.rsplit(":", 1)[1].split("/")[0])
+
+    def sql(statement: str) -> str:
+        return postgres._psql("127.0.0.1", port, statement, database=postgres.FERRETDB_DATABASE)
+
+    def options() -> set[str]:
+        return set(
+            sql(
+                "SELECT indexname || ' ' || coalesce(array_to_string(c.reloptions, ','), '') "
+                "FROM pg_indexes JOIN pg_class AS c ON c.relname = indexname "
+                "WHERE schemaname = 'gin_test' AND tablename LIKE 'emails\\_%' "
+                "AND indexname LIKE '%\\_gin'"
+            ).splitlines()
+        )
+
+    try:
+        client.gin_test.emails.insert_one({"_id": "e1", "status": "QUEUED"})
+        made = options()
+        assert len(made) == 8, made  # _id, status and the ListEmails filters
+        assert all(line.endswith(" fastupdate=off") for line in made), made
+        # An index of an older checkout, with a pending list: a new start turns it off.
+        index = sorted(made)[0].split()[0]
+        sql(f"ALTER INDEX gin_test.{index} SET (fastupdate = on)")
+        assert f"{index} fastupdate=on" in options()
+        create_postgres_database(postgres_server, postgres.FERRETDB_DATABASE)
+        assert f"{index} fastupdate=off" in options()
+    finally:
+        client.drop_database("gin_test")
+        client.close()
