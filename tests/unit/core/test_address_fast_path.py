@@ -12,6 +12,7 @@ from core.addresses import (
     _parse_entry,
     needs_smtputf8,
     parse_address,
+    stored_address,
 )
 
 ATEXT = "abcXYZ019!#$%&'*+/=?^_`{|}~-"
@@ -68,3 +69,41 @@ def test_an_ascii_entry_never_needs_smtputf8(entry: str) -> None:
 def test_a_non_ascii_local_part_needs_smtputf8() -> None:
     assert needs_smtputf8("José <josé@example.com>") is True
     assert needs_smtputf8("José <jose@example.com>") is False
+
+
+# -- stored entries: the worker splits them without a parse ---------------------------------------
+
+names = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), max_codepoint=0x3000),
+    min_size=1,
+    max_size=40,
+) | st.text(alphabet='abcXYZ019 "\\=?,.<>@', min_size=1, max_size=30)
+
+
+@settings(max_examples=800, deadline=None)
+@given(name=names, local=local_parts, domain=domains)
+def test_a_stored_entry_splits_as_the_parser_reads_it(name: str, local: str, domain: str) -> None:
+    address = f"{local}@{domain}"
+    for entry in (f"{name} <{address}>", f'"{name}" <{address}>', address):
+        try:
+            stored = str(parse_address(entry))
+        except AddressError:
+            continue
+        assert stored_address(stored) == parse_address(stored)
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "alice@example.com",
+        "Alice Smith <alice@example.com>",
+        '"Smith, Alice" <alice@example.com>',
+        '"say \\"hi\\" \\\\ bye" <a@example.com>',
+        '"José" <jose@example.com>',
+        '"=?utf-8?q?x?=" <a@example.com>',
+        "Alice <alice@Example.com>",  # stored before normalisation: the slow way agrees
+        "josé@example.com",
+    ],
+)
+def test_known_stored_entries_split_as_the_parser_reads_them(stored: str) -> None:
+    assert _outcome(stored_address, stored) == _outcome(parse_address, stored)
