@@ -341,7 +341,11 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     try:
         if args.command == "providers":
             return cmd_providers(args, settings, out)
-        connect(settings.mongodb_uri, timeout_ms=max(settings.mongodb_timeout_ms, 5_000))
+        connect(
+            settings.mongodb_uri,
+            timeout_ms=max(settings.mongodb_timeout_ms, 5_000),
+            subscriptions_max_age_seconds=settings.webhooks.subscriptions_max_age_seconds,
+        )
         if getattr(args, "run", None) is not None:  # a group of its own module (admin/*.py)
             return int(args.run(args, settings, out))
         if args.command == "retention":

@@ -168,6 +168,9 @@ class WebhookSettings(BaseModel):
     max_response_chars: int = 500
     # Delivered and dead deliveries are deleted this long after they finished (the hourly purge).
     keep_days: float = Field(default=30.0, gt=0)
+    # Each process reads the subscription list at most this often to match events; creating a
+    # subscription waits this long before it answers, so later events reach it. Same everywhere.
+    subscriptions_max_age_seconds: float = Field(default=0.5, ge=0, le=10)
 
 
 class ProviderEventSettings(BaseModel):

@@ -92,6 +92,7 @@ def serve(settings: Settings, *, reuse_port: bool = False) -> None:
         settings.mongodb_uri,
         timeout_ms=settings.mongodb_timeout_ms,
         operation_timeout_ms=settings.mongodb_timeout_ms + 1000,
+        subscriptions_max_age_seconds=settings.webhooks.subscriptions_max_age_seconds,
     )
     ensure_indexes_in_background()
     queue = DeliveryQueue(

@@ -58,7 +58,11 @@ class ConnectStore(dramatiq.Middleware):
         """
         try:
             connect(
-                self.settings.mongodb_uri, timeout_ms=max(self.settings.mongodb_timeout_ms, 5_000)
+                self.settings.mongodb_uri,
+                timeout_ms=max(self.settings.mongodb_timeout_ms, 5_000),
+                subscriptions_max_age_seconds=(
+                    self.settings.webhooks.subscriptions_max_age_seconds
+                ),
             )
         except Exception as exc:
             log.critical("cannot set up the MongoDB connection: %s", exc, exc_info=True)

@@ -315,7 +315,11 @@ class _Scheduler(periodiq.Scheduler):  # type: ignore[misc]
 
 def serve(settings: Settings) -> int:
     """Run periodiq's scheduling loop and the jobs' worker until SIGTERM or SIGINT."""
-    connect(settings.mongodb_uri, timeout_ms=max(settings.mongodb_timeout_ms, 5_000))
+    connect(
+        settings.mongodb_uri,
+        timeout_ms=max(settings.mongodb_timeout_ms, 5_000),
+        subscriptions_max_age_seconds=settings.webhooks.subscriptions_max_age_seconds,
+    )
     ensure_indexes_in_background()
     broker = setup_broker(settings, metrics=False)
     broker.add_middleware(periodiq.PeriodiqMiddleware(skip_delay=SKIP_DELAY_SECONDS))
@@ -355,7 +359,11 @@ def serve(settings: Settings) -> int:
 
 def run_once(settings: Settings, job: str) -> int:
     """Run one job now and print its result as a JSON line; return the exit status."""
-    connect(settings.mongodb_uri, timeout_ms=max(settings.mongodb_timeout_ms, 5_000))
+    connect(
+        settings.mongodb_uri,
+        timeout_ms=max(settings.mongodb_timeout_ms, 5_000),
+        subscriptions_max_age_seconds=settings.webhooks.subscriptions_max_age_seconds,
+    )
     jobs = Jobs(settings)
     try:
         result = jobs.run(job)

@@ -74,7 +74,11 @@ def run_exposition_server() -> int:
     from dramatiq.middleware import prometheus
 
     settings = get_settings()
-    connect(settings.mongodb_uri, timeout_ms=max(settings.mongodb_timeout_ms, 2_000))
+    connect(
+        settings.mongodb_uri,
+        timeout_ms=max(settings.mongodb_timeout_ms, 2_000),
+        subscriptions_max_age_seconds=settings.webhooks.subscriptions_max_age_seconds,
+    )
     provider_events = ProviderEventCollector(
         SharedCounts.from_url(
             settings.redis_url, timeout_seconds=max(settings.redis_timeout_seconds, 2.0)

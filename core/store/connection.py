@@ -12,7 +12,7 @@ from pymongo.errors import PyMongoError
 from core.store.documents import DeadLetter, Email, EmailTurn, IdempotencyKey
 from core.store.events import StoredProviderEvent
 from core.store.suppressions import Suppression
-from core.store.webhooks import WEBHOOK_DOCUMENTS
+from core.store.webhooks import WEBHOOK_DOCUMENTS, cache_subscriptions
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,13 @@ DOCUMENTS: tuple[type[mongoengine.Document], ...] = (
 )
 
 
-def connect(uri: str, *, timeout_ms: int, operation_timeout_ms: int | None = None) -> None:
+def connect(
+    uri: str,
+    *,
+    timeout_ms: int,
+    operation_timeout_ms: int | None = None,
+    subscriptions_max_age_seconds: float = 0.0,
+) -> None:
     """Register the default mongoengine connection without touching the network.
 
     pymongo clients are not fork-safe, so each process (each Dramatiq worker process after the
@@ -41,10 +47,14 @@ def connect(uri: str, *, timeout_ms: int, operation_timeout_ms: int | None = Non
             included (pymongo's ``timeoutMS``). The API passes one, so a MongoDB that accepts
             connections but stalls still fails a request within its 3 s budget; workers keep
             pymongo's patient defaults.
+        subscriptions_max_age_seconds: How old this process's copy of the webhook
+            subscriptions may be (:func:`core.store.webhooks.cache_subscriptions`); entry points
+            pass ``settings.webhooks.subscriptions_max_age_seconds``.
     """
     extra: dict[str, int] = {}
     if operation_timeout_ms:
         extra["timeoutMS"] = operation_timeout_ms
+    cache_subscriptions(subscriptions_max_age_seconds)
     mongoengine.disconnect()
     mongoengine.connect(
         host=uri,

@@ -21,7 +21,7 @@ from core.store.webhooks import (
     DeliveryState,
     WebhookAttempt,
     WebhookDelivery,
-    list_subscriptions,
+    subscriptions_for_events,
 )
 
 
@@ -53,6 +53,7 @@ def store_deliveries(
     """
     now = utcnow()
     seq = time.time_ns()
+    wanting = [s for s in subscriptions_for_events() if s.wants(event_type, data)]
     docs = [
         WebhookDelivery(
             key=f"{event_id}_{sub.id}",
@@ -67,7 +68,7 @@ def store_deliveries(
             state=DeliveryState.PENDING,
             next_attempt_at=now,
         )
-        for index, sub in enumerate(s for s in list_subscriptions() if s.wants(event_type, data))
+        for index, sub in enumerate(wanting)
     ]
     if not docs:
         return []

@@ -12,9 +12,11 @@ import pytest
 from pymongo import monitoring
 
 from core.errors import Aborted, FailedPrecondition
+from core.events_out import publish_safely
 from core.store import repository, turns
 from core.store.connection import connect
 from core.store.documents import Attempt, Status, utcnow
+from core.store.webhooks import WebhookSubscription, cache_subscriptions
 from helpers import create_email
 from workers.store import claims
 
@@ -189,3 +191,28 @@ def test_a_first_attempt_costs_three_store_round_trips(real_store, mongo_uri):
         connect(mongo_uri, timeout_ms=5000)
     assert commands.names == ["find", "insert", "update"]
     assert repository.get_email(email_id).status == Status.SENT
+
+
+def test_the_sent_events_share_one_read_of_the_webhook_subscriptions(real_store, mongo_uri):
+    """Five first attempts, each with its email.sent event: 3 round trips each, and one more."""
+    WebhookSubscription.objects.delete()  # no subscriber: nothing to store or enqueue
+    email_ids = [new_email() for _ in range(5)]
+    commands = CommandCounter()
+    mongoengine.disconnect()
+    cache_subscriptions(60.0)  # what an entry point's connect() sets
+    mongoengine.connect(host=mongo_uri, event_listeners=[commands], tz_aware=False)
+    try:
+        for email_id in email_ids:
+            email = claims.load_claimable(email_id)
+            held = claims.claim(email, owner="w", lease_seconds=60)
+            assert claims.record_sent(
+                held,
+                Attempt(provider="smtp", started_at=utcnow(), outcome="DELIVERED"),
+                provider_message_id="q1",
+            )
+            assert publish_safely(
+                email_id, "email.sent", {"provider": "smtp"}, occurred_at=utcnow()
+            )
+    finally:
+        connect(mongo_uri, timeout_ms=5000)  # and no copy of the list any more
+    assert Counter(commands.names) == {"find": 5 + 1, "insert": 5, "update": 5}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timedelta
 
 import pytest
@@ -128,3 +129,71 @@ def test_publish_safely_tries_again_then_gives_up(fake_store, webhook_queue, mon
         "e1", "email.sent", {}, occurred_at=utcnow(), retries=1, pause_seconds=0
     )
     calls.clear()
+
+
+# -- the subscription list each process keeps -------------------------------------------------
+
+
+@pytest.fixture
+def cached_subscriptions():
+    """Subscriptions read at most every 0.3 s, as an entry point configures it."""
+    store.cache_subscriptions(0.3)
+    yield 0.3
+    store.cache_subscriptions(0.0)
+
+
+def _reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    reads: list[int] = []
+    real = store.list_subscriptions
+
+    def counted() -> list[store.WebhookSubscription]:
+        reads.append(1)
+        return real()
+
+    monkeypatch.setattr(store, "list_subscriptions", counted)
+    return reads
+
+
+def test_events_read_the_subscriptions_once_per_max_age(
+    fake_store, webhook_queue, cached_subscriptions, monkeypatch
+) -> None:
+    store.create_subscription("https://a.example/hook")
+    reads = _reads(monkeypatch)
+    for n in range(20):
+        events_out.publish(f"e{n}", "email.sent", {}, occurred_at=utcnow())
+    assert len(reads) < 20  # one per 0.3 s however slow the machine; 20 without the copy
+    assert len(webhook_queue.enqueued) == 20
+
+
+def test_an_event_after_create_returns_reaches_a_subscription_made_elsewhere(
+    fake_store, webhook_queue, cached_subscriptions
+) -> None:
+    # This process's copy is fresh, and holds no subscription...
+    events_out.publish("e0", "email.sent", {}, occurred_at=utcnow())
+    assert webhook_queue.enqueued == []
+    # ...when another process creates one: stored directly, then the wait create() does.
+    other = store.WebhookSubscription(
+        url="https://b.example/hook", secret=store.new_secret(), created_at=utcnow()
+    )
+    other.save(force_insert=True)
+    time.sleep(cached_subscriptions)  # what create_subscription waits in that process
+    events_out.publish("e1", "email.sent", {}, occurred_at=utcnow())
+    assert [d.subscription_id for d in outbox.list_deliveries()] == [str(other.id)]
+
+
+def test_create_returns_only_once_every_copy_made_before_it_is_too_old(
+    fake_store, cached_subscriptions
+) -> None:
+    started = time.monotonic()
+    store.create_subscription("https://a.example/hook")
+    assert time.monotonic() - started >= cached_subscriptions
+
+
+def test_a_deleted_subscription_gets_no_more_deliveries_from_this_process(
+    fake_store, webhook_queue, cached_subscriptions
+) -> None:
+    sub = store.create_subscription("https://a.example/hook")
+    events_out.publish("e0", "email.sent", {}, occurred_at=utcnow())
+    assert store.delete_subscription(str(sub.id))
+    events_out.publish("e1", "email.sent", {}, occurred_at=utcnow())
+    assert [d.email_id for d in outbox.list_deliveries()] == ["e0"]
