@@ -32,6 +32,7 @@ from core.addresses import (
     needs_smtputf8,
 )
 from core.store.documents import Email
+from workers import mime_plain
 from workers.mta.base import OutgoingAttachment, OutgoingEmail
 
 
@@ -175,6 +176,29 @@ def _attach(
             message.attach(_attachment_part(attachment, policy, bodies))
 
 
+def _own_headers(email: Email) -> tuple[list[tuple[str, str, bool]], bool]:
+    """The message's headers in order, and whether it needs SMTPUTF8.
+
+    Each is ``(name, value, parsed)``: ``parsed`` ones go through the email package's header
+    classes on its path, the others are written as they are (folded by ``core.addresses``).
+    """
+    addresses = [email.from_address, email.reply_to or "", *email.to, *email.cc]
+    smtputf8 = any(needs_smtputf8(a) for a in addresses if a)
+    headers = [("From", address_header([email.from_address]), False)]
+    headers.append(("To", address_header(email.to), False))
+    if email.cc:
+        headers.append(("Cc", address_header(email.cc), False))
+    if email.reply_to:
+        headers.append(("Reply-To", address_header([email.reply_to]), False))
+    headers.append(("Subject", encode_header_text(email.subject), False))
+    headers.append(("Message-ID", email.message_id, True))
+    headers.append(("Date", format_datetime(email.created_at.replace(tzinfo=UTC)), True))
+    headers.append(("X-Mailroom-Id", str(email.id), True))
+    for name, value in (email.headers or {}).items():
+        headers.append((name, extra_header_value(name, value), False))
+    return headers, smtputf8
+
+
 def build_mime(email: Email, attachments: tuple[OutgoingAttachment, ...] | None = None) -> bytes:
     """Render the email as RFC 5322 bytes with CRLF line ends.
 
@@ -184,28 +208,40 @@ def build_mime(email: Email, attachments: tuple[OutgoingAttachment, ...] | None 
     drop a duplicate. Headers are 7-bit (RFC 2047 encoded words, RFC 2231 file names) unless an
     address has a non-ASCII local part, which only SMTPUTF8 can carry: then they are UTF-8 (the
     SMTP provider sends with SMTPUTF8 exactly then). The client's extra headers follow the
-    service's own.
+    service's own. An email without attachments is written by :mod:`workers.mime_plain`, byte
+    for byte what the email package writes, at a fraction of its CPU.
 
     Args:
         email: The stored email.
         attachments: Its attachments, when the caller has them already (see
             :func:`outgoing_attachments`).
     """
-    addresses = [email.from_address, email.reply_to or "", *email.to, *email.cc]
-    smtputf8 = any(needs_smtputf8(a) for a in addresses if a)
+    headers, smtputf8 = _own_headers(email)
+    if not email.attachments:
+        plain = mime_plain.render(
+            [(name, value) for name, value, _ in headers],
+            email.text or "",
+            email.html or "",
+            utf8=smtputf8,
+        )
+        if plain is not None:
+            return plain
+    return _with_email_package(email, headers, smtputf8, attachments)
+
+
+def _with_email_package(
+    email: Email,
+    headers: list[tuple[str, str, bool]],
+    smtputf8: bool,
+    attachments: tuple[OutgoingAttachment, ...] | None,
+) -> bytes:
+    """:func:`build_mime` through the stdlib ``email`` package: any email, attachments too."""
     msg = EmailMessage(policy=_POLICY_UTF8 if smtputf8 else _POLICY)
-    msg.set_raw("From", address_header([email.from_address]))
-    msg.set_raw("To", address_header(email.to))
-    if email.cc:
-        msg.set_raw("Cc", address_header(email.cc))
-    if email.reply_to:
-        msg.set_raw("Reply-To", address_header([email.reply_to]))
-    msg.set_raw("Subject", encode_header_text(email.subject))
-    msg["Message-ID"] = email.message_id
-    msg["Date"] = format_datetime(email.created_at.replace(tzinfo=UTC))
-    msg["X-Mailroom-Id"] = str(email.id)
-    for name, value in (email.headers or {}).items():
-        msg.set_raw(name, extra_header_value(name, value))
+    for name, value, parsed in headers:
+        if parsed:
+            msg[name] = value
+        else:
+            msg.set_raw(name, value)
     msg.set_content(email.text or "", subtype="plain", charset="utf-8")
     if email.html:
         msg.add_alternative(email.html, subtype="html", charset="utf-8")
