@@ -247,7 +247,21 @@ def stored_address(entry: str) -> ParsedAddress:
             fine = name == _SPACES.sub(" ", name).strip() and "=?" not in name
             if name and fine and not header_unsafe(name):
                 return ParsedAddress(display_name=name, addr_spec=addr)
-    return parse_address(entry)
+    parsed = _parse_stored(entry)
+    if isinstance(parsed, str):
+        raise AddressError(parsed)
+    return parsed
+
+
+# Entries the fast way does not split repeat too: the default sender, Mailroom <mailroom@localhost>,
+# which the address rules refuse (no public domain), was parsed again for every email sent.
+@functools.lru_cache(maxsize=1024)
+def _parse_stored(entry: str) -> ParsedAddress | str:
+    """:func:`parse_address`, with a refusal as its message: both are kept."""
+    try:
+        return parse_address(entry)
+    except AddressError as exc:
+        return str(exc)
 
 
 def address_header(entries: Iterable[str]) -> str:

@@ -107,3 +107,21 @@ def test_a_stored_entry_splits_as_the_parser_reads_it(name: str, local: str, dom
 )
 def test_known_stored_entries_split_as_the_parser_reads_them(stored: str) -> None:
     assert _outcome(stored_address, stored) == _outcome(parse_address, stored)
+
+
+def test_a_refused_stored_entry_is_refused_each_time_from_one_parse(monkeypatch) -> None:
+    from core import addresses
+
+    calls: list[str] = []
+    real = addresses.parse_address
+
+    def counted(value: str) -> ParsedAddress:
+        calls.append(value)
+        return real(value)
+
+    monkeypatch.setattr(addresses, "parse_address", counted)
+    addresses._parse_stored.cache_clear()
+    for _ in range(3):  # the default sender: localhost is no public domain
+        with pytest.raises(AddressError):
+            stored_address("Mailroom <mailroom@localhost>")
+    assert calls == ["Mailroom <mailroom@localhost>"]
