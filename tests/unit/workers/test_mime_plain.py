@@ -3,36 +3,22 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from typing import Any
 
-from bson import ObjectId
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+from test_mime import stored as stored_with_html
 
 from core.store.documents import Email
-from core.store.repository import NewEmail, new_email_document
 from workers import mime, mime_plain
 
 _BOUNDARY = re.compile(rb"={15}\d{19}==")
 
 
 def stored(**changes: Any) -> Email:
-    fields: dict[str, Any] = {
-        "from_address": "Mailroom <noreply@example.com>",
-        "to": ["Ann <ann@example.com>"],
-        "subject": "Your receipt",
-        "text": "Thanks for your order.",
-    }
-    fields.update(changes)
-    document = new_email_document(
-        NewEmail(**fields),
-        message_id_domain="mailroom.local",
-        email_id=ObjectId(),
-        now=datetime(2026, 1, 1, 12, 30, 5),
-    )
-    return Email._from_son(document)
+    """An email as the worker reads it: text only unless ``html`` is given."""
+    return stored_with_html(**{"html": "", **changes})
 
 
 def both_ways(email: Email) -> tuple[bytes | None, bytes]:
@@ -132,8 +118,7 @@ def test_any_email_without_attachments_is_written_as_the_package_writes_it(
         "text": text,
         "headers": extra,
     }
-    if html is not None:
-        fields["html"] = html
+    fields["html"] = html or ""
     if cc:
         fields["cc"] = ["Bo <bo@example.org>", "cy@example.net"]
     if reply_to:
