@@ -223,6 +223,11 @@ _STORED_NAMED = re.compile(
 _QUOTED_PAIR = re.compile(r"\\(.)")
 
 
+def _stored_addr_spec(value: str) -> bool:
+    """Whether ``value`` is a dot-atom address as validation stores it (lower-case domain)."""
+    return bool(_BARE_ADDRESS.fullmatch(value)) and value.rpartition("@")[2].islower()
+
+
 def stored_address(entry: str) -> ParsedAddress:
     """Split an entry the API stored (``str(parse_address(...))``) into its name and address.
 
@@ -235,12 +240,12 @@ def stored_address(entry: str) -> ParsedAddress:
     Raises:
         AddressError: An entry that does not parse (only one that took the slow way).
     """
-    if _BARE_ADDRESS.fullmatch(entry) and entry.rpartition("@")[2].islower():
+    if _stored_addr_spec(entry):
         return ParsedAddress(display_name="", addr_spec=entry)
     named = _STORED_NAMED.fullmatch(entry)
     if named is not None:
         addr = named["addr"]
-        if _BARE_ADDRESS.fullmatch(addr) and addr.rpartition("@")[2].islower():
+        if _stored_addr_spec(addr):
             plain = named["plain"]
             name = plain if plain is not None else _QUOTED_PAIR.sub(r"\1", named["quoted"])
             # An encoded word in quotes is decoded by the header parser: the slow way for it.

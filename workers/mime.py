@@ -58,8 +58,10 @@ class _CachedHeaderRegistry(HeaderRegistry):
 # Lines up to RFC 5322's 998 (an address alone may be 254): the headers below are folded by
 # core.addresses, whose encoded words read back exactly; the email package's folder would
 # refold them. Made once: a policy and its header classes are immutable.
-_POLICY = SMTP.clone(max_line_length=998, header_factory=_CachedHeaderRegistry())
-_POLICY_UTF8 = SMTPUTF8.clone(max_line_length=998, header_factory=_CachedHeaderRegistry())
+_POLICY = SMTP.clone(max_line_length=MAX_HEADER_LINE_CHARS, header_factory=_CachedHeaderRegistry())
+_POLICY_UTF8 = SMTPUTF8.clone(
+    max_line_length=MAX_HEADER_LINE_CHARS, header_factory=_CachedHeaderRegistry()
+)
 
 
 def _plain_ascii(value: str) -> bool:

@@ -15,8 +15,8 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 
-#: RFC 5322's line limit, which the MIME policy of ``workers.mime`` is set to.
-MAX_LINE = 998
+# RFC 5322's line limit: the MIME policy of ``workers.mime`` is set to it as well.
+from core.addresses import MAX_HEADER_LINE_CHARS as MAX_LINE
 
 
 def _header_lines(headers: Sequence[tuple[str, str]], *, utf8: bool) -> bytes | None:
@@ -58,7 +58,10 @@ def _text_part(subtype: str, cte: str) -> bytes:
 
 
 def _boundary(*bodies: bytes) -> bytes:
-    """A boundary in the package's form that no line of the bodies starts with."""
+    """A boundary in the package's form that occurs nowhere in the bodies.
+
+    (The package only looks for it at the start of a line; anywhere is stricter and as good.)
+    """
     while True:
         boundary = b"=" * 15 + str(secrets.randbits(63)).rjust(19, "0").encode("ascii") + b"=="
         if not any(b"--" + boundary in body for body in bodies):
