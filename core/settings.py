@@ -209,6 +209,9 @@ class Settings(BaseSettings):
     # SendEmail's whole budget for the store. An insert not confirmed within its share is looked
     # up (or voided) in the rest; only then the answer is 503 "not accepted, retry safely".
     accept_timeout_ms: int = 2500
+    # SendEmail inserts that arrive while another insert of the process is in flight go to the
+    # store together in the next one (core.group_commit), at most this many; 1: each alone.
+    accept_group_max_emails: int = Field(default=16, ge=1, le=256)
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_timeout_seconds: float = 1.0
 

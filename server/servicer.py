@@ -37,6 +37,7 @@ from core.errors import (
     StorageUnavailable,
 )
 from core.events_out import publish_safely
+from core.group_commit import GroupCommit, NotTaken, TakenNoAnswer
 from core.queue import DeliveryQueue
 from core.settings import Settings
 from core.store import idempotency, repository, turns
@@ -108,6 +109,11 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
             "enqueue-backlog", self._enqueue_now
         )
         self.voids: RetryBacklog[str] = RetryBacklog("void-backlog", self._void)
+        # Concurrent SendEmails share inserts: on FerretDB an insert's cost is mostly per write.
+        self._inserts: GroupCommit[dict[str, object], None] = GroupCommit(
+            lambda documents: repository.insert_email_group(documents),
+            max_items=settings.accept_group_max_emails,
+        )
 
     def close(self) -> None:
         """Stop the background retries."""
@@ -138,7 +144,7 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
             if replay:
                 email_id, enqueue = self._take_over(new, email_id)
             else:
-                self._insert(new, email_id, deadline)
+                self._insert(new, email_id, deadline, size=request.ByteSize())
                 enqueue = True
         if enqueue:
             self._enqueue((str(email_id), new.send_at))
@@ -165,20 +171,28 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
             # No email was written; the key may now name this id, which a retry then stores.
             raise not_accepted(email_id) from exc
 
-    def _insert(self, new: repository.NewEmail, email_id: ObjectId, deadline: float) -> None:
-        """Insert a new email; resolve an unknown outcome before answering.
+    def _insert(
+        self, new: repository.NewEmail, email_id: ObjectId, deadline: float, *, size: int
+    ) -> None:
+        """Insert a new email (with the concurrent ones); resolve an unknown outcome.
 
         Raises:
             StorageUnavailable: Not stored, or voided: it will never be sent (500).
             NotAccepted: Neither confirmed nor voided in time (503); voided in the background.
         """
         document = self._document(new, email_id)
+        share = max(deadline - time.monotonic(), 0.001) * INSERT_SHARE
         try:
-            with pymongo.timeout(max(deadline - time.monotonic(), 0.001) * INSERT_SHARE):
-                repository.insert_email(document)
+            with pymongo.timeout(share):
+                self._inserts.submit(document, size=size, timeout=share)
         except DuplicateKey:
             return  # a driver retry of this very insert, whose first try landed
-        except StorageOutcomeUnknown:
+        except NotTaken as exc:
+            log.warning("email %s: the inserts before it did not end in time", email_id)
+            raise StorageUnavailable(
+                "storage did not answer in time: the email was not stored"
+            ) from exc
+        except (StorageOutcomeUnknown, TakenNoAnswer):
             self._resolve(str(email_id))
 
     def _resolve(self, email_id: str) -> None:

@@ -19,6 +19,7 @@ from aiosmtpd.controller import Controller
 from bson import ObjectId
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from pymongo import monitoring
 
 from core.store import repository
 from core.store.documents import Email, utcnow
@@ -190,3 +191,20 @@ def grpc_violations(exc: grpc.RpcError) -> list[str]:
         if detail.Unpack(bad):
             fields += [v.field for v in bad.field_violations]
     return fields
+
+
+class CommandCounter(monitoring.CommandListener):
+    """Records the name of every command sent to the store (not handshakes or pings)."""
+
+    def __init__(self):
+        self.names = []
+
+    def started(self, event):
+        if event.command_name not in {"hello", "isMaster", "ismaster", "ping", "endSessions"}:
+            self.names.append(event.command_name)
+
+    def succeeded(self, event):
+        pass
+
+    def failed(self, event):
+        pass

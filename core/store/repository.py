@@ -15,7 +15,13 @@ from bson.errors import InvalidId
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError
 
-from core.errors import NotFound, StorageOutcomeUnknown
+from core.errors import (
+    DuplicateKey,
+    MailroomError,
+    NotFound,
+    StorageOutcomeUnknown,
+    StorageUnavailable,
+)
 from core.store.documents import Email, Status, initial_status
 from core.store.mapping import map_mongo_errors
 
@@ -228,6 +234,29 @@ def insert_emails(documents: list[dict[str, Any]]) -> BulkInsert:
         StorageUnavailable: MongoDB is unreachable or refused the whole write: none is stored.
     """
     return insert_new(Email._get_collection(), documents)
+
+
+def insert_email_group(documents: list[dict[str, Any]]) -> list[MailroomError | None]:
+    """:func:`insert_emails` for :class:`core.group_commit.GroupCommit`: each document's fate.
+
+    Returns:
+        Per document, in order: None (inserted), :class:`DuplicateKey` (as
+        :func:`insert_email` raises it), or :class:`StorageUnavailable` (refused: not stored).
+
+    Raises:
+        StorageOutcomeUnknown: The write was sent but its outcome is unknown.
+        StorageUnavailable: MongoDB is unreachable or refused the whole write: none is stored.
+    """
+    stored = insert_emails(documents)
+    fates: list[MailroomError | None] = []
+    for index in range(len(documents)):
+        if index in stored.existing:
+            fates.append(DuplicateKey("duplicate key: an email with this id exists"))
+        elif index in stored.refused:
+            fates.append(StorageUnavailable("storage refused the email"))
+        else:
+            fates.append(None)
+    return fates
 
 
 def find_email(email_id: str) -> Email | None:

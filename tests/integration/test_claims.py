@@ -9,7 +9,6 @@ from collections import Counter
 
 import mongoengine
 import pytest
-from pymongo import monitoring
 
 from core.errors import Aborted, FailedPrecondition
 from core.events_out import publish_safely
@@ -17,25 +16,8 @@ from core.store import repository, turns
 from core.store.connection import connect
 from core.store.documents import Attempt, Status, utcnow
 from core.store.webhooks import WebhookSubscription, cache_subscriptions
-from helpers import create_email
+from helpers import CommandCounter, create_email
 from workers.store import claims
-
-
-class CommandCounter(monitoring.CommandListener):
-    """Records the name of every command sent to the store (not handshakes or pings)."""
-
-    def __init__(self):
-        self.names = []
-
-    def started(self, event):
-        if event.command_name not in {"hello", "isMaster", "ismaster", "ping", "endSessions"}:
-            self.names.append(event.command_name)
-
-    def succeeded(self, event):
-        pass
-
-    def failed(self, event):
-        pass
 
 
 def new_email() -> str:

@@ -52,17 +52,17 @@ def make(settings):
         servicer.close()
 
 
-def insert_then_lose_the_answer(document):
-    Email._get_collection().insert_one(document)
+def insert_then_lose_the_answer(documents):
+    Email._get_collection().insert_many(documents)
     raise StorageOutcomeUnknown("storage did not answer in time (NetworkTimeout)")
 
 
-def lose_the_insert(document):
+def lose_the_insert(documents):
     raise StorageOutcomeUnknown("storage did not answer in time (NetworkTimeout)")
 
 
 def test_an_unconfirmed_insert_that_landed_is_accepted_and_enqueued(fake_store, make, monkeypatch):
-    monkeypatch.setattr(repository, "insert_email", insert_then_lose_the_answer)
+    monkeypatch.setattr(repository, "insert_email_group", insert_then_lose_the_answer)
     servicer, queue = make()
     context = Context()
     reply = servicer.SendEmail(REQUEST, context)
@@ -72,7 +72,7 @@ def test_an_unconfirmed_insert_that_landed_is_accepted_and_enqueued(fake_store, 
 
 
 def test_an_unconfirmed_insert_not_found_is_voided_and_answered_500(fake_store, make, monkeypatch):
-    monkeypatch.setattr(repository, "insert_email", lose_the_insert)
+    monkeypatch.setattr(repository, "insert_email_group", lose_the_insert)
     servicer, queue = make()
     with pytest.raises(StorageUnavailable) as info:
         servicer.SendEmail(REQUEST, Context())
@@ -83,7 +83,7 @@ def test_an_unconfirmed_insert_not_found_is_voided_and_answered_500(fake_store, 
 
 
 def test_an_unresolvable_insert_is_503_and_voided_in_the_background(fake_store, make, monkeypatch):
-    monkeypatch.setattr(repository, "insert_email", lose_the_insert)
+    monkeypatch.setattr(repository, "insert_email_group", lose_the_insert)
     store_down = True
 
     def void_when_back(email_id):

@@ -1,0 +1,116 @@
+"""Concurrent SendEmails share inserts (group commit) on the real store, each answered alone."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import mongoengine
+from bson import ObjectId
+
+from core.errors import DuplicateKey
+from core.settings import Settings
+from core.store import repository
+from core.store.connection import connect
+from core.store.documents import Email, Status, utcnow
+from helpers import CommandCounter, wait_until
+from mailroom.v1 import mail_pb2
+from server.servicer import MailServicer
+
+
+class Queue:
+    """Records the enqueued ids (Redis is not what this test is about)."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+
+    def enqueue_delivery(self, email_id: str, *, delay_ms: int | None = None) -> None:
+        self.ids.append(email_id)
+
+
+class Context:
+    def invocation_metadata(self):
+        return ()
+
+    def send_initial_metadata(self, metadata):
+        self.metadata = metadata
+
+
+def request(title: str) -> mail_pb2.SendEmailRequest:
+    return mail_pb2.SendEmailRequest(to=["group@example.com"], title=title, content="x")
+
+
+def test_sends_arriving_during_an_insert_share_the_next_one(real_store, mongo_uri, monkeypatch):
+    """The first insert is held until 7 more SendEmails wait: they all go in one more insert."""
+    servicer = MailServicer(Settings(_env_file=None), Queue())  # type: ignore[arg-type]
+    release = threading.Event()
+    first_write = threading.Event()
+    real_group = repository.insert_email_group
+
+    def held_first(documents):
+        if not first_write.is_set():
+            first_write.set()
+            assert release.wait(10)
+        return real_group(documents)
+
+    monkeypatch.setattr(repository, "insert_email_group", held_first)
+    commands = CommandCounter()
+    mongoengine.disconnect()
+    mongoengine.connect(host=mongo_uri, event_listeners=[commands], tz_aware=False)
+    titles = [f"group {ObjectId()} {i}" for i in range(8)]
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            first = pool.submit(servicer.SendEmail, request(titles[0]), Context())
+            assert first_write.wait(10)
+            rest = [pool.submit(servicer.SendEmail, request(t), Context()) for t in titles[1:]]
+            wait_until(lambda: len(servicer._inserts._queue) == 7, timeout=10, message="7 waiting")
+            release.set()
+            replies = [first.result(10), *(f.result(10) for f in rest)]
+    finally:
+        servicer.close()
+        connect(mongo_uri, timeout_ms=5000)
+    assert Counter(commands.names)["insert"] == 2
+    assert len({r.id for r in replies}) == 8
+    for title, reply in zip(titles, replies, strict=True):
+        email = repository.get_email(reply.id)
+        assert (email.subject, email.status) == (title, Status.QUEUED)
+    assert sorted(servicer._queue.ids) == sorted(r.id for r in replies)  # type: ignore[attr-defined]
+
+
+def test_an_id_already_stored_fails_only_its_own_document(real_store):
+    """FerretDB and MongoDB report the duplicate by its index; the others are stored."""
+    taken = ObjectId()
+    now = utcnow()
+    new = repository.NewEmail(to=["a@example.com"], subject="s", text="t", from_address="f@x.org")
+
+    def document(email_id: ObjectId) -> dict[str, object]:
+        return repository.new_email_document(
+            new, message_id_domain="test", email_id=email_id, now=now
+        )
+
+    repository.insert_email(document(taken))
+    ids = [ObjectId(), taken, ObjectId()]
+    fates = repository.insert_email_group([document(i) for i in ids])
+    assert fates[0] is None and fates[2] is None
+    assert isinstance(fates[1], DuplicateKey)
+    assert Email.objects(id__in=ids).count() == 3
+
+
+def test_concurrent_sends_through_the_api_are_each_sent_once(mail_client, worker, smtp_sink):
+    """24 SendEmails at once against the real API process: 24 ids, 24 messages, none twice."""
+    titles = [f"together {ObjectId()} {i}" for i in range(24)]
+    with ThreadPoolExecutor(12) as pool:
+        replies = list(pool.map(lambda t: mail_client.SendEmail(request(t), timeout=10), titles))
+    ids = [r.id for r in replies]
+    assert len(set(ids)) == 24
+
+    def delivered() -> Counter[str]:
+        return Counter(str(m.message["X-Mailroom-Id"]) for m in smtp_sink.messages)
+
+    wait_until(
+        lambda: all(delivered()[i] >= 1 for i in ids), timeout=60, message="all 24 delivered"
+    )
+    by_id = {str(m.message["X-Mailroom-Id"]): str(m.message["Subject"]) for m in smtp_sink.messages}
+    assert [by_id[i] for i in ids] == titles
+    assert all(delivered()[i] == 1 for i in ids)
