@@ -68,3 +68,56 @@ def test_the_key_layout_is_pybreakers(redis_server: ManagedProcess) -> None:
     client = redis.Redis.from_url(redis_server.url)
     storage = pybreaker.CircuitRedisStorage("closed", client, namespace="mailroom:breaker:x")
     assert storage._namespace("fail_counter") == pybreaker_key("x", "fail_counter")
+
+
+def _commands(client: redis.Redis) -> int:
+    return int(client.info("stats")["total_commands_processed"])
+
+
+def test_a_delivery_through_a_clean_breaker_writes_nothing_to_redis(
+    redis_server: ManagedProcess,
+) -> None:
+    """Choosing reads every breaker; the success of a send chosen from a clean reading adds no
+    command; after a counted failure the success resets the counter (real Redis)."""
+    from workers.mta.base import SendResult, TransientError
+    from workers.routing import Router
+
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushdb()
+    board = BreakerBoard(["smtp"], RedisState(client), fail_max=3, reset_timeout=60)
+    outcomes: list[Exception | None] = []
+
+    class Provider:
+        def send(self, email: object) -> SendResult:
+            error = outcomes.pop(0)
+            if error is not None:
+                raise error
+            return SendResult("id")
+
+    router = Router({"smtp": Provider()}, ["smtp"], breakers=board)  # type: ignore[dict-item]
+    from core.store.documents import Email
+
+    try:
+        before = _commands(client)
+        router.choose(Email())
+        choosing = _commands(client) - before - 1  # the INFO itself counts once
+        before = _commands(client)
+        router.choose(Email())
+        outcomes.append(None)
+        router.send("smtp", None)  # type: ignore[arg-type]
+        assert _commands(client) - before - 1 == choosing
+
+        outcomes.append(TransientError("HTTP 500"))
+        router.choose(Email())
+        with pytest.raises(TransientError):
+            router.send("smtp", None)  # type: ignore[arg-type]
+        assert board["smtp"].status().fail_counter == 1
+        before = _commands(client)
+        router.choose(Email())
+        outcomes.append(None)
+        router.send("smtp", None)  # type: ignore[arg-type]
+        assert _commands(client) - before - 1 > choosing
+        assert board["smtp"].status().fail_counter == 0
+    finally:
+        client.flushdb()
+        client.close()
