@@ -114,6 +114,12 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
             lambda documents: repository.insert_email_group(documents),
             max_items=settings.accept_group_max_emails,
         )
+        # And their idempotency keys (the SDK sends one with every email): one bulk write too.
+        ttl = timedelta(hours=settings.idempotency_ttl_hours)
+        self._reservations: GroupCommit[tuple[str, str, str], str | None] = GroupCommit(
+            lambda entries: idempotency.reserve_idempotency_keys(entries, ttl=ttl),
+            max_items=settings.accept_group_max_emails,
+        )
 
     def close(self) -> None:
         """Stop the background retries."""
@@ -137,7 +143,9 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
             new, dropped = check_email(new, policy, email_id, self.voids.add, not_accepted)
             replay = False
             if new.idempotency_key:
-                existing = self._reserve(new.idempotency_key, _fingerprint(request), email_id)
+                existing = self._reserve(
+                    new.idempotency_key, _fingerprint(request), email_id, deadline
+                )
                 if existing is not None:
                     log.info("idempotent retry of key %r → %s", new.idempotency_key, existing)
                     email_id, replay = ObjectId(existing), True
@@ -159,17 +167,26 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
             now=utcnow(),
         )
 
-    def _reserve(self, key: str, fingerprint: str, email_id: ObjectId) -> str | None:
+    def _reserve(
+        self, key: str, fingerprint: str, email_id: ObjectId, deadline: float
+    ) -> str | None:
+        """Bind the key to ``email_id`` (with the concurrent calls' keys); the first id if bound.
+
+        Raises:
+            AlreadyExists: The key was used with a different request.
+            NotAccepted: The binding's outcome is unknown (503): no email was written; the key
+                may now name this id, which a retry then stores.
+            StorageUnavailable: Not bound, nothing stored (500).
+        """
+        share = max(deadline - time.monotonic(), 0.001) * INSERT_SHARE
         try:
-            return idempotency.reserve_idempotency_key(
-                key,
-                fingerprint,
-                str(email_id),
-                ttl=timedelta(hours=self._settings.idempotency_ttl_hours),
-            )
-        except StorageOutcomeUnknown as exc:
-            # No email was written; the key may now name this id, which a retry then stores.
+            return self._reservations.submit((key, fingerprint, str(email_id)), timeout=share)
+        except (StorageOutcomeUnknown, TakenNoAnswer) as exc:
             raise not_accepted(email_id) from exc
+        except NotTaken as exc:
+            raise StorageUnavailable(
+                "storage did not answer in time: the email was not stored"
+            ) from exc
 
     def _insert(
         self, new: repository.NewEmail, email_id: ObjectId, deadline: float, *, size: int

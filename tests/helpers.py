@@ -198,10 +198,12 @@ class CommandCounter(monitoring.CommandListener):
 
     def __init__(self):
         self.names = []
+        self.targets = []  # (command name, collection) pairs
 
     def started(self, event):
         if event.command_name not in {"hello", "isMaster", "ismaster", "ping", "endSessions"}:
             self.names.append(event.command_name)
+            self.targets.append((event.command_name, event.command.get(event.command_name)))
 
     def succeeded(self, event):
         pass

@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import mongoengine
 from bson import ObjectId
 
-from core.errors import DuplicateKey
+from core.errors import AlreadyExists, DuplicateKey, MailroomError
 from core.settings import Settings
-from core.store import repository
+from core.store import idempotency, repository
 from core.store.connection import connect
 from core.store.documents import Email, Status, utcnow
 from helpers import CommandCounter, wait_until
@@ -76,6 +76,64 @@ def test_sends_arriving_during_an_insert_share_the_next_one(real_store, mongo_ur
         email = repository.get_email(reply.id)
         assert (email.subject, email.status) == (title, Status.QUEUED)
     assert sorted(servicer._queue.ids) == sorted(r.id for r in replies)  # type: ignore[attr-defined]
+
+
+def test_keyed_sends_arriving_during_a_key_write_share_the_next_one(
+    real_store, mongo_uri, monkeypatch
+):
+    """Idempotency keys are bound in groups too, each call still answered as if alone."""
+    servicer = MailServicer(Settings(_env_file=None), Queue())  # type: ignore[arg-type]
+    release = threading.Event()
+    first_write = threading.Event()
+    real_reserve = idempotency.reserve_idempotency_keys
+
+    def held_first(entries, *, ttl):
+        if not first_write.is_set():
+            first_write.set()
+            assert release.wait(10)
+        return real_reserve(entries, ttl=ttl)
+
+    monkeypatch.setattr(idempotency, "reserve_idempotency_keys", held_first)
+    run = ObjectId()
+    # Five keys of their own, one key sent twice with the same email, and that key reused
+    # with another email: all seven wait behind the first call's key.
+    calls = [(f"k{run}-{i}", f"keyed {run} {i}") for i in range(6)]
+    calls += [(f"k{run}-twice", f"twice {run}")] * 2 + [(f"k{run}-twice", f"other {run}")]
+    commands = CommandCounter()
+    mongoengine.disconnect()
+    mongoengine.connect(host=mongo_uri, event_listeners=[commands], tz_aware=False)
+
+    def send(key: str, title: str):
+        metadata = (("idempotency-key", key),)
+        context = Context()
+        context.invocation_metadata = lambda: metadata
+        try:
+            return servicer.SendEmail(request(title), context).id
+        except MailroomError as exc:
+            return exc
+
+    try:
+        with ThreadPoolExecutor(9) as pool:
+            first = pool.submit(send, *calls[0])
+            assert first_write.wait(10)
+            rest = [pool.submit(send, *call) for call in calls[1:]]
+            wait_until(
+                lambda: len(servicer._reservations._queue) == 8, timeout=10, message="8 waiting"
+            )
+            release.set()
+            answers = [first.result(10), *(f.result(10) for f in rest)]
+    finally:
+        servicer.close()
+        connect(mongo_uri, timeout_ms=5000)
+    assert Counter(commands.targets)[("insert", "idempotency_keys")] == 2
+    own, twice, other = answers[:6], answers[6:8], answers[8]
+    assert all(isinstance(a, str) for a in own) and len(set(own)) == 6
+    for (_, title), email_id in zip(calls[:6], own, strict=True):
+        assert repository.get_email(email_id).subject == title
+    assert isinstance(twice[0], str) and twice[0] == twice[1]
+    assert Email.objects(subject=f"twice {run}").count() == 1
+    assert isinstance(other, AlreadyExists) and "twice" in other.message
+    assert Email.objects(subject=f"other {run}").count() == 0
 
 
 def test_an_id_already_stored_fails_only_its_own_document(real_store):
