@@ -1,16 +1,19 @@
 """The accept path: SendEmail over gRPC and REST against a raw baseline.
 
-For each concurrency three paths take turns, a few rounds of a few seconds each:
+For each concurrency four paths take turns, a few rounds of a few seconds each:
 
 * raw:  the same work done straight — a pymongo ``insert_one`` of the document the API stores
         plus a Dramatiq-shaped enqueue with redis-py — against the same servers;
 * grpc: ``SendEmail`` to the API, each load thread a client with its own channel;
+* grpc+key: the same with a fresh idempotency key per call, as the SDK sends every email (one
+        more insert per call, the key's; no target: it shows what SDK users get);
 * rest: ``POST /api/email`` through Envoy's transcoder, a keep-alive connection per thread.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +81,11 @@ def run(
         def grpc_call(index: int) -> None:
             stubs[index].SendEmail(request, timeout=10)
 
+        def keyed_call(index: int) -> None:
+            # As the SDK sends every email: with a fresh idempotency key (one more insert).
+            key = (("idempotency-key", uuid.uuid4().hex),)
+            stubs[index].SendEmail(request, metadata=key, timeout=10)
+
         rest.open(rest_port, most, timeout=10)
         body = json.dumps(BODY).encode()
 
@@ -85,7 +93,7 @@ def run(
             rest.post(index, "/api/email", body, 201)
 
         # Warm up every path and connect every client (FerretDB's tables, Envoy's clusters).
-        for call in (raw_call(db, rclient), grpc_call, rest_call):
+        for call in (raw_call(db, rclient), grpc_call, keyed_call, rest_call):
             run_load(call, most, 0.5, Cell())
 
         print(
@@ -93,12 +101,17 @@ def run(
             f"{api_processes} API processes"
         )
         columns = ("path", "conc", "req/s", "p50 ms", "p99 ms", "errors", "ratio")
-        header = f"{columns[0]:<5} " + " ".join(f"{c:>8}" for c in columns[1:])
+        header = f"{columns[0]:<8} " + " ".join(f"{c:>8}" for c in columns[1:])
         print(header)
         print("-" * len(header))
         results: dict[tuple[str, int], Cell] = {}
         meters: dict[tuple[str, int], CpuMeter] = {}
-        paths = [("raw", raw_call(db, rclient)), ("grpc", grpc_call), ("rest", rest_call)]
+        paths = [
+            ("raw", raw_call(db, rclient)),
+            ("grpc", grpc_call),
+            ("grpc+key", keyed_call),
+            ("rest", rest_call),
+        ]
         for level in levels:
             measure_level(paths, level, rounds, seconds, trees, results, meters)
             for name, _call in paths:
@@ -107,13 +120,13 @@ def run(
                 ratio = cell.rps / raw if raw else 0
                 cells = (level, f"{cell.rps:.1f}", f"{cell.percentile_ms(0.5):.2f}")
                 cells += (f"{cell.percentile_ms(0.99):.2f}", cell.errors, f"{ratio:.2f}")
-                line = f"{name:<5} " + " ".join(f"{c:>8}" for c in cells)
+                line = f"{name:<8} " + " ".join(f"{c:>8}" for c in cells)
                 if cell.kinds:
                     line += "  " + ", ".join(f"{k} {v}" for k, v in cell.kinds.most_common())
                 print(line, flush=True)
         print("CPU in cores while each path ran:")
         for (name, level), meter in meters.items():
-            print(meter.line(f"  {name:<4} {level:>3}: "))
+            print(meter.line(f"  {name:<8} {level:>3}: "))
         for pid in api_server_pids(trees["api"] or 0):
             rss, peak = rss_mb(pid)
             print(
