@@ -13,8 +13,7 @@ two:
 
 * ``TransientError`` (timeout, connection error, 5xx) is a **failure**: it increments the shared
   failure counter; at ``fail_max`` consecutive failures the breaker opens.
-* Success resets the failure counter (without a write when the router read it at 0 for this
-  attempt: see :meth:`ProviderBreaker.guard`); a successful half-open probe closes the breaker.
+* Success resets the failure counter; a successful half-open probe closes the breaker.
 * Everything else is **neutral**: neither a failure nor a success. pybreaker's ``exclude`` would
   count these as successes and reset the failure counter, which is wrong for both:
 
@@ -205,18 +204,13 @@ class ProviderBreaker:
         return True
 
     @contextmanager
-    def guard(self, probe_token: str | None = None, *, clean: bool = False) -> Iterator[None]:
+    def guard(self, probe_token: str | None = None) -> Iterator[None]:
         """Count the outcome of the send in the block (see the module docstring).
 
         Unlike ``CircuitBreaker.call()``, holds no lock while the block runs.
 
         Args:
             probe_token: The probe slot this send holds (from :meth:`try_probe`), if any.
-            clean: The caller read the breaker closed with no failure counted after this
-                attempt began (the router's reading for choosing the provider). A success then
-                resets nothing: its reset may be ordered at that reading, where the counter was
-                already 0, as the outcomes of concurrent sends have no order of their own. This
-                saves two Redis round trips (read the state, reset the counter) per delivery.
 
         Yields:
             Nothing; the block's exceptions propagate unchanged.
@@ -227,7 +221,7 @@ class ProviderBreaker:
             self._on_failure(exc, probe=probe_token is not None)
             raise
         else:
-            self._on_success(probe=probe_token is not None, clean=clean)
+            self._on_success(probe=probe_token is not None)
         finally:
             if probe_token is not None:
                 self.shared.release_probe(self.name, probe_token)
@@ -243,13 +237,11 @@ class ProviderBreaker:
             self.breaker.open()
         # Already open or half-open (another worker's probe decides): counted, nothing more.
 
-    def _on_success(self, *, probe: bool, clean: bool = False) -> None:
+    def _on_success(self, *, probe: bool) -> None:
         for listener in self.breaker.listeners:
             listener.success(self.breaker)
         if probe:
             self.breaker.close()
-        elif clean:
-            return
         elif self.storage.state == STATE_CLOSED:
             self.storage.reset_counter()
         # A send that started before the breaker opened proves nothing; the probe decides.

@@ -115,14 +115,7 @@ class Router:
             the seconds until the earliest provider may be usable.
         """
         self.release_unused_probes()
-        statuses = self.breakers.statuses()
-        health = {name: health_of(status) for name, status in statuses.items()}
-        # Read closed with nothing counted: a success of this attempt has nothing to reset.
-        self._local.clean = {
-            name
-            for name, status in statuses.items()
-            if status.state == STATE_CLOSED and status.fail_counter == 0
-        }
+        health = {name: health_of(status) for name, status in self.breakers.statuses().items()}
         attempts = {str(k): int(v) for k, v in dict(email.provider_attempts or {}).items()}
         ranked = self.strategy.rank(
             health, previous=email.provider or "", attempts=attempts, rng=self._rng
@@ -146,9 +139,7 @@ class Router:
             DeliveryError: The provider's classified failure, unchanged.
         """
         token = self._probes().pop(provider, None)
-        clean: set[str] = getattr(self._local, "clean", set())
-        self._local.clean = set()  # one send per choice
-        with self.breakers[provider].guard(probe_token=token, clean=provider in clean):
+        with self.breakers[provider].guard(probe_token=token):
             return self.providers[provider].send(email)
 
     def take_out_of_rotation(self, provider: str, reason: str) -> None:

@@ -205,38 +205,3 @@ def test_keyword_defaults_are_the_settings_defaults():
     assert router.out_of_rotation_seconds == DEFAULTS.breaker.out_of_rotation_seconds
     assert router.strategy.per_provider_attempts == DEFAULTS.retry.per_provider_attempts
     assert Strategy(groups=()).per_provider_attempts == DEFAULTS.retry.per_provider_attempts
-
-
-def test_a_success_resets_the_failures_counted_before_its_provider_was_chosen():
-    a = Fake("a", fail=True)
-    board = BreakerBoard(["a"], MemoryState(), fail_max=3)
-    router = Router({"a": a}, ["a"], breakers=board)
-    for _ in range(2):
-        assert router.choose(email()).provider == "a"
-        with pytest.raises(TransientError):
-            router.send("a", None)
-    a.fail = False
-    assert router.choose(email()).provider == "a"
-    router.send("a", None)
-    assert board["a"].status().fail_counter == 0
-    a.fail = True
-    for _ in range(2):  # two more failures do not open it: the count restarted
-        router.choose(email())
-        with pytest.raises(TransientError):
-            router.send("a", None)
-    assert board["a"].status().state == "closed"
-
-
-def test_a_success_read_clean_leaves_a_concurrent_failure_counted():
-    """Chosen with nothing counted; another send fails meanwhile; the success writes nothing."""
-    board = BreakerBoard(["a"], MemoryState(), fail_max=3)
-
-    class FailsAnotherSendFirst(Fake):
-        def send(self, email):
-            board["a"].storage.increment_counter()  # a concurrent send's failure, counted
-            return super().send(email)
-
-    router = Router({"a": FailsAnotherSendFirst("a")}, ["a"], breakers=board)
-    assert router.choose(email()).provider == "a"
-    router.send("a", None)
-    assert board["a"].status().fail_counter == 1
