@@ -82,9 +82,10 @@ class GroupCommit(Generic[T, R]):
         Args:
             item: The item.
             size: Its size in bytes, for ``max_bytes``.
-            timeout: How long to wait for another caller's write to take and finish the item.
-                The write this caller leads is bounded by the caller's own means (e.g. a
-                ``pymongo.timeout`` around this call, which the leading thread carries).
+            timeout: How long to wait for another caller's write to take and finish the item;
+                a caller chosen to lead after it does not write (:class:`NotTaken`). The write
+                runs in the leading caller's thread: the write function bounds it (it may carry
+                the group's deadlines in its items).
 
         Raises:
             NotTaken: The wait ran out before a write took the item (it was not written).
@@ -103,19 +104,38 @@ class GroupCommit(Generic[T, R]):
         if isinstance(entry.outcome, BaseException):
             # A fresh copy per caller: one exception object raised in several threads at once
             # would share (and overwrite) its traceback.
-            raise _fresh(entry.outcome) from entry.outcome
+            fresh = _fresh(entry.outcome)
+            if fresh is entry.outcome:
+                raise fresh
+            raise fresh from entry.outcome
         return entry.outcome  # type: ignore[return-value]
 
     def _await(self, entry: _Entry[T, R], deadline: float) -> None:
         """Wait until the entry is done or chosen to lead; give up at the deadline."""
-        while not entry.wake.wait(max(deadline - time.monotonic(), 0)):
-            with self._lock:
-                if entry.done or entry.lead:
+        entry.wake.wait(max(deadline - time.monotonic(), 0))
+        with self._lock:
+            if entry.done:
+                return
+            if entry.lead:
+                if time.monotonic() < deadline:
                     return
-                if not entry.taken:
-                    self._queue.remove(entry)
-                    raise NotTaken("no write took the item in time")
-                raise TakenNoAnswer("the write holding the item did not answer in time")
+                # Chosen after its time ran out: a write bounded by a spent deadline would fail
+                # every item of the group. Its item stays unwritten; the next caller leads.
+                self._queue.popleft()  # this entry: the leader is always the oldest
+                self._pass_lead()
+                raise NotTaken("the item's time ran out before it could be written")
+            if not entry.taken:
+                self._queue.remove(entry)
+                raise NotTaken("no write took the item in time")
+            raise TakenNoAnswer("the write holding the item did not answer in time")
+
+    def _pass_lead(self) -> None:
+        """Wake the oldest queued caller to lead the next write (the lock is held)."""
+        if self._queue:
+            self._queue[0].lead = True
+            self._queue[0].wake.set()
+        else:
+            self._busy = False
 
     def _lead(self) -> None:
         """Write the oldest queued items (this caller's first), then pass the lead on."""
@@ -138,11 +158,7 @@ class GroupCommit(Generic[T, R]):
             outcomes = [exc] * len(group)
         finally:
             with self._lock:
-                if self._queue:
-                    self._queue[0].lead = True
-                    self._queue[0].wake.set()
-                else:
-                    self._busy = False
+                self._pass_lead()
         for entry, outcome in zip(group, outcomes, strict=True):
             entry.outcome = outcome
             entry.done = True

@@ -19,10 +19,13 @@ voided in the background: 503). When no email is accepted the call itself fails 
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 import grpc
 import pymongo
@@ -52,6 +55,9 @@ from server.validation import validate_send_request
 
 log = logging.getLogger(__name__)
 
+W = TypeVar("W")
+V = TypeVar("V")
+
 # Envoy's Lua filter turns this initial-metadata marker into the HTTP status (201 Created).
 HTTP_STATUS_METADATA = "x-http-status"
 IDEMPOTENCY_METADATA = "idempotency-key"
@@ -75,6 +81,21 @@ def _fingerprint(request: mail_pb2.SendEmailRequest) -> str:
     payload.CopyFrom(request)
     payload.ClearField("idempotency_key")
     return hashlib.sha256(payload.SerializeToString(deterministic=True)).hexdigest()
+
+
+def _within(deadline: float, write: Callable[[list[W]], V], items: list[W]) -> V:
+    """Run a group's ``write`` under a ``pymongo.timeout`` ending at ``deadline`` (monotonic).
+
+    The write runs in the thread of the call leading the group, whose own ``pymongo.timeout``
+    ends first (the leader waited longest) and would bound every call's write: a fresh context
+    drops it.
+    """
+
+    def bounded() -> V:
+        with pymongo.timeout(max(deadline - time.monotonic(), 0.001)):
+            return write(items)
+
+    return contextvars.Context().run(bounded)
 
 
 def successor_id(email_id: ObjectId) -> ObjectId:
@@ -110,15 +131,12 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
         )
         self.voids: RetryBacklog[str] = RetryBacklog("void-backlog", self._void)
         # Concurrent SendEmails share inserts: on FerretDB an insert's cost is mostly per write.
-        self._inserts: GroupCommit[dict[str, object], None] = GroupCommit(
-            lambda documents: repository.insert_email_group(documents),
-            max_items=settings.accept_group_max_emails,
+        self._inserts: GroupCommit[tuple[dict[str, object], float], None] = GroupCommit(
+            self._insert_emails, max_items=settings.accept_group_max_emails
         )
         # And their idempotency keys (the SDK sends one with every email): one bulk write too.
-        ttl = timedelta(hours=settings.idempotency_ttl_hours)
-        self._reservations: GroupCommit[tuple[str, str, str], str | None] = GroupCommit(
-            lambda entries: idempotency.reserve_idempotency_keys(entries, ttl=ttl),
-            max_items=settings.accept_group_max_emails,
+        self._reservations: GroupCommit[tuple[tuple[str, str, str], float], str | None] = (
+            GroupCommit(self._reserve_keys, max_items=settings.accept_group_max_emails)
         )
 
     def close(self) -> None:
@@ -167,6 +185,25 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
             now=utcnow(),
         )
 
+    def _insert_emails(
+        self, items: list[tuple[dict[str, object], float]]
+    ) -> list[MailroomError | None]:
+        """A group's email insert (see :meth:`_insert`), bounded by its calls' latest deadline."""
+        documents = [document for document, _ in items]
+        return _within(max(d for _, d in items), repository.insert_email_group, documents)
+
+    def _reserve_keys(
+        self, items: list[tuple[tuple[str, str, str], float]]
+    ) -> list[str | MailroomError | None]:
+        """A group's key binding (see :meth:`_reserve`), bounded by its calls' latest deadline."""
+        ttl = timedelta(hours=self._settings.idempotency_ttl_hours)
+        entries = [entry for entry, _ in items]
+        return _within(
+            max(d for _, d in items),
+            lambda e: idempotency.reserve_idempotency_keys(e, ttl=ttl),
+            entries,
+        )
+
     def _reserve(
         self, key: str, fingerprint: str, email_id: ObjectId, deadline: float
     ) -> str | None:
@@ -179,8 +216,9 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
             StorageUnavailable: Not bound, nothing stored (500).
         """
         share = max(deadline - time.monotonic(), 0.001) * INSERT_SHARE
+        entry = (key, fingerprint, str(email_id))
         try:
-            return self._reservations.submit((key, fingerprint, str(email_id)), timeout=share)
+            return self._reservations.submit((entry, time.monotonic() + share), timeout=share)
         except (StorageOutcomeUnknown, TakenNoAnswer) as exc:
             raise not_accepted(email_id) from exc
         except NotTaken as exc:
@@ -200,8 +238,7 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
         document = self._document(new, email_id)
         share = max(deadline - time.monotonic(), 0.001) * INSERT_SHARE
         try:
-            with pymongo.timeout(share):
-                self._inserts.submit(document, size=size, timeout=share)
+            self._inserts.submit((document, time.monotonic() + share), size=size, timeout=share)
         except DuplicateKey:
             return  # a driver retry of this very insert, whose first try landed
         except NotTaken as exc:

@@ -9,7 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from core.errors import AlreadyExists, DuplicateKey, MailroomError, StorageUnavailable
+from core.errors import (
+    AlreadyExists,
+    DuplicateKey,
+    MailroomError,
+    StorageOutcomeUnknown,
+    StorageUnavailable,
+)
 from core.store.documents import IdempotencyKey, utcnow
 from core.store.mapping import map_mongo_errors
 from core.store.repository import insert_new
@@ -68,7 +74,8 @@ def reserve_idempotency_keys(
     A key that is taken but expired, or refused by the bulk write, goes the one-key way.
 
     Args:
-        entries: ``(key, fingerprint, email_id)`` of each email; the keys are distinct.
+        entries: ``(key, fingerprint, email_id)`` of each email. A key may come twice (two
+            concurrent calls with one key): one binds it, the other is answered as its retry.
         ttl: How long the keys are honoured.
 
     Returns:
@@ -96,11 +103,22 @@ def reserve_idempotency_keys(
     results: list[str | MailroomError | None] = [None] * len(entries)
     existing: dict[str, IdempotencyKey] = {}
     if outcome.existing:
-        with map_mongo_errors():
-            taken = [entries[index][0] for index in outcome.existing]
-            existing = {k.key: k for k in IdempotencyKey.objects(key__in=taken)}
+        try:
+            with map_mongo_errors():
+                taken = [entries[index][0] for index in outcome.existing]
+                existing = {k.key: k for k in IdempotencyKey.objects(key__in=taken)}
+        except StorageUnavailable as exc:
+            # The other keys are bound. A taken key names an earlier request's email, which may
+            # be this caller's own first try: unknown, so a retry with the key decides (503).
+            for index in outcome.existing:
+                results[index] = StorageOutcomeUnknown(
+                    f"the idempotency key's first request could not be read: {exc.message}"
+                )
+            for index in outcome.refused:
+                results[index] = _bind_one(entries[index], ttl)
+            return results
     for index in outcome.existing | outcome.refused:
-        key, fingerprint, email_id = entries[index]
+        key, fingerprint, _ = entries[index]
         first = existing.get(key)
         if first is not None and first.expires_at > now:
             if first.fingerprint != fingerprint:
@@ -108,11 +126,17 @@ def reserve_idempotency_keys(
             else:
                 results[index] = str(first.email_id)
             continue
-        try:
-            results[index] = reserve_idempotency_key(key, fingerprint, email_id, ttl=ttl)
-        except MailroomError as exc:
-            results[index] = exc
+        results[index] = _bind_one(entries[index], ttl)
     return results
+
+
+def _bind_one(entry: tuple[str, str, str], ttl: timedelta) -> str | MailroomError | None:
+    """:func:`reserve_idempotency_key` for one entry, its error returned rather than raised."""
+    key, fingerprint, email_id = entry
+    try:
+        return reserve_idempotency_key(key, fingerprint, email_id, ttl=ttl)
+    except MailroomError as exc:
+        return exc
 
 
 def _reused(key: str) -> AlreadyExists:

@@ -176,3 +176,25 @@ def test_a_caller_whose_wait_runs_out_while_its_write_is_in_flight_is_told_it_ma
     release.set()
     threads[0].join(10)
     assert results["leader"] == "leader"
+
+
+def test_a_caller_chosen_to_lead_after_its_time_ran_out_does_not_write(monkeypatch):
+    """Its write would be bound by a spent deadline: it gives up, the next caller leads."""
+    import core.group_commit
+
+    clock = [1000.0]
+    monkeypatch.setattr(core.group_commit.time, "monotonic", lambda: clock[0])
+    store = Store()
+    group: GroupCommit[str, object] = GroupCommit(store.write)
+    _, first_threads = submit_in_threads(group, ["first"])
+    wait_until(lambda: store.writes == [["first"]], timeout=10, message="the first write began")
+    late, late_threads = submit_in_threads(group, ["late"], timeout=5.0, in_order=True)
+    on_time, on_time_threads = submit_in_threads(group, ["on time"], timeout=60.0, in_order=True)
+    clock[0] += 10  # the late caller's 5 s are spent, the other's 60 s are not
+    store.gate.set()
+    for thread in first_threads + late_threads + on_time_threads:
+        thread.join(10)
+    assert isinstance(late["late"], NotTaken)
+    assert on_time == {"on time": "ok:on time"}
+    # One write each: the late caller's item was never written, the other wrote alone.
+    assert store.writes == [["first"], ["on time"]]

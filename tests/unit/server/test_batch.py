@@ -294,3 +294,54 @@ def test_a_retried_item_whose_first_email_was_voided_is_stored_under_its_success
     assert again.results[0].id == str(successor_id(ObjectId(voided)))
     assert Email.objects(id=again.results[0].id).count() == 1
     assert again.results[0].id in [i for i, _ in servicer._queue.batches[-1]]
+
+
+def test_a_failed_read_of_taken_keys_leaves_the_other_keys_bound_and_answered(
+    fake_store, monkeypatch
+):
+    """The bulk insert bound the new keys; only the taken one is unknown (a retry decides)."""
+    from pymongo.errors import AutoReconnect
+
+    from core.errors import StorageOutcomeUnknown
+
+    ttl = timedelta(hours=1)
+    idempotency.reserve_idempotency_key("taken", "f", "id-first", ttl=ttl)
+
+    def store_gone(*args, **kwargs):
+        raise AutoReconnect("connection reset")
+
+    monkeypatch.setattr(IdempotencyKey, "objects", store_gone)
+    outcomes = idempotency.reserve_idempotency_keys(
+        [("new-1", "f", "a"), ("taken", "f", "b"), ("new-2", "f", "c")], ttl=ttl
+    )
+    monkeypatch.undo()
+
+    assert outcomes[0] is None and outcomes[2] is None
+    assert isinstance(outcomes[1], StorageOutcomeUnknown)
+    assert IdempotencyKey.objects(key="new-1").first().email_id == "a"
+    assert IdempotencyKey.objects(key="new-2").first().email_id == "c"
+    assert IdempotencyKey.objects(key="taken").first().email_id == "id-first"
+
+
+def test_a_group_write_gets_the_latest_deadline_of_its_calls_not_the_leaders(servicer, monkeypatch):
+    """The leader's own pymongo.timeout is nearly spent; the group's write is not bound by it."""
+    import time
+
+    import pymongo
+    from pymongo import _csot
+
+    seen: list[float | None] = []
+
+    def record(documents):
+        seen.append(_csot.remaining())
+        return [None] * len(documents)
+
+    monkeypatch.setattr(repository, "insert_email_group", record)
+    now = time.monotonic()
+    with pymongo.timeout(0.01):
+        assert servicer._insert_emails([({"_id": 1}, now + 0.01), ({"_id": 2}, now + 5.0)]) == [
+            None,
+            None,
+        ]
+    [remaining] = seen
+    assert remaining is not None and 4.0 < remaining <= 5.0
