@@ -18,6 +18,10 @@ from helpers import CommandCounter, wait_until
 from mailroom.v1 import mail_pb2
 from server.servicer import MailServicer
 
+# A budget far above the held write's pause: these tests are about grouping, not about budgets,
+# and must pass on a loaded machine.
+SETTINGS = Settings(_env_file=None, accept_timeout_ms=30_000)
+
 
 class Queue:
     """Records the enqueued ids (Redis is not what this test is about)."""
@@ -43,7 +47,7 @@ def request(title: str) -> mail_pb2.SendEmailRequest:
 
 def test_sends_arriving_during_an_insert_share_the_next_one(real_store, mongo_uri, monkeypatch):
     """The first insert is held until 7 more SendEmails wait: they all go in one more insert."""
-    servicer = MailServicer(Settings(_env_file=None), Queue())  # type: ignore[arg-type]
+    servicer = MailServicer(SETTINGS, Queue())  # type: ignore[arg-type]
     release = threading.Event()
     first_write = threading.Event()
     real_group = repository.insert_email_group
@@ -82,7 +86,7 @@ def test_keyed_sends_arriving_during_a_key_write_share_the_next_one(
     real_store, mongo_uri, monkeypatch
 ):
     """Idempotency keys are bound in groups too, each call still answered as if alone."""
-    servicer = MailServicer(Settings(_env_file=None), Queue())  # type: ignore[arg-type]
+    servicer = MailServicer(SETTINGS, Queue())  # type: ignore[arg-type]
     release = threading.Event()
     first_write = threading.Event()
     real_reserve = idempotency.reserve_idempotency_keys
@@ -95,8 +99,8 @@ def test_keyed_sends_arriving_during_a_key_write_share_the_next_one(
 
     monkeypatch.setattr(idempotency, "reserve_idempotency_keys", held_first)
     run = ObjectId()
-    # Five keys of their own, one key sent twice with the same email, and that key reused
-    # with another email: all seven wait behind the first call's key.
+    # Six keys of their own, one key sent twice with the same email, and that key reused
+    # with another email: the eight others wait behind the first call's key.
     calls = [(f"k{run}-{i}", f"keyed {run} {i}") for i in range(6)]
     calls += [(f"k{run}-twice", f"twice {run}")] * 2 + [(f"k{run}-twice", f"other {run}")]
     commands = CommandCounter()
@@ -130,10 +134,17 @@ def test_keyed_sends_arriving_during_a_key_write_share_the_next_one(
     assert all(isinstance(a, str) for a in own) and len(set(own)) == 6
     for (_, title), email_id in zip(calls[:6], own, strict=True):
         assert repository.get_email(email_id).subject == title
-    assert isinstance(twice[0], str) and twice[0] == twice[1]
-    assert Email.objects(subject=f"twice {run}").count() == 1
-    assert isinstance(other, AlreadyExists) and "twice" in other.message
-    assert Email.objects(subject=f"other {run}").count() == 0
+    # The three calls sharing a key queue in no fixed order: whichever payload binds it first
+    # wins; the same payload again gets the same id, the other payload ALREADY_EXISTS.
+    if isinstance(other, str):
+        winner, loser = f"other {run}", f"twice {run}"
+        assert all(isinstance(a, AlreadyExists) and "twice" in a.message for a in twice)
+    else:
+        winner, loser = f"twice {run}", f"other {run}"
+        assert isinstance(twice[0], str) and twice[0] == twice[1]
+        assert isinstance(other, AlreadyExists) and "twice" in other.message
+    assert Email.objects(subject=winner).count() == 1
+    assert Email.objects(subject=loser).count() == 0
 
 
 def test_an_id_already_stored_fails_only_its_own_document(real_store):

@@ -166,13 +166,16 @@ def test_a_caller_whose_wait_runs_out_while_its_write_is_in_flight_is_told_it_ma
         release.wait(10)
         return list(items)
 
-    results, threads = submit_in_threads(group, ["leader", "rider"], timeout=0.5, in_order=True)
+    # The leader waits long; the rider gives up after 3 s, by when the leader's write (held
+    # below until the rider has answered) has long taken it, even on a loaded machine.
+    results, threads = submit_in_threads(group, ["leader"], timeout=30.0, in_order=True)
+    rider, rider_threads = submit_in_threads(group, ["rider"], timeout=3.0, in_order=True)
     group._write = lambda items: store.write(items) if items == ["first"] else slow_second(items)
     store.gate.set()
     first_threads[0].join(10)
     assert second_write.wait(10)
-    threads[1].join(10)  # the rider gives up while the leader's write holds it
-    assert isinstance(results["rider"], TakenNoAnswer)
+    rider_threads[0].join(10)  # the rider gives up while the leader's write holds it
+    assert isinstance(rider["rider"], TakenNoAnswer)
     release.set()
     threads[0].join(10)
     assert results["leader"] == "leader"
