@@ -47,6 +47,7 @@ from bench.common import (
 )
 from core.queue import DeliveryQueue
 from core.settings import Settings
+from core.store.carried import carry
 from core.store.documents import Email, utcnow
 from core.store.repository import new_email_document
 from devtools.services import ManagedProcess
@@ -378,7 +379,8 @@ def run(
         queue = DeliveryQueue(store.redis_url(redis_db), WORKER_QUEUE, timeout_seconds=5)
         began = time.monotonic()
         for document in documents:
-            queue.enqueue_delivery(str(document["_id"]))
+            # As the API enqueues a just-stored email: with its copy (core.store.carried).
+            queue.enqueue_delivery(str(document["_id"]), stored=carry(document))
         enqueued_in = time.monotonic() - began
         queue.close()
 

@@ -44,6 +44,7 @@ def enqueue_by_name(
     arg: str,
     *,
     delay_ms: int | None = None,
+    kwargs: dict[str, object] | None = None,
 ) -> None:
     """Enqueue ``actor_name(arg)`` on ``queue_name`` without importing the actor's code.
 
@@ -53,6 +54,7 @@ def enqueue_by_name(
         actor_name: The actor's name.
         arg: The actor's one positional argument.
         delay_ms: Run no earlier than this many milliseconds from now.
+        kwargs: The actor's keyword arguments, if any.
 
     Raises:
         QueueUnavailable: Redis could not be reached.
@@ -61,7 +63,7 @@ def enqueue_by_name(
         queue_name=queue_name,
         actor_name=actor_name,
         args=(arg,),
-        kwargs={},
+        kwargs=kwargs or {},
         options={},
     )
     with map_redis_errors():
@@ -82,17 +84,28 @@ class DeliveryQueue:
         self.queue_name = queue_name
         self.broker = make_broker(redis_url, timeout_seconds=timeout_seconds)
 
-    def enqueue_delivery(self, email_id: str, *, delay_ms: int | None = None) -> None:
+    def enqueue_delivery(
+        self, email_id: str, *, delay_ms: int | None = None, stored: str | None = None
+    ) -> None:
         """Enqueue delivery of one email.
 
         Args:
             email_id: The stored email's id.
             delay_ms: Deliver no earlier than this many milliseconds from now.
+            stored: The email as inserted (``core.store.carried.carry``), so the worker need
+                not read it back; None to have it read.
 
         Raises:
             QueueUnavailable: Redis could not be reached.
         """
-        enqueue_by_name(self.broker, self.queue_name, DELIVER_ACTOR, email_id, delay_ms=delay_ms)
+        enqueue_by_name(
+            self.broker,
+            self.queue_name,
+            DELIVER_ACTOR,
+            email_id,
+            delay_ms=delay_ms,
+            kwargs={"stored": stored} if stored is not None else None,
+        )
 
     def enqueue_deliveries(self, items: Sequence[tuple[str, int | None]]) -> None:
         """Enqueue delivery of many emails in one pipelined round trip to Redis.

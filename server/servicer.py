@@ -44,6 +44,7 @@ from core.group_commit import GroupCommit, NotTaken, TakenNoAnswer
 from core.queue import DeliveryQueue
 from core.settings import Settings
 from core.store import idempotency, repository, turns
+from core.store.carried import carry
 from core.store.documents import delay_ms, utcnow
 from mailroom.v1 import mail_pb2, mail_pb2_grpc
 from server import batch
@@ -160,6 +161,7 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
             policy = self._settings.suppression_policy
             new, dropped = check_email(new, policy, email_id, self.voids.add, not_accepted)
             replay = False
+            stored = None
             if new.idempotency_key:
                 existing = self._reserve(
                     new.idempotency_key, _fingerprint(request), email_id, deadline
@@ -170,10 +172,12 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
             if replay:
                 email_id, enqueue = self._take_over(new, email_id)
             else:
-                self._insert(new, email_id, deadline, size=request.ByteSize())
+                document = self._insert(new, email_id, deadline, size=request.ByteSize())
+                # The worker claims it from this copy instead of reading it back.
+                stored = carry(document) if new.send_at is None else None
                 enqueue = True
         if enqueue:
-            self._enqueue((str(email_id), new.send_at))
+            self._enqueue((str(email_id), new.send_at), stored=stored)
         context.send_initial_metadata(((HTTP_STATUS_METADATA, "201"),))
         return mail_pb2.SendEmailResponse(id=str(email_id), dropped_recipients=to_protos(dropped))
 
@@ -228,8 +232,11 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
 
     def _insert(
         self, new: repository.NewEmail, email_id: ObjectId, deadline: float, *, size: int
-    ) -> None:
+    ) -> dict[str, object]:
         """Insert a new email (with the concurrent ones); resolve an unknown outcome.
+
+        Returns:
+            The document stored.
 
         Raises:
             StorageUnavailable: Not stored, or voided: it will never be sent (500).
@@ -240,7 +247,7 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
         try:
             self._inserts.submit((document, time.monotonic() + share), size=size, timeout=share)
         except DuplicateKey:
-            return  # a driver retry of this very insert, whose first try landed
+            pass  # a driver retry of this very insert, whose first try landed
         except NotTaken as exc:
             log.warning("email %s: the inserts before it did not end in time", email_id)
             raise StorageUnavailable(
@@ -248,6 +255,7 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
             ) from exc
         except (StorageOutcomeUnknown, TakenNoAnswer):
             self._resolve(str(email_id))
+        return document
 
     def _resolve(self, email_id: str) -> None:
         """The insert may or may not have landed: find it, or void it, within the budget."""
@@ -286,9 +294,12 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
             return email_id, True
         raise StorageUnavailable(f"email {email_id}: too many voided attempts with this key")
 
-    def _enqueue(self, item: tuple[str, datetime | None]) -> None:
+    def _enqueue(self, item: tuple[str, datetime | None], *, stored: str | None = None) -> None:
         try:
-            self._enqueue_now(item)
+            email_id, send_at = item
+            self._queue.enqueue_delivery(
+                email_id, delay_ms=delay_ms(send_at, utcnow()), stored=stored
+            )
         except QueueUnavailable as exc:
             # The email is stored: enqueue it as soon as Redis answers (the scans are a backstop).
             log.warning("email %s stored but not enqueued yet (retrying): %s", item[0], exc)

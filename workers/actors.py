@@ -72,9 +72,9 @@ def _retry_when(retries: int, exc: BaseException) -> bool:
     # Give up on a stuck send around when its lease runs out and another worker may take over.
     time_limit=int(settings.lease_seconds * 1000),
 )
-def deliver(email_id: str) -> None:
-    """Deliver one email (see :func:`workers.delivery.deliver`)."""
-    delivery.deliver(email_id, settings=settings, router=router())
+def deliver(email_id: str, stored: str | None = None) -> None:
+    """Deliver one email (see :func:`workers.delivery.deliver`); ``stored``: the API's copy."""
+    delivery.deliver(email_id, settings=settings, router=router(), stored=stored)
 
 
 @dramatiq.actor(actor_name="dead_letter", queue_name=settings.queue_name, max_retries=20)

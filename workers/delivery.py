@@ -21,11 +21,11 @@ import dramatiq
 from core.errors import StorageUnavailable
 from core.events_out import publish_safely
 from core.settings import Settings
-from core.store import repository
-from core.store.documents import Attempt, Outcome, Status, utcnow
+from core.store import carried, repository
+from core.store.documents import Attempt, Email, Outcome, Status, utcnow
 from workers.mime import build_outgoing
 from workers.mta.base import DeliveryError, PermanentError, ThrottledError
-from workers.routing import Router
+from workers.routing import Choice, Router
 from workers.store import claims, dead_letters
 from workers.store.pending import spent_retries
 from workers.suppression_gate import SUPPRESSION, without_suppressed
@@ -58,16 +58,20 @@ def backoff_ms(attempt: int, settings: Settings) -> int:
     return int(ceiling / 2 + random.uniform(0, ceiling / 2))
 
 
-def deliver(email_id: str, *, settings: Settings, router: Router) -> Status | None:
+def deliver(
+    email_id: str, *, settings: Settings, router: Router, stored: str | None = None
+) -> Status | None:
     """Deliver one email (the body of the ``deliver`` actor).
 
-    A first attempt that succeeds costs three round trips to the store: read the email, take
-    the claim (one insert), write SENT.
+    A first attempt that succeeds costs two round trips to the store when the message carries
+    the email as stored (take the claim, write SENT), three when the email must be read first.
 
     Args:
         email_id: The email to deliver.
         settings: Lease length and retry budget.
         router: Chooses a provider and sends.
+        stored: The email as the API inserted it (``core.store.carried``), if the message
+            carries it.
 
     Returns:
         The status the email ended this attempt in, or None when the message was dropped (the
@@ -77,35 +81,13 @@ def deliver(email_id: str, *, settings: Settings, router: Router) -> Status | No
         RetryDelivery: The attempt failed transiently, or another worker's live claim holds the
             email; Dramatiq retries the message.
     """
-    email = claims.load_claimable(email_id)
-    if email is None:
-        log.info("email %s: not claimable (final, or not due yet); dropped", email_id)
-        return None
-    owner = worker_id()
-    # Chosen before the claim, so a worker that dies mid-send leaves the provider on its claim.
-    choice = router.choose(email)
-    held = claims.claim(
-        email, owner=owner, lease_seconds=settings.lease_seconds, provider=choice.provider or ""
-    )
-    if isinstance(held, claims.Held):
-        router.release_unused_probes()
-        # Dropping it would leave a crashed holder's email to the rescan; if the holder is
-        # alive, the retry finds the email final and is dropped then.
-        delay = int((held.until - utcnow()).total_seconds() * 1000) + 1_000
-        log.info("email %s: held by a live claim; retry in %d ms", email_id, delay)
-        raise RetryDelivery("held by a live claim", delay=max(delay, 1_000), exhausted=False)
-    if held is None:
-        router.release_unused_probes()
-        log.info("email %s: another writer has it (or it was never accepted); dropped", email_id)
-        return None
-    if held.interrupted is not None:
-        log.warning(
-            "email %s: previous holder %s lost its lease mid-send; resending with Message-ID %s",
-            email_id,
-            held.interrupted.worker,
-            email.message_id,
-        )
-
+    taken = _claim_carried(email_id, stored, settings, router) if stored else None
+    if taken is None:
+        taken = _claim_read(email_id, settings, router)
+        if taken is None:
+            return None
+    email, held, choice = taken
+    owner = held.owner
     try:
         _give_up_if_overdue(held, settings)
         if choice.provider is None:
@@ -153,6 +135,73 @@ def deliver(email_id: str, *, settings: Settings, router: Router) -> Status | No
         )
     log.info("email %s: sent through %s (%s)", email_id, provider, result.provider_message_id)
     return Status.SENT
+
+
+def _claim_carried(
+    email_id: str, stored: str, settings: Settings, router: Router
+) -> tuple[Email, claims.Claim, Choice] | None:
+    """Claim the email from the copy its message carries; None to read it instead.
+
+    The claim takes the email's first turn or nothing: taken, it proves the email unchanged
+    since it was stored (``core.store.carried``). Otherwise (cancelled, voided, claimed
+    before; or the copy is too old), the caller reads the email and claims it as always.
+    """
+    email = carried.unpack(stored, email_id, utcnow())
+    if email is None or not claims.is_claimable(email, utcnow()):
+        return None
+    choice = router.choose(email)
+    held = claims.claim(
+        email,
+        owner=worker_id(),
+        lease_seconds=settings.lease_seconds,
+        provider=choice.provider or "",
+        as_read=False,
+    )
+    if not isinstance(held, claims.Claim):
+        router.release_unused_probes()
+        return None
+    return email, held, choice
+
+
+def _claim_read(
+    email_id: str, settings: Settings, router: Router
+) -> tuple[Email, claims.Claim, Choice] | None:
+    """Read the email and claim it; None when the message is to be dropped.
+
+    Raises:
+        RetryDelivery: Another worker's live claim holds the email.
+    """
+    email = claims.load_claimable(email_id)
+    if email is None:
+        log.info("email %s: not claimable (final, or not due yet); dropped", email_id)
+        return None
+    # Chosen before the claim, so a worker that dies mid-send leaves the provider on its claim.
+    choice = router.choose(email)
+    held = claims.claim(
+        email,
+        owner=worker_id(),
+        lease_seconds=settings.lease_seconds,
+        provider=choice.provider or "",
+    )
+    if isinstance(held, claims.Held):
+        router.release_unused_probes()
+        # Dropping it would leave a crashed holder's email to the rescan; if the holder is
+        # alive, the retry finds the email final and is dropped then.
+        delay = int((held.until - utcnow()).total_seconds() * 1000) + 1_000
+        log.info("email %s: held by a live claim; retry in %d ms", email_id, delay)
+        raise RetryDelivery("held by a live claim", delay=max(delay, 1_000), exhausted=False)
+    if held is None:
+        router.release_unused_probes()
+        log.info("email %s: another writer has it (or it was never accepted); dropped", email_id)
+        return None
+    if held.interrupted is not None:
+        log.warning(
+            "email %s: previous holder %s lost its lease mid-send; resending with Message-ID %s",
+            email_id,
+            held.interrupted.worker,
+            email.message_id,
+        )
+    return email, held, choice
 
 
 def _release(held: claims.Claim, error: str) -> None:

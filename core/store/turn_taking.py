@@ -154,6 +154,7 @@ def acquire_turn(
     owner: str = "",
     expires_at: datetime | None = None,
     provider: str = "",
+    only_next: bool = False,
 ) -> TurnTaken | TurnBlocked:
     """Take the next turn of an email as read, skipping turns whose writers are gone.
 
@@ -168,6 +169,9 @@ def acquire_turn(
         owner: Who (a worker id).
         expires_at: A claim's lease: until then the turn blocks every other writer.
         provider: The provider a claim sends through (shown if its worker dies).
+        only_next: Take exactly the turn after the one read, or nothing (``moved``): for a
+            writer that must know the email is unchanged since it was read, without reading
+            anything more.
 
     Raises:
         StorageUnavailable: MongoDB is unreachable.
@@ -182,6 +186,8 @@ def acquire_turn(
         )
         if taken:
             return TurnTaken(generation, interrupted)
+        if only_next:
+            return TurnBlocked("moved")
         turn = read_turn(email_id, generation)
         if turn is None:  # purged in between: try the same generation again
             continue

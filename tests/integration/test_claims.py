@@ -9,14 +9,24 @@ from collections import Counter
 
 import mongoengine
 import pytest
+from bson import ObjectId
 
 from core.errors import Aborted, FailedPrecondition
 from core.events_out import publish_safely
+from core.settings import Settings
 from core.store import repository, turns
+from core.store.carried import carry, unpack
 from core.store.connection import connect
 from core.store.documents import Attempt, Status, utcnow
-from core.store.webhooks import WebhookSubscription, cache_subscriptions
+from core.store.webhooks import (
+    WebhookSubscription,
+    cache_subscriptions,
+    subscriptions_for_events,
+)
 from helpers import CommandCounter, create_email
+from workers.delivery import deliver
+from workers.mta.base import SendResult
+from workers.routing import Router
 from workers.store import claims
 
 
@@ -26,6 +36,24 @@ def new_email() -> str:
         message_id_domain="test",
     )
     return str(email.id)
+
+
+class Recorder:
+    """A provider that accepts every email and keeps it."""
+
+    name = "smtp"
+
+    def __init__(self):
+        self.sent = []
+
+    def send(self, email):
+        self.sent.append(email)
+        return SendResult(f"q{len(self.sent)}", "250 ok")
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(_env_file=None, lease_seconds=30)
 
 
 def race(n, fn):
@@ -198,3 +226,84 @@ def test_the_sent_events_share_one_read_of_the_webhook_subscriptions(real_store,
     finally:
         connect(mongo_uri, timeout_ms=5000)  # and no copy of the list any more
     assert Counter(commands.names) == {"find": 5 + 1, "insert": 5, "update": 5}
+
+
+# The email carried in its delivery message (core.store.carried) stands in for the read.
+
+
+def new_carried_email() -> tuple[str, str]:
+    """Store a new email as the API does; return its id and the copy its message carries."""
+    document = repository.new_email_document(
+        repository.NewEmail(to=["a@example.com"], subject="s", text="t", from_address="f@x.org"),
+        message_id_domain="test",
+        email_id=ObjectId(),
+        now=utcnow(),
+    )
+    stored = carry(document)
+    repository.insert_email(document)
+    assert stored is not None
+    return str(document["_id"]), stored
+
+
+def claim_carried(email_id, stored, owner):
+    """Take the claim from the carried copy, as a worker does before it would read."""
+    email = unpack(stored, email_id, utcnow())
+    assert email is not None
+    return claims.claim(email, owner=owner, lease_seconds=60, as_read=False)
+
+
+def test_the_carried_email_is_the_stored_one(real_store):
+    email_id, stored = new_carried_email()
+    unpacked = unpack(stored, email_id, utcnow())
+    read = repository.find_email(email_id)
+    assert unpacked is not None and read is not None
+    assert unpacked.to_mongo().to_dict() == read.to_mongo().to_dict()
+
+
+def test_a_first_attempt_from_the_carried_email_costs_two_store_round_trips(
+    real_store, mongo_uri, settings
+):
+    """Insert the claim, write SENT: no read, whole deliveries counted by a command listener."""
+    WebhookSubscription.objects.delete()
+    carried = [new_carried_email() for _ in range(3)]
+    smtp = Recorder()
+    router = Router({"smtp": smtp}, ["smtp"])
+    commands = CommandCounter()
+    mongoengine.disconnect()
+    cache_subscriptions(60.0)
+    mongoengine.connect(host=mongo_uri, event_listeners=[commands], tz_aware=False)
+    try:
+        subscriptions_for_events()  # the webhook subscriptions, read once a minute
+        commands.names.clear()
+        for email_id, stored in carried:
+            assert deliver(email_id, settings=settings, router=router, stored=stored) == "SENT"
+    finally:
+        connect(mongo_uri, timeout_ms=5000)
+    assert commands.names == ["insert", "update"] * 3
+    assert len(smtp.sent) == 3
+    assert {repository.get_email(i).status for i, _ in carried} == {Status.SENT}
+
+
+@pytest.mark.parametrize("trial", range(5))
+def test_carried_and_read_claims_and_cancels_race_with_one_winner(real_store, trial):
+    """The API's message (carried), a rescan's (read) and cancels, all at the same moment."""
+    email_id, stored = new_carried_email()
+
+    def contend(i):
+        if i % 3 == 0:
+            taken = claim_carried(email_id, stored, f"carried{i}")
+        elif i % 3 == 1:
+            taken = claim(email_id, f"read{i}")
+        else:
+            try:
+                return turns.cancel_email(email_id)
+            except (FailedPrecondition, Aborted):
+                return None
+        return taken if isinstance(taken, claims.Claim) else None
+
+    results, errors = race(6, contend)
+    assert errors == []
+    winners = [r for r in results if r is not None]
+    assert len(winners) == 1
+    expected = Status.SENDING if isinstance(winners[0], claims.Claim) else Status.CANCELLED
+    assert turns.get_email_as_seen(email_id).status == expected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
@@ -10,7 +11,9 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from core.store.documents import Email
+from core.queue import DeliveryQueue
+from core.store.carried import unpack
+from core.store.documents import Email, utcnow
 from helpers import wait_until
 from mailroom.v1 import mail_pb2
 
@@ -181,8 +184,6 @@ def test_duplicate_message_delivers_once(mail_client, worker, smtp_sink, api):
         mail_pb2.SendEmailRequest(to=["g@example.com"], title="Once", content="x"), timeout=5
     )
     # The same Dramatiq message for the same email, enqueued twice more by name.
-    from core.queue import DeliveryQueue
-
     queue = DeliveryQueue(worker._env["MAILROOM_REDIS_URL"], "mail", timeout_seconds=2)
     queue.enqueue_delivery(reply.id)
     queue.enqueue_delivery(reply.id)
@@ -268,3 +269,47 @@ def test_health_and_reflection(api):
         )
         names = [s.name for r in responses for s in r.list_services_response.service]
     assert "mailroom.v1.MailService" in names
+
+
+def queued_copy(redis_client, email_id):
+    """The email carried by the waiting ``deliver`` message of ``email_id``, if there is one."""
+    for raw in redis_client.hvals("dramatiq:mail.msgs"):
+        message = json.loads(raw)
+        if message["args"] == [email_id]:
+            return message["kwargs"].get("stored")
+    return None
+
+
+def test_the_message_carries_the_email_and_a_stale_copy_sends_nothing(
+    start_worker, mail_client, redis_client, smtp_sink
+):
+    """The worker claims from the copy in the message, never from an out-of-date one.
+
+    No worker runs at first: the messages wait with the emails they carry. One email is
+    cancelled before a worker starts, and is never sent; the other is sent once, and its
+    message brought back again (as a redelivery would) sends nothing more.
+    """
+    request = dict(to=["h@example.com"], content="x")
+    cancelled = mail_client.SendEmail(
+        mail_pb2.SendEmailRequest(title="Cancelled before any worker", **request), timeout=5
+    )
+    kept = mail_client.SendEmail(mail_pb2.SendEmailRequest(title="Sent once", **request), timeout=5)
+    stored = wait_until(
+        lambda: queued_copy(redis_client, kept.id), timeout=10, message="the message is queued"
+    )
+    copy = unpack(stored, kept.id, utcnow())
+    assert copy is not None
+    assert (copy.subject, copy.to, copy.status) == ("Sent once", ["h@example.com"], "QUEUED")
+    assert queued_copy(redis_client, cancelled.id) is not None
+    mail_client.CancelEmail(mail_pb2.CancelEmailRequest(id=cancelled.id), timeout=5)
+
+    worker = start_worker()
+    wait_status(mail_client, kept.id, mail_pb2.EMAIL_STATUS_SENT)
+    queue = DeliveryQueue(worker._env["MAILROOM_REDIS_URL"], "mail", timeout_seconds=2)
+    queue.enqueue_delivery(kept.id, stored=stored)
+    queue.close()
+    wait_until(lambda: worker_queue_empty(worker), timeout=10, message="the queue drains")
+    assert len(messages_for(smtp_sink, kept.id)) == 1
+    assert messages_for(smtp_sink, cancelled.id) == []
+    final = mail_client.GetEmail(mail_pb2.GetEmailRequest(id=cancelled.id), timeout=5).email
+    assert final.status == mail_pb2.EMAIL_STATUS_CANCELLED

@@ -89,7 +89,7 @@ def load_claimable(email_id: str) -> Email | None:
 
 
 def claim(
-    email: Email, *, owner: str, lease_seconds: float, provider: str = ""
+    email: Email, *, owner: str, lease_seconds: float, provider: str = "", as_read: bool = True
 ) -> Claim | Held | None:
     """Take an email (as read by :func:`load_claimable`) for one delivery attempt, exclusively.
 
@@ -98,6 +98,9 @@ def claim(
         owner: The worker's id, kept on the turn.
         lease_seconds: How long the claim holds the email.
         provider: The provider the attempt will use (kept on the turn, shown if the worker dies).
+        as_read: False for an email not read from the store but carried in its message
+            (``core.store.carried``): only its very next turn is taken, so that a claim
+            proves the email unchanged since it was stored; anything else is None (read it).
 
     Returns:
         The claim; :class:`Held` when another worker's live claim holds the email; None when
@@ -114,6 +117,7 @@ def claim(
         owner=owner,
         expires_at=now + timedelta(seconds=lease_seconds),
         provider=provider,
+        only_next=not as_read,
     )
     if isinstance(taken, TurnBlocked):
         if taken.reason == "held" and taken.until is not None:

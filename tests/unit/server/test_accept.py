@@ -17,7 +17,9 @@ class Queue:
         self.ids: list[str] = []
         self.fail = fail
 
-    def enqueue_delivery(self, email_id: str, *, delay_ms: int | None = None) -> None:
+    def enqueue_delivery(
+        self, email_id: str, *, delay_ms: int | None = None, stored: str | None = None
+    ) -> None:
         if self.fail:
             raise QueueUnavailable("queue unavailable (ConnectionError)")
         self.ids.append(email_id)

@@ -36,7 +36,9 @@ class Queue:
             raise QueueUnavailable("queue unavailable (ConnectionError)")
         self.batches.append(list(items))
 
-    def enqueue_delivery(self, email_id: str, *, delay_ms: int | None = None) -> None:
+    def enqueue_delivery(
+        self, email_id: str, *, delay_ms: int | None = None, stored: str | None = None
+    ) -> None:
         if self.fail:
             raise QueueUnavailable("queue unavailable (ConnectionError)")
         self.singles.append(email_id)

@@ -25,7 +25,9 @@ class Queue:
     def __init__(self) -> None:
         self.ids: list[str] = []
 
-    def enqueue_delivery(self, email_id: str, *, delay_ms: int | None = None) -> None:
+    def enqueue_delivery(
+        self, email_id: str, *, delay_ms: int | None = None, stored: str | None = None
+    ) -> None:
         self.ids.append(email_id)
 
     def enqueue_deliveries(self, items: list[tuple[str, int | None]]) -> None:

@@ -6,6 +6,7 @@ from datetime import timedelta
 import pytest
 
 from core.store import repository, turns
+from core.store.carried import MAX_AGE, carry
 from core.store.documents import Email, Status, utcnow
 from helpers import create_email
 from workers.delivery import RetryDelivery, backoff_ms, dead_letter, deliver
@@ -243,3 +244,104 @@ def test_cancelled_email_is_never_sent(fake_store, settings):
         deliver(str(email.id), settings=settings, router=Router({"smtp": smtp}, ["smtp"])) is None
     )
     assert repository.get_email(str(email.id)).status == Status.CANCELLED
+
+
+# The email carried in its message (core.store.carried): the same outcome as a read, or a read.
+
+
+def carried_email(**kw) -> tuple[Email, str]:
+    """A stored email and the copy the API's message carries."""
+    email = new_email(**kw)
+    stored = carry(email.to_mongo().to_dict())
+    assert stored is not None
+    return email, stored
+
+
+def test_a_carried_email_is_sent_like_a_read_one(fake_store, settings):
+    email, stored = carried_email()
+    smtp = ScriptedProvider("smtp", SendResult("q-1", "250 queued"))
+    router = Router({"smtp": smtp}, ["smtp"])
+    assert deliver(str(email.id), settings=settings, router=router, stored=stored) == Status.SENT
+    final = repository.get_email(str(email.id))
+    assert (final.status, final.last_turn, final.provider_message_id) == (Status.SENT, 1, "q-1")
+    assert [a.outcome for a in final.attempts] == ["DELIVERED"]
+    assert smtp.sent[0].message_id == final.message_id
+
+
+def test_a_carried_copy_of_a_cancelled_email_sends_nothing(fake_store, settings):
+    email, stored = carried_email()
+    turns.cancel_email(str(email.id))
+    smtp = ScriptedProvider("smtp")
+    router = Router({"smtp": smtp}, ["smtp"])
+    assert deliver(str(email.id), settings=settings, router=router, stored=stored) is None
+    assert smtp.sent == []
+    assert repository.get_email(str(email.id)).status == Status.CANCELLED
+
+
+def test_a_carried_copy_of_a_voided_email_sends_nothing(fake_store, settings):
+    """The API answered 503 and voided the email; its insert landed after the void."""
+    email, stored = carried_email()
+    assert turns.void_email(str(email.id))
+    smtp = ScriptedProvider("smtp")
+    router = Router({"smtp": smtp}, ["smtp"])
+    assert deliver(str(email.id), settings=settings, router=router, stored=stored) is None
+    assert smtp.sent == []
+    assert turns.get_email_as_seen(str(email.id)).status == Status.CANCELLED
+
+
+def test_a_redelivered_carried_message_sends_once(fake_store, settings):
+    email, stored = carried_email()
+    smtp = ScriptedProvider("smtp")
+    router = Router({"smtp": smtp}, ["smtp"])
+    assert deliver(str(email.id), settings=settings, router=router, stored=stored) == Status.SENT
+    assert deliver(str(email.id), settings=settings, router=router, stored=stored) is None
+    assert len(smtp.sent) == 1
+
+
+def test_a_retried_carried_message_reads_the_history_it_adds_to(fake_store, settings):
+    """The copy is stale after the first attempt: the retry reads the email and counts it."""
+    email, stored = carried_email()
+    smtp = ScriptedProvider("smtp", TransientError("451 later"), TransientError("451 later"))
+    router = Router({"smtp": smtp}, ["smtp"])
+    delays = []
+    for _ in range(2):
+        with pytest.raises(RetryDelivery) as info:
+            deliver(str(email.id), settings=settings, router=router, stored=stored)
+        delays.append(info.value.delay)
+    assert deliver(str(email.id), settings=settings, router=router, stored=stored) == Status.SENT
+    final = repository.get_email(str(email.id))
+    assert [a.outcome for a in final.attempts] == ["TRANSIENT", "TRANSIENT", "DELIVERED"]
+    assert (final.attempt_count, final.last_turn) == (3, 3)
+    # The second failure counted the first: its backoff (half fixed, half random) is from the
+    # doubled ceiling, at least the minimum; a first failure's is at most the minimum.
+    assert delays[0] <= settings.retry.min_backoff_ms <= delays[1]
+
+
+def test_a_carried_email_held_by_a_live_claim_waits_for_it(fake_store, settings):
+    email, stored = carried_email()
+    assert isinstance(hold(str(email.id)), claims.Claim)
+    smtp = ScriptedProvider("smtp")
+    with pytest.raises(RetryDelivery) as info:
+        deliver(
+            str(email.id),
+            settings=settings,
+            router=Router({"smtp": smtp}, ["smtp"]),
+            stored=stored,
+        )
+    assert info.value.delay > 50_000 and not info.value.exhausted
+    assert smtp.sent == []
+
+
+def test_an_old_carried_copy_is_read_again(fake_store, settings):
+    """Past core.store.carried.MAX_AGE the copy is not trusted: the stored email decides."""
+    email, stored = carried_email()
+    Email.objects(id=email.id).update_one(set__subject="Changed in the store")
+    smtp = ScriptedProvider("smtp")
+    router = Router({"smtp": smtp}, ["smtp"])
+    later = utcnow() + MAX_AGE + timedelta(seconds=1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("workers.delivery.utcnow", lambda: later)
+        assert deliver(str(email.id), settings=settings, router=router, stored=stored) == (
+            Status.SENT
+        )
+    assert smtp.sent[0].subject == "Changed in the store"
