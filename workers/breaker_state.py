@@ -83,6 +83,10 @@ class SharedState(Protocol):
         """Put provider ``name`` back into rotation."""
         ...
 
+    def clear_failures(self, name: str) -> None:
+        """Reset the failure count of provider ``name``'s breaker if it is closed."""
+        ...
+
 
 class MemoryState:
     """Breaker state in this process only (unit tests, or running without Redis)."""
@@ -142,12 +146,29 @@ class MemoryState:
         with self._lock:
             self._out.pop(name, None)
 
+    def clear_failures(self, name: str) -> None:
+        """Reset the failure count if the breaker is closed."""
+        storage = self.storage(name)
+        with self._lock:
+            if storage.state == STATE_CLOSED:
+                storage.reset_counter()
+
 
 # Compare-and-delete: only the probe's holder frees the slot (a slow probe whose slot expired
 # and was taken by another worker must not free the new holder's).
 _RELEASE_IF_HOLDER = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
+"""
+
+# A success's reset of a closed breaker's failure count, in one round trip (pybreaker's storage
+# takes two: read the state, write the count). A missing state is closed: pybreaker falls back
+# to closed and re-creates its keys with a zero count. The count is written only if not zero.
+_CLEAR_FAILURES_IF_CLOSED = """
+local state = redis.call('get', KEYS[1])
+if state and state ~= ARGV[1] then return 0 end
+if redis.call('get', KEYS[2]) ~= '0' then redis.call('set', KEYS[2], 0) end
+return 1
 """
 
 
@@ -188,6 +209,7 @@ class RedisState:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self._release = client.register_script(_RELEASE_IF_HOLDER)
+        self._clear_failures = client.register_script(_CLEAR_FAILURES_IF_CLOSED)
 
     @staticmethod
     def _key(name: str, what: str) -> str:
@@ -309,3 +331,15 @@ class RedisState:
         """
         with map_redis_errors():
             self.client.delete(self._key(name, "out-of-rotation"))
+
+    def clear_failures(self, name: str) -> None:
+        """Reset the failure count if the breaker is closed: one script, one round trip.
+
+        Like pybreaker's storage, a Redis failure is logged and the count left as it is.
+        """
+        keys = [pybreaker_key(name, "state"), pybreaker_key(name, "fail_counter")]
+        try:
+            with map_redis_errors():
+                self._clear_failures(keys=keys, args=[STATE_CLOSED])
+        except QueueUnavailable:
+            log.warning("provider %s: Redis unavailable, failure count not reset", name)

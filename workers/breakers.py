@@ -242,8 +242,9 @@ class ProviderBreaker:
             listener.success(self.breaker)
         if probe:
             self.breaker.close()
-        elif self.storage.state == STATE_CLOSED:
-            self.storage.reset_counter()
+        else:
+            # Only if closed: one atomic step where pybreaker's storage takes two round trips.
+            self.shared.clear_failures(self.name)
         # A send that started before the breaker opened proves nothing; the probe decides.
 
     def reset(self) -> None:

@@ -68,3 +68,43 @@ def test_the_key_layout_is_pybreakers(redis_server: ManagedProcess) -> None:
     client = redis.Redis.from_url(redis_server.url)
     storage = pybreaker.CircuitRedisStorage("closed", client, namespace="mailroom:breaker:x")
     assert storage._namespace("fail_counter") == pybreaker_key("x", "fail_counter")
+
+
+def _succeed(board: BreakerBoard, name: str) -> None:
+    with board[name].guard():
+        pass
+
+
+def test_a_success_clears_the_failures_of_a_closed_breaker_only(
+    board: BreakerBoard, redis_server: ManagedProcess
+) -> None:
+    """One script does what pybreaker's storage does in two steps (read the state, reset)."""
+    for _ in range(2):
+        board["smtp"].storage.increment_counter()
+        board["sendgrid"].storage.increment_counter()
+    board["sendgrid"].breaker.open()
+    board["mailgun"].breaker.half_open()
+    board["mailgun"].storage.increment_counter()
+
+    for name in ("smtp", "sendgrid", "mailgun"):
+        _succeed(board, name)
+
+    statuses = board.statuses()
+    assert (statuses["smtp"].state, statuses["smtp"].fail_counter) == ("closed", 0)
+    # A send that began before the breaker opened proves nothing: only the probe decides.
+    assert (statuses["sendgrid"].state, statuses["sendgrid"].fail_counter) == ("open", 2)
+    assert (statuses["mailgun"].state, statuses["mailgun"].fail_counter) == ("half-open", 1)
+
+    client = redis.Redis.from_url(redis_server.url)
+    client.delete(pybreaker_key("postmark", "state"))  # missing: closed, as pybreaker has it
+    client.set(pybreaker_key("postmark", "fail_counter"), 2)
+    _succeed(board, "postmark")
+    assert client.get(pybreaker_key("postmark", "fail_counter")) == b"0"
+    client.close()
+
+
+def test_a_success_without_redis_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    """Like pybreaker's storage: the send's result stands, the count is left as it is."""
+    unreachable = RedisState(redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5))
+    unreachable.clear_failures("smtp")
+    assert "failure count not reset" in caplog.text
