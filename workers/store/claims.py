@@ -4,7 +4,8 @@ A claim is the email's next turn (:func:`core.store.turns.acquire_turn`) with an
 the lease: one insert, and the email document is not written until the outcome. Every outcome
 write is fenced by the claim's generation (``last_turn < mine``), so a worker whose lease
 was taken over after it expired does not overwrite the newer claim's outcome. A first-attempt
-delivery costs three round trips to the store: read the email, insert the claim, write SENT.
+delivery costs three round trips to the store: read the email, insert the claim, write SENT;
+two when the message carries the email (``core.store.carried``) and the claim is taken from it.
 """
 
 from __future__ import annotations
