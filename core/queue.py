@@ -18,6 +18,11 @@ log = logging.getLogger(__name__)
 
 DELIVER_ACTOR = "deliver"
 
+#: The message option carrying the email as stored (``core.store.carried``). An option, not an
+#: argument: Dramatiq prints a message's arguments in its logs (the email's content does not
+#: belong there), and a worker that does not know the option ignores it and reads the email.
+CARRIED_OPTION = "stored_email"
+
 
 def make_broker(redis_url: str, *, timeout_seconds: float) -> RedisBroker:
     """A middleware-free Redis broker for enqueueing by name, with short timeouts.
@@ -44,7 +49,7 @@ def enqueue_by_name(
     arg: str,
     *,
     delay_ms: int | None = None,
-    kwargs: dict[str, object] | None = None,
+    options: dict[str, object] | None = None,
 ) -> None:
     """Enqueue ``actor_name(arg)`` on ``queue_name`` without importing the actor's code.
 
@@ -54,7 +59,7 @@ def enqueue_by_name(
         actor_name: The actor's name.
         arg: The actor's one positional argument.
         delay_ms: Run no earlier than this many milliseconds from now.
-        kwargs: The actor's keyword arguments, if any.
+        options: Message options for the worker's middleware, if any.
 
     Raises:
         QueueUnavailable: Redis could not be reached.
@@ -63,8 +68,8 @@ def enqueue_by_name(
         queue_name=queue_name,
         actor_name=actor_name,
         args=(arg,),
-        kwargs=kwargs or {},
-        options={},
+        kwargs={},
+        options=dict(options or {}),
     )
     with map_redis_errors():
         broker.enqueue(message, delay=delay_ms)
@@ -104,7 +109,7 @@ class DeliveryQueue:
             DELIVER_ACTOR,
             email_id,
             delay_ms=delay_ms,
-            kwargs={"stored": stored} if stored is not None else None,
+            options={CARRIED_OPTION: stored} if stored is not None else None,
         )
 
     def enqueue_deliveries(self, items: Sequence[tuple[str, int | None]]) -> None:

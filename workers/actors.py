@@ -19,7 +19,7 @@ from core.events_out import webhook_queue
 from core.logs import configure_logging
 from core.settings import get_settings
 from workers import delivery
-from workers.broker import ConnectStore, setup_broker
+from workers.broker import CarriedEmail, ConnectStore, setup_broker
 from workers.mta.registry import build_providers, describe
 from workers.routing import Router, build_router
 from workers.webhooks import WebhookSender
@@ -31,6 +31,8 @@ configure_logging(settings.log_level)
 sys.setswitchinterval(settings.worker_switch_interval_ms / 1000)
 broker = setup_broker(settings)
 broker.add_middleware(ConnectStore(settings))
+carried = CarriedEmail()
+broker.add_middleware(carried)
 
 
 _router: Router | None = None
@@ -72,9 +74,9 @@ def _retry_when(retries: int, exc: BaseException) -> bool:
     # Give up on a stuck send around when its lease runs out and another worker may take over.
     time_limit=int(settings.lease_seconds * 1000),
 )
-def deliver(email_id: str, stored: str | None = None) -> None:
-    """Deliver one email (see :func:`workers.delivery.deliver`); ``stored``: the API's copy."""
-    delivery.deliver(email_id, settings=settings, router=router(), stored=stored)
+def deliver(email_id: str) -> None:
+    """Deliver one email (see :func:`workers.delivery.deliver`), from its carried copy if any."""
+    delivery.deliver(email_id, settings=settings, router=router(), stored=carried.take())
 
 
 @dramatiq.actor(actor_name="dead_letter", queue_name=settings.queue_name, max_retries=20)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 import dramatiq
+from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker
 
+from core.queue import CARRIED_OPTION
 from core.settings import Settings
 from core.store.connection import connect
 from workers.redis_broker import RecoveringRedisBroker
@@ -67,3 +70,31 @@ class ConnectStore(dramatiq.Middleware):
         except Exception as exc:
             log.critical("cannot set up the MongoDB connection: %s", exc, exc_info=True)
             raise SystemExit(1) from exc
+
+
+class CarriedEmail(dramatiq.Middleware):
+    """Hands the email a ``deliver`` message carries (``core.store.carried``) to its actor, once.
+
+    The API puts the email as stored into the message's options (:data:`core.queue.CARRIED_OPTION`).
+    Before a message is processed the copy is taken out of it, so that it serves the first
+    attempt only: a retry re-enqueues the message without it (it would be stale, and would
+    weigh on Redis through a long backoff), and neither a dead-letter record nor a log line
+    holds the email's content. The actor, in the same worker thread, gets it from :meth:`take`.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        """Move the copy out of the message into this thread, for :meth:`take`.
+
+        Every message sets it (None when it carries none), so a copy the actor did not take
+        never reaches the thread's next message.
+        """
+        self._local.stored = message.options.pop(CARRIED_OPTION, None)
+
+    def take(self) -> str | None:
+        """The copy carried by the message this thread is processing, if any (once)."""
+        stored: str | None = getattr(self._local, "stored", None)
+        self._local.stored = None
+        return stored

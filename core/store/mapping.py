@@ -52,8 +52,6 @@ def map_mongo_errors() -> Iterator[None]:
         yield
     except (PyMongoError, MongoEngineException) as exc:
         error = _translate(exc)
-        # Details (addresses, server messages) go to the log, never into an answer. A
-        # duplicate key is an answer every caller expects (a turn taken, an id stored).
-        level = logging.DEBUG if isinstance(error, DuplicateKey) else logging.WARNING
-        log.log(level, "%s: %s: %s", error.message, type(exc).__name__, exc)
+        # Details (addresses, server messages) go to the log, never into an answer.
+        log.warning("%s: %s: %s", error.message, type(exc).__name__, exc)
         raise error from exc

@@ -11,7 +11,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from core.queue import DeliveryQueue
+from core.queue import CARRIED_OPTION, DeliveryQueue
 from core.store.carried import unpack
 from core.store.documents import Email, utcnow
 from helpers import wait_until
@@ -276,7 +276,7 @@ def queued_copy(redis_client, email_id):
     for raw in redis_client.hvals("dramatiq:mail.msgs"):
         message = json.loads(raw)
         if message["args"] == [email_id]:
-            return message["kwargs"].get("stored")
+            return message["options"].get(CARRIED_OPTION)
     return None
 
 
