@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from uuid import uuid4
 
 import dramatiq
@@ -112,7 +112,9 @@ class DeliveryQueue:
             options={CARRIED_OPTION: stored} if stored is not None else None,
         )
 
-    def enqueue_deliveries(self, items: Sequence[tuple[str, int | None]]) -> None:
+    def enqueue_deliveries(
+        self, items: Sequence[tuple[str, int | None]], *, stored: Mapping[str, str] | None = None
+    ) -> None:
         """Enqueue delivery of many emails in one pipelined round trip to Redis.
 
         Each message is what :meth:`enqueue_delivery` would put there: ``RedisBroker.enqueue``
@@ -127,6 +129,8 @@ class DeliveryQueue:
 
         Args:
             items: ``(email_id, delay_ms)`` pairs; ``delay_ms`` as in :meth:`enqueue_delivery`.
+            stored: The emails as inserted, by id, for those whose message carries its email
+                (``stored`` of :meth:`enqueue_delivery`).
 
         Raises:
             QueueUnavailable: Redis could not be reached; some messages may be enqueued.
@@ -138,7 +142,7 @@ class DeliveryQueue:
         with map_redis_errors():
             pipe = broker.client.pipeline(transaction=False)
             for email_id, delay_ms in items:
-                message = self._delivery_message(email_id, delay_ms)
+                message = self._delivery_message(email_id, delay_ms, (stored or {}).get(email_id))
                 # The arguments RedisBroker._dispatch passes for "enqueue", in its order. The
                 # broker has no middleware (see __init__), so enqueue's before/after hooks are
                 # skipped with nothing lost.
@@ -157,9 +161,13 @@ class DeliveryQueue:
                 dispatch(keys=[broker.namespace], args=args, client=pipe)
             pipe.execute()
 
-    def _delivery_message(self, email_id: str, delay_ms: int | None) -> dramatiq.Message[None]:
+    def _delivery_message(
+        self, email_id: str, delay_ms: int | None, stored: str | None = None
+    ) -> dramatiq.Message[None]:
         """The message ``RedisBroker.enqueue`` would dispatch for ``deliver(email_id)``."""
         options: dict[str, object] = {"redis_message_id": str(uuid4())}
+        if stored is not None:
+            options[CARRIED_OPTION] = stored
         queue_name = self.queue_name
         if delay_ms is not None:
             queue_name = dq_name(queue_name)

@@ -49,6 +49,8 @@ class Item:
             messages are given the email's place in the batch by :meth:`named_error`); None
             while it is (or once it is) accepted.
         dropped: Its recipients left out because they are suppressed.
+        stored: The email as this call stored it, for its message to carry
+            (``core.store.carried``); None when it was not stored by this call's write.
     """
 
     index: int
@@ -61,6 +63,7 @@ class Item:
     same_as: Item | None = None
     error: MailroomError | None = None
     dropped: list[Dropped] = field(default_factory=list)
+    stored: str | None = None
 
     @property
     def outcome(self) -> Item:

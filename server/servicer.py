@@ -305,13 +305,17 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
             log.warning("email %s stored but not enqueued yet (retrying): %s", item[0], exc)
             self.enqueues.add(item)
 
-    def _enqueue_many(self, items: list[tuple[str, datetime | None]]) -> None:
+    def _enqueue_many(
+        self, items: list[tuple[str, datetime | None]], *, stored: dict[str, str] | None = None
+    ) -> None:
         """Enqueue many stored emails in one round trip; on failure, each one as _enqueue does."""
         if not items:
             return
         now = utcnow()
         try:
-            self._queue.enqueue_deliveries([(i, delay_ms(send_at, now)) for i, send_at in items])
+            self._queue.enqueue_deliveries(
+                [(i, delay_ms(send_at, now)) for i, send_at in items], stored=stored
+            )
         except QueueUnavailable as exc:
             log.warning("%d stored emails not enqueued yet (retrying): %s", len(items), exc)
             for item in items:
@@ -378,7 +382,8 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
             self._take_over_items([i for i in items if i.open and i.replay])
             self._insert_items([i for i in items if i.open and not i.replay], deadline)
         self._enqueue_many(
-            [(str(i.email_id), i.new.send_at) for i in items if i.enqueue and i.new is not None]
+            [(str(i.email_id), i.new.send_at) for i in items if i.enqueue and i.new is not None],
+            stored={str(i.email_id): i.stored for i in items if i.enqueue and i.stored},
         )
         return batch.response(items)
 
@@ -474,3 +479,5 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
                 item.error = StorageUnavailable("storage unavailable: the email was not stored")
             else:
                 item.enqueue = True  # stored (an existing _id: a driver retry of this write)
+                if item.new is not None and item.new.send_at is None:
+                    item.stored = carry(documents[index])

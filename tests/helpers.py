@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import ssl
 import subprocess
@@ -11,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import pytest
@@ -21,6 +22,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from pymongo import monitoring
 
+from core.queue import CARRIED_OPTION
 from core.store import repository
 from core.store.documents import Email, utcnow
 from devtools.services import free_port
@@ -210,3 +212,13 @@ class CommandCounter(monitoring.CommandListener):
 
     def failed(self, event):
         pass
+
+
+def queued_copy(redis_client: Any, email_id: str, queue: str = "mail") -> str | None:
+    """The email carried by the waiting ``deliver`` message of ``email_id``, if there is one."""
+    for raw in redis_client.hvals(f"dramatiq:{queue}.msgs"):
+        message = json.loads(raw)
+        if message["args"] == [email_id]:
+            stored: str | None = message["options"].get(CARRIED_OPTION)
+            return stored
+    return None

@@ -13,8 +13,9 @@ from google.rpc import code_pb2, error_details_pb2
 from grpc_status import rpc_status
 
 from core.queue import DeliveryQueue
-from core.store.documents import Email
-from helpers import rest_violations, wait_until
+from core.store.carried import unpack
+from core.store.documents import Email, utcnow
+from helpers import queued_copy, rest_violations, wait_until
 from mailroom.v1 import mail_pb2
 
 DEADLINE = 60.0
@@ -235,3 +236,33 @@ def test_a_pipelined_enqueue_puts_messages_where_one_by_one_enqueues_do(
     options = {"redis_message_id", "eta"}
     assert set(later["four"]["options"]) == set(later["two"]["options"]) == options
     assert abs(later["four"]["options"]["eta"] - later["two"]["options"]["eta"]) < 30_000
+
+
+def test_each_message_of_a_batch_carries_its_email(start_worker, mail_client, redis_client):
+    """No worker yet: every waiting message holds the email as stored, the scheduled one none."""
+    tag = marker()
+    later = Timestamp()
+    later.FromDatetime(datetime.now(UTC) + timedelta(hours=1))
+    requests = [
+        mail_pb2.SendEmailRequest(to=[f"r{n}@example.com"], title=f"batch {tag} #{n}", content="x")
+        for n in range(3)
+    ]
+    requests.append(
+        mail_pb2.SendEmailRequest(
+            to=["r9@example.com"], title=f"batch {tag} later", content="x", send_at=later
+        )
+    )
+    reply = mail_client.SendEmailBatch(mail_pb2.SendEmailBatchRequest(emails=requests), timeout=10)
+    ids = [r.id for r in reply.results]
+    assert all(ids), reply
+
+    copies = {i: queued_copy(redis_client, i) for i in ids[:3]}
+    for n, email_id in enumerate(ids[:3]):
+        email = unpack(copies[email_id] or "", email_id, utcnow())
+        assert email is not None, email_id
+        assert (email.subject, email.to) == (f"batch {tag} #{n}", [f"r{n}@example.com"])
+    # The scheduled email's message waits on the delay queue without a copy (too old by then).
+    delayed = [json.loads(raw) for raw in redis_client.hvals("dramatiq:mail.DQ.msgs")]
+    scheduled = [m for m in delayed if m["args"] == [ids[3]]]
+    assert len(scheduled) == 1
+    assert "stored_email" not in scheduled[0]["options"]

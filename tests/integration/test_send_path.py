@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 
@@ -11,10 +10,10 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from core.queue import CARRIED_OPTION, DeliveryQueue
+from core.queue import DeliveryQueue
 from core.store.carried import unpack
 from core.store.documents import Email, utcnow
-from helpers import wait_until
+from helpers import queued_copy, wait_until
 from mailroom.v1 import mail_pb2
 
 BODY = {
@@ -269,15 +268,6 @@ def test_health_and_reflection(api):
         )
         names = [s.name for r in responses for s in r.list_services_response.service]
     assert "mailroom.v1.MailService" in names
-
-
-def queued_copy(redis_client, email_id):
-    """The email carried by the waiting ``deliver`` message of ``email_id``, if there is one."""
-    for raw in redis_client.hvals("dramatiq:mail.msgs"):
-        message = json.loads(raw)
-        if message["args"] == [email_id]:
-            return message["options"].get(CARRIED_OPTION)
-    return None
 
 
 def test_the_message_carries_the_email_and_a_stale_copy_sends_nothing(

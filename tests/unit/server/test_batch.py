@@ -31,7 +31,9 @@ class Queue:
         self.singles: list[str] = []
         self.fail = False
 
-    def enqueue_deliveries(self, items: list[tuple[str, int | None]]) -> None:
+    def enqueue_deliveries(
+        self, items: list[tuple[str, int | None]], *, stored: dict[str, str] | None = None
+    ) -> None:
         if self.fail:
             raise QueueUnavailable("queue unavailable (ConnectionError)")
         self.batches.append(list(items))

@@ -30,7 +30,9 @@ class Queue:
     ) -> None:
         self.ids.append(email_id)
 
-    def enqueue_deliveries(self, items: list[tuple[str, int | None]]) -> None:
+    def enqueue_deliveries(
+        self, items: list[tuple[str, int | None]], *, stored: dict[str, str] | None = None
+    ) -> None:
         self.ids += [i for i, _ in items]
 
 
