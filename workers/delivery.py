@@ -149,18 +149,27 @@ def _claim_carried(
     email = carried.unpack(stored, email_id, utcnow())
     if email is None or not claims.is_claimable(email, utcnow()):
         return None
+    choice, held = _choose_and_claim(email, settings, router, as_read=False)
+    if not isinstance(held, claims.Claim):
+        router.release_unused_probes()
+        return None
+    return email, held, choice
+
+
+def _choose_and_claim(
+    email: Email, settings: Settings, router: Router, *, as_read: bool
+) -> tuple[Choice, claims.Claim | claims.Held | None]:
+    """Choose the provider, then take the claim (see :func:`workers.store.claims.claim`)."""
+    # Chosen before the claim, so a worker that dies mid-send leaves the provider on its claim.
     choice = router.choose(email)
     held = claims.claim(
         email,
         owner=worker_id(),
         lease_seconds=settings.lease_seconds,
         provider=choice.provider or "",
-        as_read=False,
+        as_read=as_read,
     )
-    if not isinstance(held, claims.Claim):
-        router.release_unused_probes()
-        return None
-    return email, held, choice
+    return choice, held
 
 
 def _claim_read(
@@ -175,14 +184,7 @@ def _claim_read(
     if email is None:
         log.info("email %s: not claimable (final, or not due yet); dropped", email_id)
         return None
-    # Chosen before the claim, so a worker that dies mid-send leaves the provider on its claim.
-    choice = router.choose(email)
-    held = claims.claim(
-        email,
-        owner=worker_id(),
-        lease_seconds=settings.lease_seconds,
-        provider=choice.provider or "",
-    )
+    choice, held = _choose_and_claim(email, settings, router, as_read=True)
     if isinstance(held, claims.Held):
         router.release_unused_probes()
         # Dropping it would leave a crashed holder's email to the rescan; if the holder is

@@ -103,6 +103,15 @@ def test_one_of_many_concurrent_claims_wins(real_store, trial):
     assert turns.get_email_as_seen(email_id).status == Status.SENT
 
 
+def assert_one_winner(email_id, results, errors):
+    """One claim or cancel won the race, and the email shows it (SENDING or CANCELLED)."""
+    assert errors == []
+    winners = [r for r in results if r is not None]
+    assert len(winners) == 1
+    expected = Status.SENDING if isinstance(winners[0], claims.Claim) else Status.CANCELLED
+    assert turns.get_email_as_seen(email_id).status == expected
+
+
 @pytest.mark.parametrize("trial", range(5))
 def test_cancel_and_claim_race_has_one_winner(real_store, trial):
     email_id = new_email()
@@ -116,12 +125,7 @@ def test_cancel_and_claim_race_has_one_winner(real_store, trial):
         except (FailedPrecondition, Aborted):  # lost to the claim, or to another cancel
             return None
 
-    results, errors = race(6, contend)
-    assert errors == []
-    winners = [r for r in results if r is not None]
-    assert len(winners) == 1
-    expected = Status.SENDING if isinstance(winners[0], claims.Claim) else Status.CANCELLED
-    assert turns.get_email_as_seen(email_id).status == expected
+    assert_one_winner(email_id, *race(6, contend))
 
 
 def test_cancels_racing_a_worker_get_one_answer_each_never_an_error(real_store):
@@ -301,9 +305,4 @@ def test_carried_and_read_claims_and_cancels_race_with_one_winner(real_store, tr
                 return None
         return taken if isinstance(taken, claims.Claim) else None
 
-    results, errors = race(6, contend)
-    assert errors == []
-    winners = [r for r in results if r is not None]
-    assert len(winners) == 1
-    expected = Status.SENDING if isinstance(winners[0], claims.Claim) else Status.CANCELLED
-    assert turns.get_email_as_seen(email_id).status == expected
+    assert_one_winner(email_id, *race(6, contend))
