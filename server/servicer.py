@@ -296,10 +296,7 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
 
     def _enqueue(self, item: tuple[str, datetime | None], *, stored: str | None = None) -> None:
         try:
-            email_id, send_at = item
-            self._queue.enqueue_delivery(
-                email_id, delay_ms=delay_ms(send_at, utcnow()), stored=stored
-            )
+            self._enqueue_now(item, stored=stored)
         except QueueUnavailable as exc:
             # The email is stored: enqueue it as soon as Redis answers (the scans are a backstop).
             log.warning("email %s stored but not enqueued yet (retrying): %s", item[0], exc)
@@ -321,9 +318,9 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
             for item in items:
                 self.enqueues.add(item)
 
-    def _enqueue_now(self, item: tuple[str, datetime | None]) -> None:
+    def _enqueue_now(self, item: tuple[str, datetime | None], *, stored: str | None = None) -> None:
         email_id, send_at = item
-        self._queue.enqueue_delivery(email_id, delay_ms=delay_ms(send_at, utcnow()))
+        self._queue.enqueue_delivery(email_id, delay_ms=delay_ms(send_at, utcnow()), stored=stored)
 
     def _void(self, email_id: str) -> None:
         if turns.void_email(email_id):
