@@ -22,6 +22,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from pymongo import monitoring
 
+from core.errors import QueueUnavailable
 from core.queue import CARRIED_OPTION
 from core.store import repository
 from core.store.documents import Email, utcnow
@@ -222,3 +223,38 @@ def queued_copy(redis_client: Any, email_id: str, queue: str = "mail") -> str | 
             stored: str | None = message["options"].get(CARRIED_OPTION)
             return stored
     return None
+
+
+class RecordingQueue:
+    """Stands in for :class:`core.queue.DeliveryQueue`: records what is enqueued.
+
+    ``ids`` has every enqueued id, ``singles`` those of ``enqueue_delivery``, ``batches`` each
+    ``enqueue_deliveries`` call's items, ``stored`` the carried copies by id. While ``fail`` is
+    set every call raises QueueUnavailable, as when Redis is down.
+    """
+
+    def __init__(self, fail: bool = False) -> None:
+        self.ids: list[str] = []
+        self.singles: list[str] = []
+        self.batches: list[list[tuple[str, int | None]]] = []
+        self.stored: dict[str, str] = {}
+        self.fail = fail
+
+    def enqueue_delivery(
+        self, email_id: str, *, delay_ms: int | None = None, stored: str | None = None
+    ) -> None:
+        if self.fail:
+            raise QueueUnavailable("queue unavailable (ConnectionError)")
+        self.ids.append(email_id)
+        self.singles.append(email_id)
+        if stored is not None:
+            self.stored[email_id] = stored
+
+    def enqueue_deliveries(
+        self, items: list[tuple[str, int | None]], *, stored: dict[str, str] | None = None
+    ) -> None:
+        if self.fail:
+            raise QueueUnavailable("queue unavailable (ConnectionError)")
+        self.batches.append(list(items))
+        self.ids += [email_id for email_id, _ in items]
+        self.stored.update(stored or {})

@@ -14,25 +14,13 @@ from core.settings import Settings
 from core.store import idempotency, repository
 from core.store.connection import connect
 from core.store.documents import Email, Status, utcnow
-from helpers import CommandCounter, wait_until
+from helpers import CommandCounter, RecordingQueue, wait_until
 from mailroom.v1 import mail_pb2
 from server.servicer import MailServicer
 
 # A budget far above the held write's pause: these tests are about grouping, not about budgets,
 # and must pass on a loaded machine.
 SETTINGS = Settings(_env_file=None, accept_timeout_ms=30_000)
-
-
-class Queue:
-    """Records the enqueued ids (Redis is not what this test is about)."""
-
-    def __init__(self) -> None:
-        self.ids: list[str] = []
-
-    def enqueue_delivery(
-        self, email_id: str, *, delay_ms: int | None = None, stored: str | None = None
-    ) -> None:
-        self.ids.append(email_id)
 
 
 class Context:
@@ -49,7 +37,7 @@ def request(title: str) -> mail_pb2.SendEmailRequest:
 
 def test_sends_arriving_during_an_insert_share_the_next_one(real_store, mongo_uri, monkeypatch):
     """The first insert is held until 7 more SendEmails wait: they all go in one more insert."""
-    servicer = MailServicer(SETTINGS, Queue())  # type: ignore[arg-type]
+    servicer = MailServicer(SETTINGS, RecordingQueue())  # type: ignore[arg-type]
     release = threading.Event()
     first_write = threading.Event()
     real_group = repository.insert_email_group
@@ -88,7 +76,7 @@ def test_keyed_sends_arriving_during_a_key_write_share_the_next_one(
     real_store, mongo_uri, monkeypatch
 ):
     """Idempotency keys are bound in groups too, each call still answered as if alone."""
-    servicer = MailServicer(SETTINGS, Queue())  # type: ignore[arg-type]
+    servicer = MailServicer(SETTINGS, RecordingQueue())  # type: ignore[arg-type]
     release = threading.Event()
     first_write = threading.Event()
     real_reserve = idempotency.reserve_idempotency_keys

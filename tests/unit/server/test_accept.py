@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
-from core.errors import NotAccepted, QueueUnavailable, StorageOutcomeUnknown, StorageUnavailable
+from core.errors import NotAccepted, StorageOutcomeUnknown, StorageUnavailable
 from core.store import repository, turns
-from core.store.documents import Email, EmailTurn, Status
-from helpers import wait_until
+from core.store.carried import unpack
+from core.store.documents import Email, EmailTurn, Status, utcnow
+from helpers import RecordingQueue, wait_until
 from mailroom.v1 import mail_pb2
 from server.servicer import MailServicer
-
-
-class Queue:
-    def __init__(self, fail: bool = False) -> None:
-        self.ids: list[str] = []
-        self.fail = fail
-
-    def enqueue_delivery(
-        self, email_id: str, *, delay_ms: int | None = None, stored: str | None = None
-    ) -> None:
-        if self.fail:
-            raise QueueUnavailable("queue unavailable (ConnectionError)")
-        self.ids.append(email_id)
 
 
 class Context:
@@ -43,8 +33,8 @@ REQUEST = mail_pb2.SendEmailRequest(to=["a@example.com"], title="t", content="c"
 def make(settings):
     made = []
 
-    def build(queue: Queue | None = None) -> tuple[MailServicer, Queue]:
-        q = queue or Queue()
+    def build(queue: RecordingQueue | None = None) -> tuple[MailServicer, RecordingQueue]:
+        q = queue or RecordingQueue()
         servicer = MailServicer(settings, q)  # type: ignore[arg-type]
         made.append(servicer)
         return servicer, q
@@ -61,6 +51,21 @@ def insert_then_lose_the_answer(documents):
 
 def lose_the_insert(documents):
     raise StorageOutcomeUnknown("storage did not answer in time (NetworkTimeout)")
+
+
+def test_the_message_carries_the_email_stored_unless_it_is_scheduled(fake_store, make):
+    servicer, queue = make()
+    now_reply = servicer.SendEmail(REQUEST, Context())
+    later = mail_pb2.SendEmailRequest()
+    later.CopyFrom(REQUEST)
+    later.send_at.FromDatetime(utcnow() + timedelta(hours=1))
+    later_reply = servicer.SendEmail(later, Context())
+    assert queue.ids == [now_reply.id, later_reply.id]
+    carried = unpack(queue.stored[now_reply.id], now_reply.id, utcnow())
+    stored = Email.objects(id=now_reply.id).first()
+    assert carried is not None
+    assert carried.to_mongo().to_dict() == stored.to_mongo().to_dict()
+    assert later_reply.id not in queue.stored
 
 
 def test_an_unconfirmed_insert_that_landed_is_accepted_and_enqueued(fake_store, make, monkeypatch):
@@ -109,7 +114,7 @@ def test_an_unresolvable_insert_is_503_and_voided_in_the_background(fake_store, 
 
 
 def test_an_enqueue_that_fails_is_retried_until_redis_answers(fake_store, make):
-    queue = Queue(fail=True)
+    queue = RecordingQueue(fail=True)
     servicer, _ = make(queue)
     reply = servicer.SendEmail(REQUEST, Context())
     assert queue.ids == []

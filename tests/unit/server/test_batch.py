@@ -12,38 +12,14 @@ from google.rpc import code_pb2, error_details_pb2
 from core.errors import (
     AlreadyExists,
     InvalidArgument,
-    QueueUnavailable,
     StorageOutcomeUnknown,
     StorageUnavailable,
 )
 from core.store import idempotency, repository, turns
 from core.store.documents import Email, EmailTurn, IdempotencyKey
-from helpers import wait_until
+from helpers import RecordingQueue, wait_until
 from mailroom.v1 import mail_pb2
 from server.servicer import MailServicer, successor_id
-
-
-class Queue:
-    """Records enqueue calls; fails them while ``fail`` is set."""
-
-    def __init__(self) -> None:
-        self.batches: list[list[tuple[str, int | None]]] = []
-        self.singles: list[str] = []
-        self.fail = False
-
-    def enqueue_deliveries(
-        self, items: list[tuple[str, int | None]], *, stored: dict[str, str] | None = None
-    ) -> None:
-        if self.fail:
-            raise QueueUnavailable("queue unavailable (ConnectionError)")
-        self.batches.append(list(items))
-
-    def enqueue_delivery(
-        self, email_id: str, *, delay_ms: int | None = None, stored: str | None = None
-    ) -> None:
-        if self.fail:
-            raise QueueUnavailable("queue unavailable (ConnectionError)")
-        self.singles.append(email_id)
 
 
 class Context:
@@ -75,7 +51,7 @@ def violations(status) -> list[str]:
 
 @pytest.fixture
 def servicer(settings, fake_store):
-    made = MailServicer(settings, Queue())  # type: ignore[arg-type]
+    made = MailServicer(settings, RecordingQueue())  # type: ignore[arg-type]
     yield made
     made.close()
 
@@ -169,7 +145,7 @@ def test_a_scheduled_email_is_enqueued_with_its_delay(servicer):
 
 def test_a_sender_outside_the_allowed_domains_is_refused_per_email(settings, fake_store):
     settings.allowed_from_domains = ["example.com"]
-    servicer = MailServicer(settings, Queue())  # type: ignore[arg-type]
+    servicer = MailServicer(settings, RecordingQueue())  # type: ignore[arg-type]
     try:
         reply = servicer.SendEmailBatch(
             batch(email(from_address="x@example.org"), email(from_address="x@example.com")),

@@ -13,27 +13,13 @@ from core.settings import Settings
 from core.store.documents import Email
 from core.store.repository import NewEmail
 from core.store.suppressions import Suppression, suppress
+from helpers import RecordingQueue
 from mailroom.v1 import mail_pb2
 from mailroom.v1 import suppressions_pb2 as spb
 from server.servicer import MailServicer
 from server.suppression_check import apply_suppression
 
 HARD = spb.SuppressionReason.SUPPRESSION_REASON_HARD_BOUNCE
-
-
-class Queue:
-    def __init__(self) -> None:
-        self.ids: list[str] = []
-
-    def enqueue_delivery(
-        self, email_id: str, *, delay_ms: int | None = None, stored: str | None = None
-    ) -> None:
-        self.ids.append(email_id)
-
-    def enqueue_deliveries(
-        self, items: list[tuple[str, int | None]], *, stored: dict[str, str] | None = None
-    ) -> None:
-        self.ids += [i for i, _ in items]
 
 
 class Context:
@@ -46,7 +32,7 @@ class Context:
 
 def make_servicer(settings: Settings, policy: str) -> MailServicer:
     settings.suppression_policy = policy  # type: ignore[assignment]
-    return MailServicer(settings, Queue())  # type: ignore[arg-type]
+    return MailServicer(settings, RecordingQueue())  # type: ignore[arg-type]
 
 
 @pytest.fixture
