@@ -147,7 +147,10 @@ def _psql(host: str, port: int, sql: str, *, database: str = "postgres") -> str:
 #: collection). A GIN index on the same expression serves containment; this event trigger adds
 #: one for ``_id`` and ``status`` to every table FerretDB creates, and for the fields ListEmails
 #: filters on (``recipients``, ``tags``, ``metadata_pairs``, ``provider``, ``idempotency_key``)
-#: and walks (``list_buckets``).
+#: and walks (``list_buckets``) — except where a collection is never filtered by them
+#: (``mailroom_gin_fields``): an email turn is found by ``_id`` or its lease buckets, an
+#: idempotency key by ``_id``. Every index is written by every insert, a field the document lacks
+#: included, and a turn is inserted for each claim: its eight GIN indexes were six too many.
 #: (With the server's ``plan_cache_mode=force_custom_plan``: FerretDB sends the field name as a
 #: parameter, and only a custom plan sees it is ``'_id'``.)
 #: ``fastupdate = off``: with PostgreSQL's default, new entries wait in a pending list that every
@@ -156,6 +159,24 @@ def _psql(host: str, port: int, sql: str, *, database: str = "postgres") -> str:
 #: email read, claim and outcome write of the worker is such a lookup. Inserting into the tree
 #: directly cost no more in the same probe.
 _GIN_TRIGGER_SQL = """
+-- The fields a FerretDB table's pushed-down filters name, by its collection (FerretDB names a
+-- table <collection>_<8 hex digits>): every table has _id; an email turn is found by _id alone
+-- or by its lease buckets, an idempotency key by _id alone. Other collections get them all.
+CREATE OR REPLACE FUNCTION mailroom_gin_fields(table_name text) RETURNS text[]
+LANGUAGE sql IMMUTABLE AS $f$
+    SELECT CASE regexp_replace(table_name, '_[0-9a-f]{8}$', '')
+        WHEN 'email_turns' THEN ARRAY['_id', 'list_buckets']
+        WHEN 'idempotency_keys' THEN ARRAY['_id']
+        ELSE ARRAY[
+            '_id', 'status', 'recipients', 'tags', 'metadata_pairs', 'provider',
+            'idempotency_key', 'list_buckets'
+        ]
+    END
+$f$;
+CREATE OR REPLACE FUNCTION mailroom_gin_index_name(table_name text, field text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $f$
+    SELECT left(table_name, 40) || '_' || trim(both '_' from field) || '_gin'
+$f$;
 CREATE OR REPLACE FUNCTION mailroom_index_ferretdb_table() RETURNS event_trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -172,14 +193,11 @@ BEGIN
         IF EXISTS (
             SELECT 1 FROM pg_attribute WHERE attrelid = created.oid AND attname = '_jsonb'
         ) THEN
-            FOREACH field IN ARRAY ARRAY[
-                '_id', 'status', 'recipients', 'tags', 'metadata_pairs', 'provider',
-                'idempotency_key', 'list_buckets'
-            ] LOOP
+            FOREACH field IN ARRAY mailroom_gin_fields(created.relname) LOOP
                 EXECUTE format(
                     'CREATE INDEX IF NOT EXISTS %I ON %I.%I '
                     'USING gin ((_jsonb->%L) jsonb_path_ops) WITH (fastupdate = off)',
-                    left(created.relname, 40) || '_' || trim(both '_' from field) || '_gin',
+                    mailroom_gin_index_name(created.relname, field),
                     created.nspname, created.relname, field
                 );
             END LOOP;
@@ -187,12 +205,13 @@ BEGIN
     END LOOP;
 END
 $$;
--- Tables made before the trigger existed (a make dev cluster from an older checkout).
+-- Tables made before the trigger existed, or by an older checkout (a make dev cluster).
 DO $$
 DECLARE
     existing record;
     field text;
     index_name text;
+    unwanted record;
 BEGIN
     FOR existing IN
         SELECT c.relname, n.nspname FROM pg_attribute AS a
@@ -200,11 +219,8 @@ BEGIN
         JOIN pg_namespace AS n ON n.oid = c.relnamespace
         WHERE a.attname = '_jsonb' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
     LOOP
-        FOREACH field IN ARRAY ARRAY[
-            '_id', 'status', 'recipients', 'tags', 'metadata_pairs', 'provider', 'idempotency_key',
-            'list_buckets'
-        ] LOOP
-            index_name := left(existing.relname, 40) || '_' || trim(both '_' from field) || '_gin';
+        FOREACH field IN ARRAY mailroom_gin_fields(existing.relname) LOOP
+            index_name := mailroom_gin_index_name(existing.relname, field);
             EXECUTE format(
                 'CREATE INDEX IF NOT EXISTS %I ON %I.%I '
                 'USING gin ((_jsonb->%L) jsonb_path_ops) WITH (fastupdate = off)',
@@ -217,6 +233,18 @@ BEGIN
             PERFORM gin_clean_pending_list(
                 format('%I.%I', existing.nspname, index_name)::regclass
             );
+        END LOOP;
+        -- An older checkout gave every table every field's index: each costs every write.
+        FOR unwanted IN
+            SELECT i.indexname FROM pg_indexes AS i
+            WHERE i.schemaname = existing.nspname AND i.tablename = existing.relname
+                AND i.indexname LIKE '%\\_gin'
+                AND i.indexname <> ALL (ARRAY(
+                    SELECT mailroom_gin_index_name(existing.relname, f)
+                    FROM unnest(mailroom_gin_fields(existing.relname)) AS f
+                ))
+        LOOP
+            EXECUTE format('DROP INDEX %I.%I', existing.nspname, unwanted.indexname);
         END LOOP;
     END LOOP;
 END

@@ -463,3 +463,41 @@ def test_ferretdbs_gin_indexes_take_new_entries_into_the_tree_even_an_older_clus
     finally:
         client.drop_database("gin_test")
         client.close()
+
+
+def test_an_older_clusters_gin_indexes_for_fields_a_collection_never_filters_on_are_dropped(
+    mongo_server: ManagedProcess, postgres_server: ManagedProcess
+) -> None:
+    # Every index is written by every insert: a turn is inserted per claim, and the eight GIN
+    # indexes an older checkout gave its table were six more than its lookups read.
+    client = _mongo(mongo_server.uri)
+    port = int(postgres_server.url.rsplit(":", 1)[1].split("/")[0])
+
+    def sql(statement: str) -> str:
+        return postgres._psql("127.0.0.1", port, statement, database=postgres.FERRETDB_DATABASE)
+
+    def gin_indexes() -> set[str]:
+        return set(
+            sql(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = 'gin_test' "
+                "AND tablename LIKE 'email\\_turns\\_%' AND indexname LIKE '%\\_gin'"
+            ).splitlines()
+        )
+
+    try:
+        client.gin_test.email_turns.insert_one({"_id": "e1:1", "purpose": "claim"})
+        made = gin_indexes()
+        assert {name.rsplit("_", 2)[-2] for name in made} == {"id", "buckets"}, made
+        table = sorted(made)[0].rsplit("_", 2)[0]
+        sql(
+            f"CREATE INDEX {table}_status_gin ON gin_test.{table} "
+            "USING gin ((_jsonb->'status') jsonb_path_ops)"
+        )
+        assert len(gin_indexes()) == 3
+        create_postgres_database(postgres_server, postgres.FERRETDB_DATABASE)
+        assert gin_indexes() == made
+        # What remains still serves the turns' lookups.
+        assert client.gin_test.email_turns.find_one({"_id": "e1:1"})["purpose"] == "claim"
+    finally:
+        client.drop_database("gin_test")
+        client.close()
