@@ -164,16 +164,16 @@ def find_email_id(event: ProviderEvent) -> str:
         The email id, or "" when none matches.
     """
     with map_mongo_errors():
-        candidates = _variants(event.provider_message_ids)
-        if candidates:
-            found = Email.objects(provider_message_id__in=candidates).only("id").first()
-            if found is not None:
-                return str(found.id)
-        candidates = _variants([event.message_id, *event.provider_message_ids])
-        if candidates:
-            found = Email.objects(message_id__in=candidates).only("id").first()
-            if found is not None:
-                return str(found.id)
+        for field, ids in (
+            ("provider_message_id", event.provider_message_ids),
+            ("message_id", [event.message_id, *event.provider_message_ids]),
+        ):
+            # One equality query per candidate, not one $in: FerretDB 1.24 hands PostgreSQL
+            # only equalities (an index lookup there), and reads the whole collection for $in.
+            for candidate in _variants(ids):
+                found = Email.objects(**{field: candidate}).only("id").first()
+                if found is not None:
+                    return str(found.id)
     return ""
 
 
@@ -225,7 +225,7 @@ def adopt_unmatched(email_id: str, event: ProviderEvent) -> list[StoredProviderE
 
     A provider can report an event in the moment between accepting a message and the worker
     recording the provider's id for it; that event is stored unmatched. The next event of the
-    same message that does match brings it in (one indexed query by each id).
+    same message that does match brings it in (one indexed query by each form of each id).
 
     Returns:
         The events adopted (each now carries ``email_id``).
@@ -236,9 +236,8 @@ def adopt_unmatched(email_id: str, event: ProviderEvent) -> list[StoredProviderE
             ("provider_message_id", event.provider_message_ids),
             ("message_id", (event.message_id,)),
         ):
-            values = _variants(ids)
-            if values:
-                query = {f"{name}__in": values, "email_id": "", "provider": event.provider}
+            for value in _variants(ids):  # equalities, as in find_email_id
+                query = {name: value, "email_id": "", "provider": event.provider}
                 for orphan in StoredProviderEvent.objects(**query):
                     found[orphan.key] = orphan
         adopted = []

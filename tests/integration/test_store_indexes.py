@@ -5,12 +5,14 @@ FerretDB 1.24 filters in PostgreSQL by JSON containment, which only the GIN inde
 insert and update and never read, so ``ensure_indexes`` drops those there.
 """
 
+import uuid
 from urllib.parse import urlsplit
 
 import pytest
 
 from core.store.connection import ensure_indexes, is_ferretdb
 from core.store.documents import Email
+from core.store.events import StoredProviderEvent
 from devtools import postgres
 
 
@@ -58,6 +60,45 @@ def test_ensure_indexes_keeps_what_each_backend_reads(
         "provider",
         "idempotency_key",
         "list_buckets",
+        "message_id",
+        "provider_message_id",
+    }
+    assert _gin_fields(postgres_url, schema, "provider_events") == {
+        "id",
+        "email_id",
+        "provider",
+        "provider_message_id",
+        "message_id",
     }
     assert _gin_fields(postgres_url, schema, "email_turns") == {"id", "list_buckets"}
     assert _gin_fields(postgres_url, schema, "idempotency_keys") == {"id"}
+
+
+def test_a_provider_events_lookups_reach_an_index_on_ferretdb(real_store: None) -> None:
+    """What core.store.events asks when an event comes: equalities PostgreSQL finds by index."""
+    database = Email._get_db()
+    if not is_ferretdb(database):
+        pytest.skip("FerretDB's pushdown to PostgreSQL")
+    ensure_indexes()
+    suffix = uuid.uuid4().hex
+    Email._get_collection().insert_one(
+        {"status": "SENT", "message_id": f"<m{suffix}@x>", "provider_message_id": f"p{suffix}"}
+    )
+    StoredProviderEvent._get_collection().insert_one(
+        {"_id": f"k{suffix}", "provider": f"prov{suffix}", "email_id": "", "message_id": "x"}
+    )
+    for collection, query, index in [
+        ("emails", {"provider_message_id": f"p{suffix}"}, "provider_message_id_gin"),
+        ("emails", {"message_id": f"<m{suffix}@x>"}, "message_id_gin"),
+        (
+            "provider_events",
+            {"provider_message_id": f"p{suffix}", "email_id": "", "provider": f"prov{suffix}"},
+            "_gin",
+        ),
+        ("provider_events", {"email_id": suffix}, "email_id_gin"),
+    ]:
+        plan = database.command({"explain": {"find": collection, "filter": query, "limit": 1}})
+        assert plan["filterPushdown"] is True, (query, plan)
+        text = str(plan["queryPlanner"])
+        assert "Seq Scan" not in text, (query, text)
+        assert index in text, (query, text)
