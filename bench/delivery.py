@@ -3,8 +3,8 @@
 * sink alone: raw smtplib into the SMTP sink at 1 and N threads, so a sink that caps below the
   targets shows;
 * raw: a plain smtplib loop at the worker's concurrency sending the very MIME messages the
-  worker builds (``workers.mime.build_outgoing``) to the same sink, a connection per message as
-  the worker's SMTP provider opens; measured before and after the worker, averaged;
+  worker builds (``workers.mime.build_outgoing``) to the same sink, a connection kept per thread
+  as the worker's SMTP provider keeps one; measured before and after the worker, averaged;
 * worker: the batch stored (``new_email_document`` + ``insert_many``, the API's documents) and
   enqueued (``DeliveryQueue``, the API's messages), then one worker process with the default
   threads, timed from its first fetch (its first heartbeat in Redis) until every email is SENT.
