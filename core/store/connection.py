@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -10,7 +9,7 @@ from typing import Any
 
 import mongoengine
 from pymongo.database import Database
-from pymongo.errors import CollectionInvalid, PyMongoError
+from pymongo.errors import CollectionInvalid, OperationFailure, PyMongoError
 
 from core.store.documents import DeadLetter, Email, EmailTurn, IdempotencyKey
 from core.store.events import StoredProviderEvent
@@ -18,6 +17,10 @@ from core.store.suppressions import Suppression
 from core.store.webhooks import WEBHOOK_DOCUMENTS, cache_subscriptions
 
 log = logging.getLogger(__name__)
+
+# MongoDB's error codes, FerretDB's too.
+_INDEX_NOT_FOUND = 27
+_NAMESPACE_EXISTS = 48
 
 DOCUMENTS: tuple[type[mongoengine.Document], ...] = (
     Email,
@@ -83,20 +86,31 @@ def ensure_indexes() -> None:
     JSON containment, which the btree index it makes for a MongoDB index cannot serve (the GIN
     indexes of ``devtools.postgres`` do), and it sorts in memory. Such an index is never read,
     yet written by every insert and update: dropping the emails' ten cut PostgreSQL's CPU per
-    delivered email by a fifth in the delivery benchmark. Every collection has no unique index but ``_id``'s, so nothing
-    else relies on them. The collections are created here all the same, so their tables and
-    GIN indexes exist before the first request rather than with its insert.
+    delivered email by a fifth in the delivery benchmark. No collection has a unique index
+    but ``_id``'s, so nothing else relies on them. The collections are created all the same,
+    so their tables and GIN indexes exist before the first request rather than with its insert.
     """
     for document in DOCUMENTS:
         collection = document._get_collection()
         if not is_ferretdb(collection.database):
             document.ensure_indexes()
             continue
-        with contextlib.suppress(CollectionInvalid):  # it exists (another process made it)
+        # The API and the scheduler start together: either may create or drop first.
+        try:
             collection.database.create_collection(collection.name)
+        except CollectionInvalid:
+            pass
+        except OperationFailure as exc:
+            if exc.code != _NAMESPACE_EXISTS:
+                raise
         for name in collection.index_information():
-            if name != "_id_":
+            if name == "_id_":
+                continue
+            try:
                 collection.drop_index(name)
+            except OperationFailure as exc:
+                if exc.code != _INDEX_NOT_FOUND:
+                    raise
 
 
 def ensure_indexes_in_background(
