@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
 
 import mongoengine
-from pymongo.database import Database
 from pymongo.errors import CollectionInvalid, OperationFailure, PyMongoError
 
+from core.store.backend import is_ferretdb_v1
 from core.store.documents import DeadLetter, Email, EmailTurn, IdempotencyKey
 from core.store.events import StoredProviderEvent
 from core.store.suppressions import Suppression
@@ -74,15 +73,10 @@ def connect(
     )
 
 
-def is_ferretdb(database: Database[Any]) -> bool:
-    """Whether the server is FerretDB (its ``buildInfo`` says so), not MongoDB."""
-    return "ferretdbVersion" in database.command("buildInfo")
-
-
 def ensure_indexes() -> None:
     """Create every collection's indexes (idempotent; raises when MongoDB is unreachable).
 
-    On FerretDB, drop them instead: FerretDB 1.24 pushes a filter down to PostgreSQL only as
+    On FerretDB 1.x, drop them instead: FerretDB 1.24 pushes a filter down to PostgreSQL only as
     JSON containment, which the btree index it makes for a MongoDB index cannot serve (the GIN
     indexes of ``devtools.postgres`` do), and it sorts in memory. Such an index is never read,
     yet written by every insert and update: dropping the emails' ten cut PostgreSQL's CPU per
@@ -92,7 +86,7 @@ def ensure_indexes() -> None:
     """
     for document in DOCUMENTS:
         collection = document._get_collection()
-        if not is_ferretdb(collection.database):
+        if not is_ferretdb_v1(collection.database):
             document.ensure_indexes()
             continue
         # The API and the scheduler start together: either may create or drop first.

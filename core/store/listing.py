@@ -23,9 +23,9 @@ from datetime import datetime
 from typing import Any
 
 from bson import ObjectId
-from pymongo.errors import OperationFailure
 
 from core.store import sending
+from core.store.backend import ferretdb_version
 from core.store.bucket_walk import walk_buckets
 from core.store.documents import Email, Status
 from core.store.mapping import map_mongo_errors
@@ -43,7 +43,6 @@ FILTER_HASH_BYTES = 8
 #: The statuses a live claim changes: SENDING, and the stored ones it hides.
 _HELD_STATUSES = {str(Status.SENDING), *sending.CLAIMABLE_STATUSES}
 # Whether the store sorts in memory (FerretDB), by database name; asked once per process.
-_sorts_in_memory: dict[str, bool] = {}
 
 
 @dataclass(frozen=True)
@@ -140,16 +139,7 @@ class Page:
 
 def store_sorts_in_memory() -> bool:
     """Whether the store is FerretDB, which sorts a query's every match in memory."""
-    db = Email._get_db()
-    if db.name not in _sorts_in_memory:
-        try:
-            info = db.command("buildInfo")
-        except (OperationFailure, NotImplementedError):
-            # A store that cannot tell (mongomock in the unit tests) is taken for MongoDB.
-            info = {}
-        # FerretDB's buildInfo has ferretdbVersion and ferretdbFeatures; MongoDB's has neither.
-        _sorts_in_memory[db.name] = any(key.startswith("ferretdb") for key in info)
-    return _sorts_in_memory[db.name]
+    return bool(ferretdb_version(Email._get_db()))
 
 
 def _read(

@@ -52,7 +52,7 @@ def test_ferretdb_set_up_by_another_process_meanwhile_is_no_error(monkeypatch) -
     # The API and the scheduler start together and run this at once.
     collection = _RacedCollection(drop_error_code=27)
     monkeypatch.setattr(connection, "DOCUMENTS", (_Document(collection),))
-    monkeypatch.setattr(connection, "is_ferretdb", lambda database: True)
+    monkeypatch.setattr(connection, "is_ferretdb_v1", lambda database: True)
     connection.ensure_indexes()
     assert collection.dropped == ["status_1__id_1"]
 
@@ -60,6 +60,6 @@ def test_ferretdb_set_up_by_another_process_meanwhile_is_no_error(monkeypatch) -
 def test_another_failure_to_drop_an_index_is_raised(monkeypatch) -> None:
     collection = _RacedCollection(drop_error_code=13)  # Unauthorized
     monkeypatch.setattr(connection, "DOCUMENTS", (_Document(collection),))
-    monkeypatch.setattr(connection, "is_ferretdb", lambda database: True)
+    monkeypatch.setattr(connection, "is_ferretdb_v1", lambda database: True)
     with pytest.raises(OperationFailure):
         connection.ensure_indexes()
