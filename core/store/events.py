@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -23,6 +23,7 @@ from typing import Any
 from mongoengine import BooleanField, DateTimeField, Document, StringField
 
 from core.errors import DuplicateKey
+from core.store.backend import is_ferretdb_v1
 from core.store.documents import (
     AFTER_SENT_STATUSES,
     Email,
@@ -149,12 +150,28 @@ def _bare(message_id: str) -> str:
 
 
 def _variants(ids: Iterable[str]) -> list[str]:
-    out: list[str] = []
+    out: dict[str, None] = {}  # ordered, each form once
     for value in ids:
         bare = _bare(value)
         if bare:
-            out.extend([bare, f"<{bare}>"])
-    return out
+            out.update({bare: None, f"<{bare}>": None})
+    return list(out)
+
+
+def _matching(field: str, values: list[str], **also: str) -> Iterator[dict[str, Any]]:
+    """Queries for documents whose ``field`` is one of ``values`` (and ``also``), in order.
+
+    One ``$in`` on MongoDB (served by the field's index). FerretDB 1.24 does not hand ``$in``
+    to PostgreSQL and reads the whole collection for it: one equality per value there, each a
+    GIN index lookup (``devtools.postgres``).
+    """
+    if not values:
+        return
+    if is_ferretdb_v1(Email._get_db()):
+        for value in values:
+            yield {field: value, **also}
+    else:
+        yield {f"{field}__in": values, **also}
 
 
 def find_email_id(event: ProviderEvent) -> str:
@@ -168,10 +185,8 @@ def find_email_id(event: ProviderEvent) -> str:
             ("provider_message_id", event.provider_message_ids),
             ("message_id", [event.message_id, *event.provider_message_ids]),
         ):
-            # One equality query per candidate, not one $in: FerretDB 1.24 hands PostgreSQL
-            # only equalities (an index lookup there), and reads the whole collection for $in.
-            for candidate in _variants(ids):
-                found = Email.objects(**{field: candidate}).only("id").first()
+            for query in _matching(field, _variants(ids)):
+                found = Email.objects(**query).only("id").first()
                 if found is not None:
                     return str(found.id)
     return ""
@@ -225,7 +240,7 @@ def adopt_unmatched(email_id: str, event: ProviderEvent) -> list[StoredProviderE
 
     A provider can report an event in the moment between accepting a message and the worker
     recording the provider's id for it; that event is stored unmatched. The next event of the
-    same message that does match brings it in (one indexed query by each form of each id).
+    same message that does match brings it in (indexed queries by each id).
 
     Returns:
         The events adopted (each now carries ``email_id``).
@@ -236,8 +251,7 @@ def adopt_unmatched(email_id: str, event: ProviderEvent) -> list[StoredProviderE
             ("provider_message_id", event.provider_message_ids),
             ("message_id", (event.message_id,)),
         ):
-            for value in _variants(ids):  # equalities, as in find_email_id
-                query = {name: value, "email_id": "", "provider": event.provider}
+            for query in _matching(name, _variants(ids), email_id="", provider=event.provider):
                 for orphan in StoredProviderEvent.objects(**query):
                     found[orphan.key] = orphan
         adopted = []

@@ -22,6 +22,15 @@ from core.store.suppressions import suppressed_among
 NOW = datetime(2026, 12, 2, 12, 0, 0)
 
 
+@pytest.fixture(params=["$in", "equalities"])
+def lookups(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways of asking for an event's email: MongoDB's one $in, FerretDB's equalities."""
+    from core.store import events
+
+    monkeypatch.setattr(events, "is_ferretdb_v1", lambda database: request.param == "equalities")
+    return str(request.param)
+
+
 def _email(status: Status = Status.SENT, provider_message_id: str = "pm-1", to=None) -> str:
     new = NewEmail(
         to=to or ["ann@example.com", "bob@example.com"],
@@ -52,7 +61,7 @@ def _event(kind: EventType, recipient="ann@example.com", *, event_id="e1", bounc
     )
 
 
-def test_an_event_is_matched_by_the_provider_message_id_and_rolls_up(fake_store) -> None:
+def test_an_event_is_matched_by_the_provider_message_id_and_rolls_up(fake_store, lookups) -> None:
     email_id = _email()
     recorded = ingest_one(_event(EventType.DELIVERED))
     assert recorded.email_id == email_id and not recorded.duplicate
@@ -129,7 +138,7 @@ def test_an_email_not_sent_yet_keeps_its_status_and_gets_its_events(fake_store) 
 
 
 @pytest.mark.parametrize("given", ["<{id}@mailroom.test>", "{id}@mailroom.test"])
-def test_our_message_id_matches_with_or_without_brackets(fake_store, given) -> None:
+def test_our_message_id_matches_with_or_without_brackets(fake_store, given, lookups) -> None:
     email_id = _email(provider_message_id="")
     event = _event(EventType.DELIVERED, ids=(), message_id=given.format(id=email_id))
     assert find_email_id(event) == email_id
@@ -176,7 +185,7 @@ def test_each_stored_event_of_an_email_is_published_once(fake_store, monkeypatch
 
 
 def test_an_event_before_the_provider_id_was_recorded_is_adopted_by_the_next(
-    fake_store, monkeypatch
+    fake_store, monkeypatch, lookups
 ) -> None:
     import core.inbound_events as intake
 
