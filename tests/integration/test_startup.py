@@ -62,6 +62,7 @@ def test_api_starts_without_backends_and_recovers(service_env, postgres_server, 
                     timeout=15,
                     message="indexes are set up once MongoDB answers",
                 )
+                assert set(emails.index_information()) == {"_id_"}
                 client.close()
                 redis = start_redis(redis_port, tmp_path / "redis")
                 try:
