@@ -160,15 +160,20 @@ def _psql(host: str, port: int, sql: str, *, database: str = "postgres") -> str:
 #: directly cost no more in the same probe.
 _GIN_TRIGGER_SQL = """
 -- The fields a FerretDB table's pushed-down filters name, by its collection (FerretDB names a
--- table <collection>_<8 hex digits>): every table has _id; an email turn is found by _id alone
--- or by its lease buckets, an idempotency key by _id alone; an email also by the ids a provider
--- event names (core.store.events), and a provider event by its email or those ids. Other
--- collections get the emails' ListEmails fields.
+-- table <collection>_<8 hex digits>): every table has _id; an email is found by the ListEmails
+-- filters and by the ids a provider event names (core.store.events), a provider event by its
+-- email or those ids, an email turn by its lease buckets, a webhook delivery by its state,
+-- subscription and email, a suppression by its reason. A collection of no one's (a test's)
+-- gets the emails' ListEmails fields.
 CREATE OR REPLACE FUNCTION mailroom_gin_fields(table_name text) RETURNS text[]
 LANGUAGE sql IMMUTABLE AS $f$
     SELECT CASE regexp_replace(table_name, '_[0-9a-f]{8}$', '')
         WHEN 'email_turns' THEN ARRAY['_id', 'list_buckets']
         WHEN 'idempotency_keys' THEN ARRAY['_id']
+        WHEN 'dead_letters' THEN ARRAY['_id']
+        WHEN 'webhook_subscriptions' THEN ARRAY['_id']
+        WHEN 'webhook_deliveries' THEN ARRAY['_id', 'state', 'subscription_id', 'email_id']
+        WHEN 'suppressions' THEN ARRAY['_id', 'reason']
         WHEN 'emails' THEN ARRAY[
             '_id', 'status', 'recipients', 'tags', 'metadata_pairs', 'provider',
             'idempotency_key', 'list_buckets', 'message_id', 'provider_message_id'

@@ -72,6 +72,15 @@ def test_ensure_indexes_keeps_what_each_backend_reads(
     }
     assert _gin_fields(postgres_url, schema, "email_turns") == {"id", "list_buckets"}
     assert _gin_fields(postgres_url, schema, "idempotency_keys") == {"id"}
+    assert _gin_fields(postgres_url, schema, "webhook_deliveries") == {
+        "id",
+        "state",
+        "subscription_id",
+        "email_id",
+    }
+    assert _gin_fields(postgres_url, schema, "suppressions") == {"id", "reason"}
+    assert _gin_fields(postgres_url, schema, "dead_letters") == {"id"}
+    assert _gin_fields(postgres_url, schema, "webhook_subscriptions") == {"id"}
 
 
 def test_a_provider_events_lookups_reach_an_index_on_ferretdb(
