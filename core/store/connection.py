@@ -81,7 +81,7 @@ def ensure_indexes() -> None:
     indexes of ``devtools.postgres`` do), and it sorts in memory. Such an index is never read,
     yet written by every insert and update (FerretDB rewrites the whole row): dropping the
     emails' ten, with GIN indexes per collection (``devtools.postgres``), cut PostgreSQL's CPU
-    per delivered email by a fifth in the delivery benchmark. No collection has a unique index
+    per delivered email by 10-20 % in the delivery benchmark. No collection has a unique index
     but ``_id``'s, so nothing else relies on them. The collections are created all the same,
     so their tables and GIN indexes exist before the first request rather than with its insert.
     """
