@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pwd
@@ -10,10 +11,13 @@ import smtplib
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import pymongo
+import pymongo.database
 import pytest
 import redis
 
@@ -92,6 +96,12 @@ def test_mongo_uri_names_a_database_that_stores_documents(mongo_uri: str) -> Non
 
 def _mongo(uri: str) -> pymongo.MongoClient[dict[str, object]]:
     return pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000)
+
+
+def _sql(postgres_server: ManagedProcess, statement: str) -> str:
+    """``statement``'s output in FerretDB's database on the session's PostgreSQL."""
+    port = int(postgres_server.url.rsplit(":", 1)[1].split("/")[0])
+    return postgres._psql("127.0.0.1", port, statement, database=postgres.FERRETDB_DATABASE)
 
 
 def test_session_ferretdb_restarts_alone_and_keeps_data(
@@ -402,10 +412,7 @@ def test_analyze_gives_ferretdbs_tables_their_planner_statistics(
     client = _mongo(mongo_server.uri)
     try:
         client.analyze_test.emails.insert_many([{"_id": f"e{i}", "n": i} for i in range(500)])
-        port = int(postgres_server.url.rsplit(":", 1)[1].split("/")[0])
-
-        def sql(statement: str) -> str:
-            return postgres._psql("127.0.0.1", port, statement, database=postgres.FERRETDB_DATABASE)
+        sql = functools.partial(_sql, postgres_server)
 
         def analyzed() -> str:
             return sql(
@@ -428,76 +435,64 @@ def test_analyze_gives_ferretdbs_tables_their_planner_statistics(
         client.close()
 
 
+@pytest.fixture
+def gin_test(mongo_server: ManagedProcess) -> Iterator[pymongo.database.Database[Any]]:
+    """A database of the session's FerretDB for one test, dropped after it."""
+    client = _mongo(mongo_server.uri)
+    try:
+        yield client.gin_test
+    finally:
+        client.drop_database("gin_test")
+        client.close()
+
+
+def _gin_indexes(postgres_server: ManagedProcess, table_prefix: str) -> set[str]:
+    """``<index> <options>`` of each GIN index of gin_test's tables named ``<prefix>_…``."""
+    like = table_prefix.replace("_", "\\_")
+    return set(
+        _sql(
+            postgres_server,
+            "SELECT indexname || ' ' || coalesce(array_to_string(c.reloptions, ','), '') "
+            "FROM pg_indexes JOIN pg_class AS c ON c.relname = indexname "
+            f"WHERE schemaname = 'gin_test' AND tablename LIKE '{like}\\_%' "
+            "AND indexname LIKE '%\\_gin'",
+        ).splitlines()
+    )
+
+
 def test_ferretdbs_gin_indexes_take_new_entries_into_the_tree_even_an_older_clusters(
-    mongo_server: ManagedProcess, postgres_server: ManagedProcess
+    gin_test: pymongo.database.Database[Any], postgres_server: ManagedProcess
 ) -> None:
     # A pending list (PostgreSQL's default) is read end to end by every lookup until vacuum
     # merges it: finds by _id after a burst of inserts cost three times the CPU.
-    client = _mongo(mongo_server.uri)
-    port = int(postgres_server.url.rsplit(":", 1)[1].split("/")[0])
-
-    def sql(statement: str) -> str:
-        return postgres._psql("127.0.0.1", port, statement, database=postgres.FERRETDB_DATABASE)
-
-    def options() -> set[str]:
-        return set(
-            sql(
-                "SELECT indexname || ' ' || coalesce(array_to_string(c.reloptions, ','), '') "
-                "FROM pg_indexes JOIN pg_class AS c ON c.relname = indexname "
-                "WHERE schemaname = 'gin_test' AND tablename LIKE 'emails\\_%' "
-                "AND indexname LIKE '%\\_gin'"
-            ).splitlines()
-        )
-
-    try:
-        client.gin_test.emails.insert_one({"_id": "e1", "status": "QUEUED"})
-        made = options()
-        assert len(made) == 10, made  # _id, status, the ListEmails filters, the message ids
-        assert all(line.endswith(" fastupdate=off") for line in made), made
-        # An index of an older checkout, with a pending list: a new start turns it off.
-        index = sorted(made)[0].split()[0]
-        sql(f"ALTER INDEX gin_test.{index} SET (fastupdate = on)")
-        assert f"{index} fastupdate=on" in options()
-        create_postgres_database(postgres_server, postgres.FERRETDB_DATABASE)
-        assert f"{index} fastupdate=off" in options()
-    finally:
-        client.drop_database("gin_test")
-        client.close()
+    gin_test.emails.insert_one({"_id": "e1", "status": "QUEUED"})
+    made = _gin_indexes(postgres_server, "emails")
+    assert len(made) == 10, made  # _id, status, the ListEmails filters, the message ids
+    assert all(line.endswith(" fastupdate=off") for line in made), made
+    # An index of an older checkout, with a pending list: a new start turns it off.
+    index = sorted(made)[0].split()[0]
+    _sql(postgres_server, f"ALTER INDEX gin_test.{index} SET (fastupdate = on)")
+    assert f"{index} fastupdate=on" in _gin_indexes(postgres_server, "emails")
+    create_postgres_database(postgres_server, postgres.FERRETDB_DATABASE)
+    assert f"{index} fastupdate=off" in _gin_indexes(postgres_server, "emails")
 
 
 def test_an_older_clusters_gin_indexes_for_fields_a_collection_never_filters_on_are_dropped(
-    mongo_server: ManagedProcess, postgres_server: ManagedProcess
+    gin_test: pymongo.database.Database[Any], postgres_server: ManagedProcess
 ) -> None:
     # Every index is written by every insert: a turn is inserted per claim, and the eight GIN
     # indexes an older checkout gave its table were six more than its lookups read.
-    client = _mongo(mongo_server.uri)
-    port = int(postgres_server.url.rsplit(":", 1)[1].split("/")[0])
-
-    def sql(statement: str) -> str:
-        return postgres._psql("127.0.0.1", port, statement, database=postgres.FERRETDB_DATABASE)
-
-    def gin_indexes() -> set[str]:
-        return set(
-            sql(
-                "SELECT indexname FROM pg_indexes WHERE schemaname = 'gin_test' "
-                "AND tablename LIKE 'email\\_turns\\_%' AND indexname LIKE '%\\_gin'"
-            ).splitlines()
-        )
-
-    try:
-        client.gin_test.email_turns.insert_one({"_id": "e1:1", "purpose": "claim"})
-        made = gin_indexes()
-        assert {name.rsplit("_", 2)[-2] for name in made} == {"id", "buckets"}, made
-        table = sorted(made)[0].rsplit("_", 2)[0]
-        sql(
-            f"CREATE INDEX {table}_status_gin ON gin_test.{table} "
-            "USING gin ((_jsonb->'status') jsonb_path_ops)"
-        )
-        assert len(gin_indexes()) == 3
-        create_postgres_database(postgres_server, postgres.FERRETDB_DATABASE)
-        assert gin_indexes() == made
-        # What remains still serves the turns' lookups.
-        assert client.gin_test.email_turns.find_one({"_id": "e1:1"})["purpose"] == "claim"
-    finally:
-        client.drop_database("gin_test")
-        client.close()
+    gin_test.email_turns.insert_one({"_id": "e1:1", "purpose": "claim"})
+    made = {line.split()[0] for line in _gin_indexes(postgres_server, "email_turns")}
+    assert {name.rsplit("_", 2)[-2] for name in made} == {"id", "buckets"}, made
+    table = sorted(made)[0].rsplit("_", 2)[0]
+    _sql(
+        postgres_server,
+        f"CREATE INDEX {table}_status_gin ON gin_test.{table} "
+        "USING gin ((_jsonb->'status') jsonb_path_ops)",
+    )
+    assert len(_gin_indexes(postgres_server, "email_turns")) == 3
+    create_postgres_database(postgres_server, postgres.FERRETDB_DATABASE)
+    assert {line.split()[0] for line in _gin_indexes(postgres_server, "email_turns")} == made
+    # What remains still serves the turns' lookups.
+    assert gin_test.email_turns.find_one({"_id": "e1:1"})["purpose"] == "claim"

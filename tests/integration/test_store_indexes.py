@@ -51,36 +51,20 @@ def test_ensure_indexes_keeps_what_each_backend_reads(
     # The filters that reach PostgreSQL find an index of their own there instead.
     postgres_url = request.getfixturevalue("postgres_server").url
     schema = emails.database.name
-    assert _gin_fields(postgres_url, schema, "emails") == {
-        "id",
-        "status",
-        "recipients",
-        "tags",
-        "metadata_pairs",
-        "provider",
-        "idempotency_key",
-        "list_buckets",
-        "message_id",
-        "provider_message_id",
+    expected = {
+        "emails": {
+            *("id", "status", "recipients", "tags", "metadata_pairs", "provider"),
+            *("idempotency_key", "list_buckets", "message_id", "provider_message_id"),
+        },
+        "provider_events": {"id", "email_id", "provider", "provider_message_id", "message_id"},
+        "email_turns": {"id", "list_buckets"},
+        "idempotency_keys": {"id"},
+        "webhook_deliveries": {"id", "state", "subscription_id", "email_id"},
+        "suppressions": {"id", "reason"},
+        "dead_letters": {"id"},
+        "webhook_subscriptions": {"id"},
     }
-    assert _gin_fields(postgres_url, schema, "provider_events") == {
-        "id",
-        "email_id",
-        "provider",
-        "provider_message_id",
-        "message_id",
-    }
-    assert _gin_fields(postgres_url, schema, "email_turns") == {"id", "list_buckets"}
-    assert _gin_fields(postgres_url, schema, "idempotency_keys") == {"id"}
-    assert _gin_fields(postgres_url, schema, "webhook_deliveries") == {
-        "id",
-        "state",
-        "subscription_id",
-        "email_id",
-    }
-    assert _gin_fields(postgres_url, schema, "suppressions") == {"id", "reason"}
-    assert _gin_fields(postgres_url, schema, "dead_letters") == {"id"}
-    assert _gin_fields(postgres_url, schema, "webhook_subscriptions") == {"id"}
+    assert {name: _gin_fields(postgres_url, schema, name) for name in expected} == expected
 
 
 def test_a_provider_events_lookups_reach_an_index_on_ferretdb(
