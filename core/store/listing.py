@@ -42,7 +42,6 @@ LOOKUP_KEYS = ("recipients", "metadata_pairs", "list_buckets")
 FILTER_HASH_BYTES = 8
 #: The statuses a live claim changes: SENDING, and the stored ones it hides.
 _HELD_STATUSES = {str(Status.SENDING), *sending.CLAIMABLE_STATUSES}
-# Whether the store sorts in memory (FerretDB), by database name; asked once per process.
 
 
 @dataclass(frozen=True)
