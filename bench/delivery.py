@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
@@ -112,6 +112,7 @@ class Outgoing:
     sender: str
     recipients: list[str]
     mime: bytes
+    email_id: str = ""
 
 
 def build_messages(documents: list[dict[str, Any]]) -> list[Outgoing]:
@@ -120,7 +121,8 @@ def build_messages(documents: list[dict[str, Any]]) -> list[Outgoing]:
     for document in documents:
         outgoing = build_outgoing(Email._from_son(document))
         recipients = list(dict.fromkeys(parseaddr(r)[1] for r in outgoing.recipients))
-        messages.append(Outgoing(parseaddr(outgoing.from_address)[1], recipients, outgoing.mime))
+        sender = parseaddr(outgoing.from_address)[1]
+        messages.append(Outgoing(sender, recipients, outgoing.mime, str(document["_id"])))
     return messages
 
 
@@ -136,16 +138,84 @@ class SendRun:
         return self.sent / self.elapsed if self.elapsed else 0.0
 
 
+class StoreWrites:
+    """The two writes the worker makes for a first-attempt success, with plain pymongo.
+
+    The ``raw + store`` row: claim (insert the email's next turn, as
+    ``core.store.turn_taking.insert_turn`` does) before the send, record SENT (one update fenced
+    by the claim's generation, as ``workers.store.claims.record_sent`` does) after it. Run after
+    the worker on the same emails, so each claim is turn 2 and each update a second attempt.
+    """
+
+    def __init__(self, db: pymongo.database.Database[dict[str, Any]], generation: int) -> None:
+        self.db = db
+        self.generation = generation
+
+    def claim(self, email_id: str) -> None:
+        now = utcnow()
+        expires = now + timedelta(seconds=60)
+        self.db.email_turns.insert_one(
+            {
+                "_id": f"{email_id}:{self.generation}",
+                "email_id": email_id,
+                "purpose": "claim",
+                "owner": f"bench:{threading.current_thread().name}",
+                "created_at": now,
+                "expires_at": expires,
+                "list_buckets": [f"lease:{int(now.timestamp()) // 60}"],
+                "provider": "smtp",
+            }
+        )
+
+    def record_sent(self, email_id: str, started_at: datetime, seconds: float) -> None:
+        now = utcnow()
+        attempt = {
+            "provider": "smtp",
+            "started_at": started_at,
+            "duration_ms": seconds * 1000,
+            "outcome": "DELIVERED",
+            "response": "250 OK",
+            "worker": f"bench:{threading.current_thread().name}",
+        }
+        result = self.db.emails.update_one(
+            {"_id": ObjectId(email_id), "claim_generation": {"$lt": self.generation}},
+            {
+                "$set": {
+                    "claim_generation": self.generation,
+                    "updated_at": now,
+                    "status": "SENT",
+                    "sent_at": now,
+                    "provider": "smtp",
+                    "provider_message_id": "",
+                    "last_error": "",
+                },
+                "$unset": {"next_attempt_at": ""},
+                "$push": {"attempts": {"$each": [attempt]}},
+                "$inc": {"attempt_count": 1, "provider_attempts.smtp": 1},
+            },
+        )
+        if result.matched_count != 1:
+            raise RuntimeError(f"email {email_id}: the fenced update matched nothing")
+
+
 # smtplib would look the FQDN up on every connection; the worker's provider does it once too.
 LOCAL_HOSTNAME = socket.getfqdn()
 
 
-def send_all(messages: list[Outgoing], port: int, threads: int, *, reuse: bool = False) -> SendRun:
+def send_all(
+    messages: list[Outgoing],
+    port: int,
+    threads: int,
+    *,
+    reuse: bool = False,
+    writes: StoreWrites | None = None,
+) -> SendRun:
     """Send every message from ``threads`` threads.
 
     Each message on a connection of its own (connect, EHLO, MAIL, RCPT…, DATA, QUIT); with
     ``reuse``, each thread keeps one connection for all its messages, as the worker's SMTP
-    provider does (``MAILROOM_SMTP__IDLE_SECONDS`` > 0): the raw baseline uses that.
+    provider does (``MAILROOM_SMTP__IDLE_SECONDS`` > 0): the raw baseline uses that. With
+    ``writes``, each send is claimed before and recorded after (the ``raw + store`` row).
     """
     run = SendRun()
     lock = threading.Lock()
@@ -165,6 +235,10 @@ def send_all(messages: list[Outgoing], port: int, threads: int, *, reuse: bool =
                 break
             start = time.perf_counter()
             try:
+                if writes is not None:
+                    writes.claim(message.email_id)
+                    started_at = utcnow()
+                    began = time.perf_counter()
                 if reuse:
                     kept = kept or connect()
                     kept.sendmail(message.sender, message.recipients, message.mime)
@@ -175,6 +249,8 @@ def send_all(messages: list[Outgoing], port: int, threads: int, *, reuse: bool =
                         smtp.quit()
                     finally:
                         smtp.close()
+                if writes is not None:
+                    writes.record_sent(message.email_id, started_at, time.perf_counter() - began)
             except Exception as exc:
                 errors[type(exc).__name__] += 1
                 if kept is not None:
@@ -320,6 +396,14 @@ def batch(count: int) -> list[dict[str, Any]]:
     ]
 
 
+def per_email(meter: CpuMeter, rate: float) -> str:
+    """The meter's CPU per email at ``rate`` emails/s, in ms per process."""
+    if not rate:
+        return ""
+    cells = [f"{name} {cores * 1000 / rate:.2f}" for name, cores in meter.cores.items()]
+    return "; per email (ms): " + ", ".join(cells)
+
+
 def store_batch(db: pymongo.database.Database, documents: list[dict[str, Any]]) -> None:
     """Insert the batch, stamped now (so ``created_at`` is when it was stored)."""
     now = utcnow()
@@ -404,10 +488,19 @@ def run(
         received = sink_count(sink) - sink_before
 
         raw_after = send_all(messages, port, WORKER_THREADS, reuse=True)
-
+        # Read before the raw+store row writes a second attempt into every email.
         stored = list(
             db.emails.find({}, {"status": 1, "created_at": 1, "sent_at": 1, "attempts": 1})
         )
+
+        # The floor under the worker: raw smtplib plus the two writes it cannot do without.
+        store_meter = CpuMeter({**store.pids(), "sink": sink.pid})
+        store_meter.start()
+        raw_store = send_all(
+            messages, port, WORKER_THREADS, reuse=True, writes=StoreWrites(db, generation=2)
+        )
+        store_meter.stop()
+
     finally:
         mongo.close()
 
@@ -430,18 +523,19 @@ def run(
         f"{WORKER_THREADS} threads (defaults); into the sink "
         + ("writing .eml files" if sink_kind == "files" else "writing no files")
     )
-    header = f"{'path':<7} {'threads':>7} {'emails':>7} {'emails/s':>9} {'send p50':>9} "
+    header = f"{'path':<9} {'threads':>7} {'emails':>7} {'emails/s':>9} {'send p50':>9} "
     header += f"{'send p99':>9} {'errors':>6} {'ratio':>6}"
     print(header)
     print("-" * len(header))
     for label, rate, latencies, errs in (
         ("raw", raw_before.rate, raw_before.latencies, sum(raw_before.errors.values())),
         ("raw", raw_after.rate, raw_after.latencies, sum(raw_after.errors.values())),
+        ("raw+store", raw_store.rate, raw_store.latencies, sum(raw_store.errors.values())),
         ("worker", worker_rate, durations, emails - statuses.get("SENT", 0)),
     ):
         ratio = rate / raw_rate if raw_rate else 0.0
-        count = len(latencies) if label == "raw" else sent
-        cells = f"{label:<7} {WORKER_THREADS:>7} {count:>7} {rate:>9.1f} "
+        count = len(latencies) if label.startswith("raw") else sent
+        cells = f"{label:<9} {WORKER_THREADS:>7} {count:>7} {rate:>9.1f} "
         p50, p99 = percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000
         cells += f"{p50:>7.1f}ms {p99:>7.1f}ms "
         cells += f"{errs:>6} {ratio:>6.2f}"
@@ -449,7 +543,13 @@ def run(
     print(
         "  raw = the first row before the worker ran, the second after; the ratio is to their "
         "mean.\n  send p50/p99: one SMTP transaction (connect … QUIT); for the worker, the "
-        "attempt's duration_ms as the worker recorded it."
+        "attempt's duration_ms as the worker recorded it.\n  raw+store: the raw loop, each "
+        "send claimed before (insert of the email's next turn) and recorded SENT after (one "
+        "fenced update), with pymongo: the two writes the worker makes, with none of its own "
+        f"work; {raw_store.rate / raw_rate if raw_rate else 0:.2f} of raw, the most a worker "
+        "that writes them can reach.\n  raw+store "
+        + store_meter.line()
+        + per_email(store_meter, raw_store.rate)
     )
     print(
         f"  worker: {started.first_fetch - started.spawned:.2f}s from spawn to first fetch (not "
@@ -462,7 +562,7 @@ def run(
         "latency; the mixed run's paced accept → SENT is one): p50 "
         f"{percentile(queued_to_sent, 0.5):.2f} s, p99 {percentile(queued_to_sent, 0.99):.2f} s"
     )
-    print("  " + meter.line())
+    print("  " + meter.line() + per_email(meter, worker_rate))
     if not finished or sent < emails:
         print(f"  DEADLINE: {sent} of {emails} SENT within {timeout:g}s of the first fetch")
     return DeliveryResult(worker_rate, raw_rate, sent, emails)
