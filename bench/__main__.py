@@ -6,7 +6,8 @@ free ports, and the SMTP sink in processes of their own, then runs:
 * accept:   SendEmail over gRPC and REST (Envoy) at each concurrency against a raw pymongo
             insert + Redis enqueue (bench/accept.py);
 * delivery: one mailroom-worker sending a stored, enqueued batch into the SMTP sink against a
-            raw smtplib loop at the worker's concurrency, and the sink alone (bench/delivery.py);
+            raw smtplib loop at the worker's concurrency, that loop with the worker's two store
+            writes around each send, and the sink alone (bench/delivery.py);
 * mixed:    gRPC accepts at concurrency 16 while one worker delivers, against the raw accept
             baseline under the same worker load; and the accept → SENT time at a paced rate
             (bench/mixed.py);
@@ -187,7 +188,8 @@ def main() -> int:
             summary.append(
                 f"delivery: worker/raw {d.ratio:.2f} (target ≥ 0.5, {verdict(d.ratio, 0.5)}), "
                 f"{d.worker_rate:.1f} emails/s per worker process (target ≥ 150, "
-                f"{verdict(d.worker_rate, 150)})"
+                f"{verdict(d.worker_rate, 150)}); raw+store/raw {d.floor:.2f}, the floor of "
+                f"two store writes per email; worker/raw+store {d.of_floor:.2f}"
             )
         if "mixed" in args.sections:
             rate = args.paced_rate

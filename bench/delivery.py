@@ -5,6 +5,9 @@
 * raw: a plain smtplib loop at the worker's concurrency sending the very MIME messages the
   worker builds (``workers.mime.build_outgoing``) to the same sink, a connection kept per thread
   as the worker's SMTP provider keeps one; measured before and after the worker, averaged;
+* raw+store: the raw loop again after the worker, each send between the two writes the worker
+  makes for a first-attempt success (claim: insert the email's next turn; record SENT: one
+  fenced update), with plain pymongo: the floor under any worker that writes them;
 * worker: the batch stored (``new_email_document`` + ``insert_many``, the API's documents) and
   enqueued (``DeliveryQueue``, the API's messages), then one worker process with the default
   threads, timed from its first fetch (its first heartbeat in Redis) until every email is SENT.
@@ -380,10 +383,21 @@ class DeliveryResult:
     raw_rate: float
     sent: int
     emails: int
+    raw_store_rate: float = 0.0
 
     @property
     def ratio(self) -> float:
         return self.worker_rate / self.raw_rate if self.raw_rate else 0.0
+
+    @property
+    def floor(self) -> float:
+        """raw+store over raw: what two store writes per email leave of the raw rate."""
+        return self.raw_store_rate / self.raw_rate if self.raw_rate else 0.0
+
+    @property
+    def of_floor(self) -> float:
+        """The worker over raw+store: the cost of the worker's own work."""
+        return self.worker_rate / self.raw_store_rate if self.raw_store_rate else 0.0
 
 
 def batch(count: int) -> list[dict[str, Any]]:
@@ -565,4 +579,4 @@ def run(
     print("  " + meter.line() + per_email(meter, worker_rate))
     if not finished or sent < emails:
         print(f"  DEADLINE: {sent} of {emails} SENT within {timeout:g}s of the first fetch")
-    return DeliveryResult(worker_rate, raw_rate, sent, emails)
+    return DeliveryResult(worker_rate, raw_rate, sent, emails, raw_store.rate)
