@@ -84,11 +84,6 @@ def _fingerprint(request: mail_pb2.SendEmailRequest) -> str:
     return hashlib.sha256(payload.SerializeToString(deterministic=True)).hexdigest()
 
 
-def _send_at(document: dict[str, object]) -> datetime | None:
-    send_at = document.get("send_at")
-    return send_at if isinstance(send_at, datetime) else None
-
-
 def _within(deadline: float, write: Callable[[list[W]], V], items: list[W]) -> V:
     """Run a group's ``write`` under a ``pymongo.timeout`` ending at ``deadline`` (monotonic).
 
@@ -137,12 +132,7 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
         )
         self.voids: RetryBacklog[str] = RetryBacklog("void-backlog", self._void)
         # Concurrent SendEmails share inserts: on FerretDB an insert's cost is mostly per write.
-        # The group's leader enqueues the group's emails too, in one round trip to Redis,
-        # before any of its callers answers. make bench, gRPC at concurrency 16, eight runs
-        # alternating with each call enqueueing its own: 0.62-0.71 of raw against 0.49-0.60.
-        # A second group for the enqueues alone (one more hand-over between threads) gained
-        # nothing.
-        self._inserts: GroupCommit[tuple[dict[str, object], float], bool] = GroupCommit(
+        self._inserts: GroupCommit[tuple[dict[str, object], float], None] = GroupCommit(
             self._insert_emails, max_items=settings.accept_group_max_emails
         )
         # And their idempotency keys (the SDK sends one with every email): one bulk write too.
@@ -182,10 +172,10 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
             if replay:
                 email_id, enqueue = self._take_over(new, email_id)
             else:
-                document, enqueued = self._insert(new, email_id, deadline, size=request.ByteSize())
+                document = self._insert(new, email_id, deadline, size=request.ByteSize())
                 # The worker claims it from this copy instead of reading it back.
-                stored = carry(document) if new.send_at is None and not enqueued else None
-                enqueue = not enqueued
+                stored = carry(document) if new.send_at is None else None
+                enqueue = True
         if enqueue:
             self._enqueue((str(email_id), new.send_at), stored=stored)
         context.send_initial_metadata(((HTTP_STATUS_METADATA, "201"),))
@@ -201,38 +191,10 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
 
     def _insert_emails(
         self, items: list[tuple[dict[str, object], float]]
-    ) -> list[MailroomError | bool]:
-        """A group's email insert (see :meth:`_insert`), bounded by its calls' latest deadline.
-
-        Then the group's stored emails are enqueued, unless Redis refused the last enqueue (the
-        retry backlog holds emails): a Redis that hangs would keep the whole group from its
-        answer, so each call then enqueues its own, as it does after an unresolved insert.
-
-        Returns:
-            Per email: its insert's error, or whether this enqueued it (or left it to the
-            retry backlog): the caller enqueues it otherwise.
-        """
+    ) -> list[MailroomError | None]:
+        """A group's email insert (see :meth:`_insert`), bounded by its calls' latest deadline."""
         documents = [document for document, _ in items]
-        fates = _within(max(d for _, d in items), repository.insert_email_group, documents)
-        stored = [doc for doc, fate in zip(documents, fates, strict=True) if fate is None]
-        if not stored or len(self.enqueues):
-            return [False if fate is None else fate for fate in fates]
-        self._enqueue_stored(stored)
-        return [True if fate is None else fate for fate in fates]
-
-    def _enqueue_stored(self, documents: list[dict[str, object]]) -> None:
-        """Enqueue just-inserted emails, each carrying its copy unless it is scheduled."""
-        items = [(str(doc["_id"]), _send_at(doc)) for doc in documents]
-        copies = {
-            str(doc["_id"]): copy
-            for doc in documents
-            if "send_at" not in doc and (copy := carry(doc)) is not None
-        }
-        if len(items) == 1:
-            # Alone: one script call, where a pipeline first asks Redis whether it has the script.
-            self._enqueue(items[0], stored=copies.get(items[0][0]))
-        else:
-            self._enqueue_many(items, stored=copies)
+        return _within(max(d for _, d in items), repository.insert_email_group, documents)
 
     def _reserve_keys(
         self, items: list[tuple[tuple[str, str, str], float]]
@@ -270,11 +232,11 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
 
     def _insert(
         self, new: repository.NewEmail, email_id: ObjectId, deadline: float, *, size: int
-    ) -> tuple[dict[str, object], bool]:
+    ) -> dict[str, object]:
         """Insert a new email (with the concurrent ones); resolve an unknown outcome.
 
         Returns:
-            The document stored, and whether its group enqueued it (else the caller does).
+            The document stored.
 
         Raises:
             StorageUnavailable: Not stored, or voided: it will never be sent (500).
@@ -283,9 +245,7 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
         document = self._document(new, email_id)
         share = max(deadline - time.monotonic(), 0.001) * INSERT_SHARE
         try:
-            enqueued = self._inserts.submit(
-                (document, time.monotonic() + share), size=size, timeout=share
-            )
+            self._inserts.submit((document, time.monotonic() + share), size=size, timeout=share)
         except DuplicateKey:
             pass  # a driver retry of this very insert, whose first try landed
         except NotTaken as exc:
@@ -295,9 +255,7 @@ class MailServicer(mail_pb2_grpc.MailServiceServicer):
             ) from exc
         except (StorageOutcomeUnknown, TakenNoAnswer):
             self._resolve(str(email_id))
-        else:
-            return document, enqueued
-        return document, False
+        return document
 
     def _resolve(self, email_id: str) -> None:
         """The insert may or may not have landed: find it, or void it, within the budget."""

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from datetime import timedelta
 
 import pytest
-from bson import ObjectId
 
 from core.errors import NotAccepted, StorageOutcomeUnknown, StorageUnavailable
 from core.store import repository, turns
@@ -125,73 +122,3 @@ def test_an_enqueue_that_fails_is_retried_until_redis_answers(fake_store, make):
     queue.fail = False
     wait_until(lambda: queue.ids == [reply.id], timeout=10, message="enqueued once Redis is back")
     assert len(servicer.enqueues) == 0
-
-
-def scheduled(request: mail_pb2.SendEmailRequest) -> mail_pb2.SendEmailRequest:
-    later = mail_pb2.SendEmailRequest()
-    later.CopyFrom(request)
-    later.send_at.FromDatetime(utcnow() + timedelta(hours=1))
-    return later
-
-
-def test_calls_inserted_together_are_enqueued_together_before_any_answers(
-    fake_store, make, monkeypatch
-):
-    servicer, queue = make()
-    real_insert = repository.insert_email_group
-    release, groups = threading.Event(), []
-
-    def first_insert_waits(documents):
-        groups.append(len(documents))
-        if len(groups) == 1:
-            release.wait(10)
-        return real_insert(documents)
-
-    monkeypatch.setattr(repository, "insert_email_group", first_insert_waits)
-    replies: dict[int, str] = {}
-    queued_at_answer: dict[int, bool] = {}
-
-    def send(index: int, request: mail_pb2.SendEmailRequest) -> None:
-        reply = servicer.SendEmail(request, Context())
-        replies[index] = reply.id
-        queued_at_answer[index] = reply.id in queue.ids
-
-    requests = [REQUEST, REQUEST, scheduled(REQUEST), REQUEST]
-    threads = [threading.Thread(target=send, args=(i, r)) for i, r in enumerate(requests)]
-    threads[0].start()
-    wait_until(lambda: groups == [1], timeout=10, message="the first insert started")
-    for thread in threads[1:]:
-        thread.start()
-    wait_until(lambda: len(servicer._inserts._queue) == 3, timeout=10, message="three calls queued")
-    release.set()
-    for thread in threads:
-        thread.join(10)
-
-    assert groups == [1, 3]
-    assert queue.singles == [replies[0]]
-    [batch] = queue.batches
-    assert sorted(email_id for email_id, _ in batch) == sorted(replies[i] for i in (1, 2, 3))
-    delays = dict(batch)
-    assert delays[replies[2]] is not None and delays[replies[1]] is None
-    assert set(queue.stored) == {replies[0], replies[1], replies[3]}
-    assert sorted(queue.ids) == sorted(replies.values())  # each enqueued once
-    assert queued_at_answer == dict.fromkeys(range(4), True)
-
-
-def test_while_redis_refuses_enqueues_each_call_enqueues_its_own(fake_store, make, monkeypatch):
-    queue = RecordingQueue(fail=True)
-    servicer, _ = make(queue)
-    servicer.SendEmail(REQUEST, Context())
-    assert len(servicer.enqueues) == 1
-    documents = [
-        servicer._document(repository.NewEmail(["b@example.com"], "t", "c", "m@example.com"), oid)
-        for oid in (
-            ObjectId(),
-            ObjectId(),
-        )
-    ]
-    deadline = time.monotonic() + 5
-    # A Redis that hangs would hold the whole group's answers: the group leaves it to each call.
-    assert servicer._insert_emails([(d, deadline) for d in documents]) == [False, False]
-    assert queue.batches == [] and queue.ids == []
-    assert Email.objects(id__in=[d["_id"] for d in documents]).count() == 2
