@@ -13,6 +13,7 @@ which then stops them in order. They also die with the parent (Linux): a parent 
 from __future__ import annotations
 
 import functools
+import os
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -126,6 +127,14 @@ def start_redis(
     ).start()
 
 
+#: FerretDB's Go garbage collector target (``GOGC``) unless the caller's environment sets one.
+#: Its live heap is a few MB, so with Go's default (100) it collected every few MB allocated:
+#: every command decodes the stored JSON of each document it touches. With 1000 a find by
+#: ``_id`` cost about 25 % less FerretDB CPU, an update about 15 %, a turn's insert about 10 %
+#: (8 threads, three FerretDBs on one PostgreSQL, alternating), for 84 MB resident against 38.
+FERRETDB_GOGC = "1000"
+
+
 def start_ferretdb(
     port: int,
     state_dir: Path,
@@ -151,7 +160,8 @@ def start_ferretdb(
         ready_timeout: Seconds to wait for a MongoDB ``ping`` to answer.
 
     Returns:
-        The ready process; ``.uri`` is ``mongodb://host:port/`` (no database name).
+        The ready process; ``.uri`` is ``mongodb://host:port/`` (no database name). It runs
+        with ``GOGC`` set to :data:`FERRETDB_GOGC` unless ``GOGC`` is in the environment.
     """
     state_dir = Path(state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -175,6 +185,7 @@ def start_ferretdb(
         ready=functools.partial(_mongo_ping, uri),
         ready_timeout=ready_timeout,
         url=uri,
+        env={} if "GOGC" in os.environ else {"GOGC": FERRETDB_GOGC},
         echo=echo,
     ).start()
 

@@ -23,6 +23,7 @@ import redis
 
 from devtools import postgres
 from devtools.services import (
+    FERRETDB_GOGC,
     BinaryNotFoundError,
     ManagedProcess,
     ServiceError,
@@ -196,6 +197,10 @@ def test_ferretdb_on_a_new_postgres_cluster_keeps_documents_across_restarts(
             assert postgres.pid is not None and _uid_of(postgres.pid) == postgres_uid
 
         ferretdb = start_ferretdb(free_port(), tmp_path / "ferretdb", postgresql_url=postgres.url)
+        # Go's collector tuned for FerretDB's small heap, unless the caller chose a GOGC.
+        assert ferretdb.pid is not None
+        environ = Path(f"/proc/{ferretdb.pid}/environ").read_bytes().split(b"\0")
+        assert f"GOGC={os.environ.get('GOGC', FERRETDB_GOGC)}".encode() in environ
         client = _mongo(ferretdb.uri + "shop")
         try:
             orders = client.get_default_database().orders
